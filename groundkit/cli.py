@@ -1,0 +1,46 @@
+"""The ``groundkit`` command. Each subcommand lives in ``groundkit/commands/<name>.py``.
+
+A command module defines ``register(subparsers) -> None``, which adds its parser and sets
+``func=run`` on it; ``run(args) -> int`` does the work. Command modules import torch and models
+inside ``run`` so that ``groundkit --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from groundkit.errors import GroundkitError
+
+COMMANDS = ["generate", "stats", "score", "train", "evaluate", "predict", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="groundkit", description="Ground language in pixels.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"groundkit.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"groundkit.commands.{name}":
+                raise
+            continue  # command not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except GroundkitError as e:
+        print(f"groundkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

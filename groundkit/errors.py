@@ -1,0 +1,32 @@
+"""Errors a user can act on: each names the file, the item and the field at fault."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GroundkitError(Exception):
+    """Base class of every error groundkit raises on purpose."""
+
+
+class FormatError(GroundkitError, ValueError):
+    """A file does not follow its format.
+
+    Example message: ``panoptic_val.json: annotation of image 42, segment 7: field 'category_id':
+    expected an id listed in 'categories', got 999``.
+    """
+
+    def __init__(self, file: str | Path | None, message: str, *, item: str | None = None,
+                 field: str | None = None) -> None:
+        self.file = None if file is None else str(file)
+        self.item = item
+        self.field = field
+        where = [p for p in (self.file, item, f"field '{field}'" if field else None) if p]
+        super().__init__(": ".join(where + [message]))
+
+
+class ConfigError(GroundkitError, ValueError):
+    """A configuration key or value is not valid (unknown key, wrong type, out of range)."""
+
+
+class InputError(GroundkitError, ValueError):
+    """An argument given to the API or CLI cannot be used (bad caption, span, image, ...)."""

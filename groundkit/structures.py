@@ -1,0 +1,154 @@
+"""The few typed records that cross layers.
+
+Readers in ``groundkit.data.formats`` produce these; models, metrics and writers consume them.
+Boxes are ``xyxy`` absolute pixels everywhere in Python; ``xywh`` only inside COCO files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+import numpy as np
+
+
+# --- COCO panoptic -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Category:
+    """A COCO panoptic category; ``isthing`` separates countable things from amorphous stuff."""
+
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int] = (0, 0, 0)
+    supercategory: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a split: ``file_name`` is relative to the split's image folder."""
+
+    id: int
+    file_name: str
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a panoptic annotation. ``bbox`` is COCO ``[x, y, w, h]``."""
+
+    id: int
+    category_id: int
+    area: int = 0
+    bbox: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    iscrowd: bool = False
+    score: float | None = None  # predictions only
+
+
+@dataclass(frozen=True)
+class PanopticAnnotation:
+    """The segments of one image; ``file_name`` is the segment PNG inside the panoptic folder."""
+
+    image_id: int
+    file_name: str
+    segments: tuple[Segment, ...]
+
+    def segment(self, segment_id: int) -> Segment | None:
+        """The segment with this id, or None."""
+        for s in self.segments:
+            if s.id == segment_id:
+                return s
+        return None
+
+
+# --- Panoptic narrative grounding ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Utterance:
+    """One piece of a narrative's caption.
+
+    ``span`` is the ``[start, end)`` character range of the utterance in the caption, found by the
+    case-insensitive left-to-right search of formats.md. A noun phrase is *grounded* when it has
+    segment ids; ``plural`` is the annotator's flag, which metrics do not use.
+    """
+
+    text: str
+    span: tuple[int, int]
+    segment_ids: tuple[int, ...] = ()
+    plural: bool = False
+    noun: bool = False
+
+    @property
+    def grounded(self) -> bool:
+        return self.noun and len(self.segment_ids) > 0
+
+
+@dataclass(frozen=True)
+class Narrative:
+    """A caption of one image cut into utterances, as in ``png_coco_<split>.json``."""
+
+    image_id: int
+    caption: str
+    utterances: tuple[Utterance, ...]
+    annotator_id: int = 0
+
+    def grounded(self) -> list[tuple[int, Utterance]]:
+        """``(segment_index, utterance)`` of every grounded noun phrase, in caption order."""
+        return [(i, u) for i, u in enumerate(self.utterances) if u.grounded]
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """A narrative is identified by (image id, caption) in prediction files."""
+        return (self.image_id, self.caption)
+
+
+# --- Referring expressions ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReferringSample:
+    """One evaluation sample of RefCOCO: a sentence that refers to one annotated object."""
+
+    ref_id: int
+    sent_id: int
+    ann_id: int
+    image_id: int
+    category_id: int
+    split: str
+    sentence: str
+    tokens: tuple[str, ...] = ()
+    file_name: str = ""
+
+
+# --- Results (one dict per image, as DETR / Hugging Face post-processors return) ---------------
+
+class GroundingResult(TypedDict):
+    """Grounding of one caption on one image.
+
+    phrases: N phrase strings; spans: N ``(start, end)`` character spans in the caption;
+    masks: ``(N, H, W) bool`` at image size; scores: ``(N,) float`` mean probability inside the mask.
+    """
+
+    phrases: list[str]
+    spans: list[tuple[int, int]]
+    masks: np.ndarray
+    scores: np.ndarray
+
+
+class ReferringResult(TypedDict, total=False):
+    """box: ``(4,)`` xyxy pixels; score: float; mask: ``(H, W) bool`` (RES only)."""
+
+    box: np.ndarray
+    score: float
+    mask: np.ndarray
+
+
+@dataclass
+class PanopticResult:
+    """detectron2's panoptic output: ``id_map (H, W) int64`` (0 = void) and one info dict a segment.
+
+    ``segments_info`` items: ``{"id", "category_id", "isthing", "score"}``.
+    """
+
+    id_map: np.ndarray
+    segments_info: list[dict[str, Any]] = field(default_factory=list)
