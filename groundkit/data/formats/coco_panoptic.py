@@ -1,6 +1,7 @@
 """COCO panoptic: one JSON (images, annotations, categories) + one segment PNG per image.
 
-The id of a pixel is ``R + 256 * G + 256**2 * B``; 0 is VOID.
+The id of a pixel is ``R + 256 * G + 256**2 * B``; 0 is VOID. Prediction files have the same layout
+and may give segments only ``id`` and ``category_id``, so the other segment fields are optional here.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 from PIL import Image
 
 from groundkit._io import atomic_path, write_json
+from groundkit.data.formats._fields import get, get_list, read_json
+from groundkit.errors import FormatError
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
 
 
@@ -36,6 +39,141 @@ def write_segment_png(path: str | Path, id_map: np.ndarray) -> None:
     """Write ``id_map (H, W)`` as a COCO panoptic RGB PNG, atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(id_to_rgb(id_map), mode="RGB").save(tmp, format="PNG")
+
+
+def read_segment_png(path: str | Path) -> np.ndarray:
+    """The ``(H, W) int64`` id map of a segment PNG; a missing or unreadable file is a FormatError."""
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise FormatError(path, "segment PNG not found") from None
+    except OSError as e:  # PIL raises OSError subclasses for truncated or non-image files
+        raise FormatError(path, f"cannot read the segment PNG: {e}") from None
+    return rgb_to_id(rgb)
+
+
+# --- JSON reader ----------------------------------------------------------------------------------
+
+class PanopticDataset:
+    """A COCO panoptic split: its JSON parsed into records, PNGs read on demand.
+
+    ``images``, ``annotations`` (by image id) and ``categories`` are dicts keyed by id.
+    """
+
+    def __init__(self, json_path: Path, png_dir: Path, images: dict[int, ImageRecord],
+                 annotations: dict[int, PanopticAnnotation], categories: dict[int, Category]) -> None:
+        self.json_path = json_path
+        self.png_dir = png_dir
+        self.images = images
+        self.annotations = annotations
+        self.categories = categories
+
+    def annotation(self, image_id: int) -> PanopticAnnotation:
+        """The annotation of ``image_id``; FormatError when the JSON has none."""
+        ann = self.annotations.get(image_id)
+        if ann is None:
+            raise FormatError(self.json_path, f"no annotation for image {image_id}")
+        return ann
+
+    def id_map(self, image_id: int) -> np.ndarray:
+        """``(H, W) int64`` segment ids of ``image_id``, checked against its JSON entries."""
+        ann = self.annotation(image_id)
+        png = self.png_dir / ann.file_name
+        ids = read_segment_png(png)
+        image = self.images[image_id]
+        if ids.shape != (image.height, image.width):
+            raise FormatError(png, f"size {ids.shape[1]}x{ids.shape[0]} (WxH) differs from the "
+                              f"{image.width}x{image.height} of image {image_id} in {self.json_path}")
+        unlisted = set(np.unique(ids).tolist()) - {0} - {s.id for s in ann.segments}
+        if unlisted:
+            raise FormatError(png, f"segment id {min(unlisted)} of image {image_id} is not listed in "
+                              f"its segments_info in {self.json_path}")
+        return ids
+
+    def segment_mask(self, image_id: int, segment_id: int) -> np.ndarray:
+        """``(H, W) bool`` mask of one segment."""
+        return self.union_mask(image_id, [segment_id])
+
+    def union_mask(self, image_id: int, segment_ids: Iterable[int]) -> np.ndarray:
+        """``(H, W) bool`` union of the masks of ``segment_ids`` (a phrase's ground truth)."""
+        ann = self.annotation(image_id)
+        segment_ids = list(segment_ids)
+        for sid in segment_ids:
+            if ann.segment(sid) is None:
+                raise FormatError(self.json_path, f"segment {sid} is not in the annotation of "
+                                  f"image {image_id}")
+        return np.isin(self.id_map(image_id), segment_ids)
+
+
+def load_panoptic(json_path: str | Path, png_dir: str | Path) -> PanopticDataset:
+    """Read a COCO panoptic JSON; segment PNGs (in ``png_dir``) are read on demand."""
+    json_path, png_dir = Path(json_path), Path(png_dir)
+    data = read_json(json_path)
+    item = "top level"
+    images = _by_id([_image(x, json_path, i) for i, x in
+                     enumerate(get(data, "images", "list", json_path, item))], json_path, "image")
+    categories = _by_id([_category(x, json_path, i) for i, x in
+                         enumerate(get(data, "categories", "list", json_path, item))],
+                        json_path, "category")
+    annotations = {}
+    for i, x in enumerate(get(data, "annotations", "list", json_path, item)):
+        ann = _annotation(x, json_path, i, images, categories)
+        if ann.image_id in annotations:
+            raise FormatError(json_path, f"second annotation for image {ann.image_id}",
+                              item=f"annotation {i}")
+        annotations[ann.image_id] = ann
+    return PanopticDataset(json_path, png_dir, images, annotations, categories)
+
+
+def _by_id(records: list, file: Path, kind: str) -> dict[int, Any]:
+    out = {}
+    for r in records:
+        if r.id in out:
+            raise FormatError(file, f"duplicate {kind} id {r.id}")
+        out[r.id] = r
+    return out
+
+
+def _image(x: Any, file: Path, index: int) -> ImageRecord:
+    item = f"image {index}"
+    return ImageRecord(id=get(x, "id", "int", file, item),
+                       file_name=get(x, "file_name", "str", file, item),
+                       height=get(x, "height", "int", file, item),
+                       width=get(x, "width", "int", file, item))
+
+
+def _category(x: Any, file: Path, index: int) -> Category:
+    item = f"category {index}"
+    color = get_list(x, "color", "int", file, item, length=3, default=(0, 0, 0))
+    return Category(id=get(x, "id", "int", file, item), name=get(x, "name", "str", file, item),
+                    isthing=bool(get(x, "isthing", "flag", file, item)), color=tuple(color),
+                    supercategory=get(x, "supercategory", "str", file, item, default=""))
+
+
+def _annotation(x: Any, file: Path, index: int, images: dict[int, ImageRecord],
+                categories: dict[int, Category]) -> PanopticAnnotation:
+    image_id = get(x, "image_id", "int", file, f"annotation {index}")
+    item = f"annotation of image {image_id}"
+    if image_id not in images:
+        raise FormatError(file, "expected an id listed in 'images'", item=item, field="image_id")
+    infos = get(x, "segments_info", "list", file, item)
+    segments = tuple(_segment(s, file, f"{item}, segment {j}", categories)
+                     for j, s in enumerate(infos))
+    return PanopticAnnotation(image_id=image_id, file_name=get(x, "file_name", "str", file, item),
+                              segments=segments)
+
+
+def _segment(x: Any, file: Path, item: str, categories: dict[int, Category]) -> Segment:
+    category_id = get(x, "category_id", "int", file, item)
+    if category_id not in categories:
+        raise FormatError(file, f"expected an id listed in 'categories', got {category_id}",
+                          item=item, field="category_id")
+    bbox = get_list(x, "bbox", "number", file, item, length=4, default=(0, 0, 0, 0))
+    score = get(x, "score", "number", file, item, default=None)
+    return Segment(id=get(x, "id", "int", file, item), category_id=category_id,
+                   area=get(x, "area", "number", file, item, default=0), bbox=tuple(bbox),
+                   iscrowd=bool(get(x, "iscrowd", "flag", file, item, default=0)), score=score)
 
 
 # --- JSON writer ----------------------------------------------------------------------------------

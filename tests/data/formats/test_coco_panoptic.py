@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groundkit.data.formats.coco_panoptic import (
+    id_to_rgb, load_panoptic, read_segment_png, rgb_to_id, write_panoptic_json, write_segment_png)
+from groundkit.errors import FormatError
+
+IMAGE = 142238
+
+
+def load(root):
+    return load_panoptic(root / "panoptic.json", root / "panoptic")
+
+
+def test_reads_the_real_sample(sample):
+    ds = load(sample)
+    assert set(ds.images) == {142238, 439180}
+    assert len(ds.categories) == 133
+    assert sum(c.isthing for c in ds.categories.values()) == 80
+    assert ds.categories[1].name == "person" and ds.categories[1].color == (220, 20, 60)
+    first = ds.annotations[IMAGE].segments[0]
+    assert (first.id, first.category_id, first.area, first.bbox) == (3937500, 1, 3528, (282, 207, 48, 149))
+
+
+def test_id_map_matches_segments_info(sample):
+    ds = load(sample)
+    ids = ds.id_map(IMAGE)
+    assert ids.shape == (427, 640) and ids.dtype == np.int64
+    # The official areas are the pixel counts of each id in the PNG.
+    for seg in ds.annotations[IMAGE].segments:
+        assert (ids == seg.id).sum() == seg.area
+
+
+def test_segment_and_union_masks(sample):
+    ds = load(sample)
+    people = [s.id for s in ds.annotations[IMAGE].segments if s.category_id == 1]
+    union = ds.union_mask(IMAGE, people)
+    assert union.dtype == bool
+    assert union.sum() == sum(ds.segment_mask(IMAGE, s).sum() for s in people)  # disjoint segments
+    assert not ds.union_mask(IMAGE, []).any()
+
+
+def test_id_rgb_round_trip(tmp_path):
+    ids = np.array([[0, 1, 255, 256], [65535, 65536, 16757838, 256**3 - 1]])
+    assert (rgb_to_id(id_to_rgb(ids)) == ids).all()
+    assert rgb_to_id(np.array([[[255, 255, 255]]], dtype=np.uint8))[0, 0] == 256**3 - 1  # no uint8 wrap
+    write_segment_png(tmp_path / "s.png", ids)
+    assert (read_segment_png(tmp_path / "s.png") == ids).all()
+    with pytest.raises(ValueError, match="256"):
+        id_to_rgb(np.array([[256**3]]))
+
+
+def test_json_round_trip(sample, tmp_path):
+    ds = load(sample)
+    write_panoptic_json(tmp_path / "p.json", ds.images.values(), ds.annotations.values(),
+                        ds.categories.values())
+    again = load_panoptic(tmp_path / "p.json", sample / "panoptic")
+    assert (again.images, again.annotations, again.categories) == \
+        (ds.images, ds.annotations, ds.categories)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FormatError, match="nope.json: file not found"):
+        load_panoptic(tmp_path / "nope.json", tmp_path)
+
+
+def test_truncated_json_names_line_and_column(sample_copy):
+    path = sample_copy / "panoptic.json"
+    path.write_text('{"images": [\n  {"id": 1,\n')
+    with pytest.raises(FormatError, match=r"panoptic.json: invalid JSON at line 3, column 1"):
+        load(sample_copy)
+
+
+def test_missing_field_names_item_and_field(sample_copy, edit_json):
+    edit_json(sample_copy / "panoptic.json", lambda d: d["images"][1].pop("height"))
+    with pytest.raises(FormatError, match=r"panoptic.json: image 1: field 'height': missing"):
+        load(sample_copy)
+
+
+def test_wrong_type_and_unknown_category(sample_copy, edit_json):
+    def change(d):
+        d["annotations"][0]["segments_info"][2]["category_id"] = 999
+    edit_json(sample_copy / "panoptic.json", change)
+    with pytest.raises(FormatError, match=r"image 142238, segment 2: field 'category_id': .*999"):
+        load(sample_copy)
+    edit_json(sample_copy / "panoptic.json", lambda d: d["images"][0].update(width="640"))
+    with pytest.raises(FormatError, match=r"image 0: field 'width': expected an integer, got '640'"):
+        load(sample_copy)
+
+
+def test_png_size_differs_from_image(sample_copy, edit_json):
+    edit_json(sample_copy / "panoptic.json", lambda d: d["images"][0].update(height=428))
+    with pytest.raises(FormatError, match=r"000000142238.png: size 640x427 .* 640x428 of image 142238"):
+        load(sample_copy).id_map(IMAGE)
+
+
+def test_png_id_not_listed_in_json(sample_copy, edit_json):
+    edit_json(sample_copy / "panoptic.json",
+              lambda d: d["annotations"][0]["segments_info"].pop(0))  # drops id 3937500
+    with pytest.raises(FormatError, match=r"000000142238.png: segment id 3937500 of image 142238"):
+        load(sample_copy).id_map(IMAGE)
+
+
+def test_unknown_segment_or_image(sample):
+    ds = load(sample)
+    with pytest.raises(FormatError, match="segment 7 is not in the annotation of image 142238"):
+        ds.segment_mask(IMAGE, 7)
+    with pytest.raises(FormatError, match="no annotation for image 5"):
+        ds.id_map(5)
+
+
+def test_missing_and_broken_png(sample_copy):
+    (sample_copy / "panoptic" / "000000142238.png").unlink()
+    with pytest.raises(FormatError, match="000000142238.png: segment PNG not found"):
+        load(sample_copy).id_map(IMAGE)
+    (sample_copy / "panoptic" / "000000142238.png").write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(FormatError, match="cannot read the segment PNG"):
+        load(sample_copy).id_map(IMAGE)
