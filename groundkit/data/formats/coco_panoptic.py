@@ -97,13 +97,19 @@ class PanopticDataset:
 
     def union_mask(self, image_id: int, segment_ids: Iterable[int]) -> np.ndarray:
         """``(H, W) bool`` union of the masks of ``segment_ids`` (a phrase's ground truth)."""
+        return self.union_masks(image_id, [segment_ids])[0]
+
+    def union_masks(self, image_id: int, groups: Iterable[Iterable[int]]) -> np.ndarray:
+        """``(N, H, W) bool``: the union mask of each of N groups of segment ids (PNG read once)."""
         ann = self.annotation(image_id)
-        segment_ids = list(segment_ids)
-        for sid in segment_ids:
+        groups = [list(g) for g in groups]
+        for sid in (s for g in groups for s in g):
             if ann.segment(sid) is None:
                 raise FormatError(self.json_path, f"segment {sid} is not in the annotation of "
                                   f"image {image_id}")
-        return np.isin(self.id_map(image_id), segment_ids)
+        ids = self.id_map(image_id)
+        return np.stack([np.isin(ids, g) for g in groups]) if groups else \
+            np.zeros((0, *ids.shape), dtype=bool)
 
 
 def load_panoptic(json_path: str | Path, png_dir: str | Path) -> PanopticDataset:

@@ -41,6 +41,10 @@ def test_segment_and_union_masks(sample):
     assert union.dtype == bool
     assert union.sum() == sum(ds.segment_mask(IMAGE, s).sum() for s in people)  # disjoint segments
     assert not ds.union_mask(IMAGE, []).any()
+    many = ds.union_masks(IMAGE, [people, [], people[:1]])
+    assert many.shape == (3, 427, 640)
+    assert (many[0] == union).all() and not many[1].any() and (many[2] == ds.segment_mask(IMAGE, people[0])).all()
+    assert ds.union_masks(IMAGE, []).shape == (0, 427, 640)
 
 
 def test_id_rgb_round_trip(tmp_path):
