@@ -1,0 +1,111 @@
+"""Deformable encoder: level flattening round trip, reference points, gradients, padding."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from groundkit.errors import InputError
+from groundkit.vision.deformable_encoder import (DeformableEncoder, DeformableEncoderLayer,
+                                                 flatten_levels,
+                                                 mask_valid_ratio, unflatten_levels)
+
+SHAPES = [(6, 8), (3, 4), (2, 2)]
+CHANNELS = 16
+
+
+def pyramid(batch: int = 2, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, CHANNELS, h, w, generator=gen) for h, w in SHAPES]
+
+
+def small_encoder(num_layers: int = 2) -> DeformableEncoder:
+    torch.manual_seed(0)
+    layer = DeformableEncoderLayer(d_model=CHANNELS, d_ffn=32, dropout=0.0, n_levels=len(SHAPES),
+                                   n_heads=4, n_points=2)
+    return DeformableEncoder(layer, num_layers)
+
+
+def test_flatten_unflatten_round_trip_and_layout():
+    features = pyramid()
+    pos = pyramid(seed=1)
+    level_embed = torch.randn(len(SHAPES), CHANNELS)
+    flat = flatten_levels(features, pos, level_embed)
+    assert flat.src.shape == (2, 48 + 12 + 4, CHANNELS)
+    assert flat.spatial_shapes.tolist() == [list(s) for s in SHAPES]
+    assert flat.level_start_index.tolist() == [0, 48, 60]
+    assert not flat.padding_mask.any() and torch.equal(flat.valid_ratios, torch.ones(2, 3, 2))
+    # row-major: token 48 + 1 * 4 + 2 is level 1, row 1, column 2
+    assert torch.equal(flat.src[:, 48 + 6], features[1][:, :, 1, 2])
+    assert torch.allclose(flat.pos[:, 48 + 6], pos[1][:, :, 1, 2] + level_embed[1])
+    for back, original in zip(unflatten_levels(flat.src, flat.spatial_shapes), features):
+        assert torch.equal(back, original)
+
+
+def test_level_embedding_alone_is_broadcast_over_the_batch():
+    level_embed = torch.randn(len(SHAPES), CHANNELS)
+    flat = flatten_levels(pyramid(), level_embed=level_embed)
+    assert flat.pos.shape == flat.src.shape
+    assert torch.equal(flat.pos[1, -1], level_embed[2])
+    assert flatten_levels(pyramid()).pos is None
+
+
+def test_valid_ratio_from_mask():
+    mask = torch.zeros(2, 4, 8, dtype=torch.bool)
+    mask[1, 3:, :] = True  # one row of four is padding
+    mask[1, :, 6:] = True  # two columns of eight
+    assert mask_valid_ratio(mask).tolist() == [[1.0, 1.0], [0.75, 0.75]]
+
+
+def test_reference_points_are_pixel_centres():
+    shapes = torch.tensor(SHAPES)
+    refs = DeformableEncoder.reference_points(shapes, torch.ones(2, 3, 2))
+    assert refs.shape == (2, 64, 3, 2)
+    # token 48 + 6 is level 1 (3 x 4), row 1, column 2: centre ((2 + .5) / 4, (1 + .5) / 3) on every level
+    assert torch.allclose(refs[:, 54], torch.tensor([2.5 / 4, 1.5 / 3]).expand(2, 3, 2))
+    # padding halves the valid width of every level: the same pixel now lies twice as far, in valid units,
+    # then is scaled back by each level's valid ratio
+    ratios = torch.tensor([1.0, 1.0]).repeat(1, 3, 1)
+    ratios[..., 0] = 0.5
+    assert torch.allclose(DeformableEncoder.reference_points(shapes, ratios)[0, 54, 0], refs[0, 54, 0])
+
+
+def test_encoder_shapes_and_gradient_reaches_every_parameter():
+    encoder = small_encoder()
+    # at init the offset and weight layers are zero, so the queries (and with them the level
+    # embedding) get no gradient until those layers move: move them, as one training step would
+    with torch.no_grad():
+        for layer in encoder.layers:
+            layer.self_attn.sampling_offsets.weight.normal_(0, 0.1)
+            layer.self_attn.attention_weights.weight.normal_(0, 0.1)
+    features = [f.requires_grad_() for f in pyramid()]
+    out = encoder.encode_maps(features, pyramid(seed=1))
+    assert [o.shape for o in out] == [f.shape for f in features]
+    sum(o.square().sum() for o in out).backward()
+    for name, param in encoder.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert all(f.grad.abs().sum() > 0 for f in features)
+
+
+def test_encoder_ignores_padded_pixels():
+    encoder = small_encoder(num_layers=1).eval()
+    features = pyramid()
+    masks = [torch.zeros(2, h, w, dtype=torch.bool) for h, w in SHAPES]
+    for mask in masks:  # the right half of image 1 is padding on every level
+        mask[1, :, mask.shape[-1] // 2:] = True
+    out = encoder.encode_maps(features, masks=masks)
+    changed = [f.clone() for f in features]
+    for f, mask in zip(changed, masks):
+        f.permute(0, 2, 3, 1)[mask] += 50.0
+    out_changed = encoder.encode_maps(changed, masks=masks)
+    for o, c, mask in zip(out, out_changed, masks):
+        # valid pixels do not see padding (padded pixels' own outputs may change: they are discarded)
+        assert torch.allclose(o.permute(0, 2, 3, 1)[~mask], c.permute(0, 2, 3, 1)[~mask], atol=1e-5)
+
+
+def test_flatten_rejects_mismatched_levels():
+    with pytest.raises(InputError, match="pos_embeds"):
+        flatten_levels(pyramid(), pyramid()[:2])
+    with pytest.raises(InputError, match="level_embed"):
+        flatten_levels(pyramid(), level_embed=torch.zeros(2, CHANNELS))
+    with pytest.raises(InputError, match="cover"):
+        unflatten_levels(torch.zeros(1, 10, CHANNELS), torch.tensor(SHAPES))
