@@ -1,0 +1,41 @@
+"""Proposal recall of two-stage referring methods (VL-NMS / Ref-NMS Table 1).
+
+A target object is recalled when at least one proposal of its expression has IoU ``> 0.5``
+(strict) with it. Reported with the mean number of proposals per expression, since recall alone
+rewards keeping every proposal.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from groundkit.metrics.referring import box_iou_pairwise
+
+
+def covered(proposals: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Which targets some proposal overlaps with IoU > 0.5: ``(K, 4), (M, 4)`` xyxy -> ``(M,) bool``."""
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1, 4)
+    if len(proposals) == 0:
+        return np.zeros(len(targets), dtype=bool)
+    return (box_iou_pairwise(proposals, targets) > 0.5).any(axis=0)
+
+
+def proposal_recall(proposals: Sequence[np.ndarray],
+                    targets: Sequence[np.ndarray]) -> dict[str, float | int]:
+    """Recall over all target objects and the mean proposal count per expression.
+
+    proposals[i]: ``(K_i, 4)`` xyxy boxes kept for expression i; targets[i]: ``(4,)`` its referent,
+    or ``(M_i, 4)`` several objects (e.g. the contextual objects), each counted once.
+    Returns ``{"recall", "mean_proposals", "n"}`` with ``n`` the number of target objects; NaN
+    values when there is nothing to count.
+    """
+    if len(proposals) != len(targets):
+        raise ValueError(f"{len(proposals)} proposal sets for {len(targets)} target sets")
+    hits = [covered(np.asarray(p, dtype=np.float64).reshape(-1, 4), t)
+            for p, t in zip(proposals, targets)]
+    hits_all = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+    counts = [len(np.asarray(p).reshape(-1, 4)) for p in proposals]
+    return {"recall": float(hits_all.mean()) if len(hits_all) else float("nan"),
+            "mean_proposals": float(np.mean(counts)) if counts else float("nan"),
+            "n": int(len(hits_all))}
