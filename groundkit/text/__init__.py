@@ -1,1 +1,17 @@
+"""Text side: a local Hugging Face encoder with character offsets, a feature cache, phrase spans.
 
+transformers is imported only when a TextEncoder is built.
+"""
+from groundkit.text.encoder import (
+    TextEncoder,
+    TextFeatureCache,
+    TextFeatures,
+    default_model_path,
+    span_to_token_indices,
+)
+from groundkit.text.phrases import check_spans, noun_chunk_spans, parse_marked_caption
+
+__all__ = [
+    "TextEncoder", "TextFeatureCache", "TextFeatures", "default_model_path",
+    "span_to_token_indices", "check_spans", "noun_chunk_spans", "parse_marked_caption",
+]
