@@ -8,11 +8,14 @@ from groundkit.data.formats.coco_panoptic import (
     write_segment_png)
 from groundkit.data.formats.png_narratives import (
     check_narratives, load_narratives, locate, narrative_json, write_narratives)
-from groundkit.data.formats.refcoco import write_refs
+from groundkit.data.formats.refcoco import (
+    SPLITS, Instance, Instances, instance_from_mask, load_instances, load_referring, load_refs,
+    select_refs, write_instances, write_refs)
 
 __all__ = [
     "PanopticDataset", "id_to_rgb", "load_panoptic", "read_segment_png", "rgb_to_id",
     "write_panoptic_json", "write_segment_png",
     "check_narratives", "load_narratives", "locate", "narrative_json", "write_narratives",
-    "write_refs",
+    "SPLITS", "Instance", "Instances", "instance_from_mask", "load_instances", "load_referring",
+    "load_refs", "select_refs", "write_instances", "write_refs",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from groundkit.errors import FormatError
 
@@ -70,6 +70,16 @@ def get_list(obj: Any, key: str, kind: str, file: str | Path | None, item: str,
         raise FormatError(file, f"expected a list of {size}{_KINDS[kind][2]}, "
                           f"got {_short(values)}", item=item, field=key)
     return values
+
+
+def by_id(records: Iterable[Any], file: str | Path | None, kind: str) -> dict[int, Any]:
+    """Records keyed by their ``id``; a repeated id is a FormatError."""
+    out: dict[int, Any] = {}
+    for r in records:
+        if r.id in out:
+            raise FormatError(file, f"duplicate {kind} id {r.id}")
+        out[r.id] = r
+    return out
 
 
 def int_id(value: Any, file: str | Path | None, item: str, field: str) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from groundkit._io import atomic_path, write_json
-from groundkit.data.formats._fields import get, get_list, read_json
+from groundkit.data.formats._fields import by_id, get, get_list, read_json
 from groundkit.errors import FormatError
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
 
@@ -117,9 +117,9 @@ def load_panoptic(json_path: str | Path, png_dir: str | Path) -> PanopticDataset
     json_path, png_dir = Path(json_path), Path(png_dir)
     data = read_json(json_path)
     item = "top level"
-    images = _by_id([_image(x, json_path, i) for i, x in
+    images = by_id([_image(x, json_path, i) for i, x in
                      enumerate(get(data, "images", "list", json_path, item))], json_path, "image")
-    categories = _by_id([_category(x, json_path, i) for i, x in
+    categories = by_id([_category(x, json_path, i) for i, x in
                          enumerate(get(data, "categories", "list", json_path, item))],
                         json_path, "category")
     annotations = {}
@@ -130,15 +130,6 @@ def load_panoptic(json_path: str | Path, png_dir: str | Path) -> PanopticDataset
                               item=f"annotation {i}")
         annotations[ann.image_id] = ann
     return PanopticDataset(json_path, png_dir, images, annotations, categories)
-
-
-def _by_id(records: list, file: Path, kind: str) -> dict[int, Any]:
-    out = {}
-    for r in records:
-        if r.id in out:
-            raise FormatError(file, f"duplicate {kind} id {r.id}")
-        out[r.id] = r
-    return out
 
 
 def _image(x: Any, file: Path, index: int) -> ImageRecord:
