@@ -1,0 +1,3 @@
+"""Unified panoptic segmentation (Li, Qi, Torr 2020): a semantic head, an FCOS detector, the dynamic
+potential, the dense instance affinity and the panoptic matching loss, trained end to end; inference
+is an argmax over the panoptic logits, no heuristics."""
