@@ -112,24 +112,46 @@ class PanopticDataset:
             np.zeros((0, *ids.shape), dtype=bool)
 
 
-def load_panoptic(json_path: str | Path, png_dir: str | Path) -> PanopticDataset:
-    """Read a COCO panoptic JSON; segment PNGs (in ``png_dir``) are read on demand."""
+def load_panoptic(json_path: str | Path, png_dir: str | Path,
+                  reference: PanopticDataset | None = None) -> PanopticDataset:
+    """Read a COCO panoptic JSON; segment PNGs (in ``png_dir``) are read on demand.
+
+    ``reference``: for a prediction file, the ground truth whose ``images`` and ``categories`` stand
+    in for those the prediction JSON leaves out or empty (the official evaluator takes them from
+    the ground truth too).
+    """
     json_path, png_dir = Path(json_path), Path(png_dir)
     data = read_json(json_path)
-    item = "top level"
-    images = by_id([_image(x, json_path, i) for i, x in
-                     enumerate(get(data, "images", "list", json_path, item))], json_path, "image")
-    categories = by_id([_category(x, json_path, i) for i, x in
-                         enumerate(get(data, "categories", "list", json_path, item))],
-                        json_path, "category")
-    annotations = {}
-    for i, x in enumerate(get(data, "annotations", "list", json_path, item)):
-        ann = _annotation(x, json_path, i, images, categories)
+    _top(data, "annotations", json_path)  # fails early unless the JSON is an object
+    if reference is not None and not data.get("images"):
+        images = reference.images
+    else:
+        images = by_id((_image(x, json_path, i) for i, x in enumerate(_top(data, "images", json_path))),
+                       json_path, "image")
+    if reference is not None and not data.get("categories"):
+        categories = reference.categories
+    else:
+        categories = by_id((_category(x, json_path, i)
+                            for i, x in enumerate(_top(data, "categories", json_path))),
+                           json_path, "category")
+    annotations = _annotations(_top(data, "annotations", json_path), json_path, images, categories)
+    return PanopticDataset(json_path, png_dir, images, annotations, categories)
+
+
+def _top(data: Any, key: str, file: Path) -> list[Any]:
+    return get(data, key, "list", file, "top level")
+
+
+def _annotations(items: list[Any], file: Path, images: dict[int, ImageRecord],
+                 categories: dict[int, Category]) -> dict[int, PanopticAnnotation]:
+    annotations: dict[int, PanopticAnnotation] = {}
+    for i, x in enumerate(items):
+        ann = _annotation(x, file, i, images, categories)
         if ann.image_id in annotations:
-            raise FormatError(json_path, f"second annotation for image {ann.image_id}",
+            raise FormatError(file, f"second annotation for image {ann.image_id}",
                               item=f"annotation {i}")
         annotations[ann.image_id] = ann
-    return PanopticDataset(json_path, png_dir, images, annotations, categories)
+    return annotations
 
 
 def _image(x: Any, file: Path, index: int) -> ImageRecord:
