@@ -12,17 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groundkit.vision.neck import ConvGNReLU
+
 LEVELS = ("p2", "p3", "p4", "p5")
-
-
-def conv_gn_relu(in_channels: int, out_channels: int, groups: int = 32) -> nn.Sequential:
-    """3x3 conv -> GroupNorm -> ReLU; ``groups`` is capped so it divides ``out_channels``."""
-    groups = max(g for g in range(1, min(groups, out_channels) + 1) if out_channels % g == 0)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.GroupNorm(groups, out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 class FeatureDecoder(nn.Module):
@@ -34,7 +26,7 @@ class FeatureDecoder(nn.Module):
 
     def __init__(self, in_channels: int = 256, channels: int = 128, num_convs: int = 2) -> None:
         super().__init__()
-        layers = [conv_gn_relu(in_channels if i == 0 else channels, channels) for i in range(num_convs)]
+        layers = [ConvGNReLU(in_channels if i == 0 else channels, channels) for i in range(num_convs)]
         self.convs = nn.Sequential(*layers)  # shared by all levels, as in UPSNet
         self.out_channels = len(LEVELS) * channels
 

@@ -1,0 +1,259 @@
+"""FCOS (Tian et al. 2019), the object detection submodule: anchor-free, one location per FPN cell.
+
+The paper uses a Faster R-CNN box head and says any detector fits (App. A.2); FCOS is one dense
+head with no RoI sampling, which keeps the whole model a few small files. Detections keep their
+scores differentiable, so the panoptic loss reaches the classification branch through the dynamic
+potential (App. A.4: "gradients from the panoptic submodule flow to the object detection submodule").
+
+Per level with stride s the head predicts class logits, distances ``(l, t, r, b)`` from the cell centre
+to the box sides (in units of s) and a centre-ness logit (on the regression tower, as in FCOS v2).
+Levels P3..P5 come from the backbone, P6/P7 from stride-2 convs on P5.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from groundkit.ops.boxes import batched_nms, clip_boxes
+from groundkit.vision.neck import ConvGNReLU
+
+INF = float("inf")
+
+
+@dataclass
+class LevelOutputs:
+    """Raw head outputs of all levels, each flattened over cells and concatenated across levels.
+
+    cls: ``(B, N, C)`` logits; ltrb: ``(B, N, 4)`` distances in pixels; ctr: ``(B, N)`` logits;
+    points: ``(N, 2)`` cell centres ``(x, y)``; strides: ``(N,)``; level: ``(N,)`` level index.
+    """
+
+    cls: torch.Tensor
+    ltrb: torch.Tensor
+    ctr: torch.Tensor
+    points: torch.Tensor
+    strides: torch.Tensor
+    level: torch.Tensor
+
+
+def cell_centres(size: tuple[int, int], stride: int, device: torch.device | None = None) -> torch.Tensor:
+    """Centres ``(h*w, 2)`` as ``(x, y)`` pixels of a stride-``stride`` grid of ``size = (h, w)``, row-major."""
+    h, w = size
+    ys = torch.arange(h, device=device, dtype=torch.float32) * stride + stride // 2
+    xs = torch.arange(w, device=device, dtype=torch.float32) * stride + stride // 2
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
+
+
+class FCOSHead(nn.Module):
+    """Shared towers over levels. forward: list of ``(B, C_in, h_l, w_l)`` -> per level
+    ``cls (B, K, h, w)``, ``ltrb (B, 4, h, w)`` pixels, ``ctr (B, 1, h, w)``."""
+
+    def __init__(self, in_channels: int, num_classes: int, strides: tuple[int, ...],
+                 num_convs: int = 4, prior_prob: float = 0.01) -> None:
+        super().__init__()
+        self.cls_tower = nn.Sequential(*[ConvGNReLU(in_channels, in_channels) for _ in range(num_convs)])
+        self.box_tower = nn.Sequential(*[ConvGNReLU(in_channels, in_channels) for _ in range(num_convs)])
+        self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
+        self.ltrb_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.ctr_logits = nn.Conv2d(in_channels, 1, 3, padding=1)
+        self.scales = nn.Parameter(torch.ones(len(strides)))
+        self.strides = strides
+        for conv in (self.cls_logits, self.ltrb_pred, self.ctr_logits):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+        # Focal-loss prior: every location starts as background with probability 1 - prior_prob.
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, features: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        out = []
+        for i, (x, stride) in enumerate(zip(features, self.strides)):
+            box = self.box_tower(x)
+            # exp keeps distances positive; the clamp guards against overflow early in training.
+            ltrb = (self.scales[i] * self.ltrb_pred(box)).clamp(max=10.0).exp() * stride
+            out.append((self.cls_logits(self.cls_tower(x)), ltrb, self.ctr_logits(box)))
+        return out
+
+
+class FCOS(nn.Module):
+    """Detector over backbone levels ``p3..p5`` (+ P6, P7 made here when ``num_levels`` asks).
+
+    ``forward(features) -> LevelOutputs``; ``losses(outputs, gt_boxes, gt_classes)`` -> dict;
+    ``detect(outputs, image_sizes)`` -> per image ``{"boxes", "scores", "classes"}``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, num_levels: int = 5, num_convs: int = 4,
+                 size_limits: tuple[float, ...] = (64, 128, 256, 512), center_radius: float = 1.5,
+                 box_loss: str = "giou", focal_alpha: float = 0.25, focal_gamma: float = 2.0,
+                 pre_nms_thresh: float = 0.05, pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
+                 max_detections: int = 100) -> None:
+        super().__init__()
+        if not 1 <= num_levels <= 5 or len(size_limits) != num_levels - 1:
+            raise ValueError(f"FCOS: num_levels must be 1..5 with num_levels - 1 size limits, "
+                             f"got {num_levels} and {size_limits}")
+        if box_loss not in ("giou", "iou"):
+            raise ValueError(f"FCOS: box_loss must be 'giou' or 'iou', got {box_loss!r}")
+        self.num_classes = num_classes
+        self.strides = tuple(8 * 2 ** i for i in range(num_levels))
+        self.limits = [(-1.0 if i == 0 else size_limits[i - 1], INF if i == num_levels - 1 else size_limits[i])
+                       for i in range(num_levels)]
+        extra = max(0, num_levels - 3)
+        self.extra = nn.ModuleList([nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1)
+                                    for _ in range(extra)])
+        self.head = FCOSHead(in_channels, num_classes, self.strides, num_convs)
+        self.center_radius, self.box_loss = center_radius, box_loss
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.pre_nms_thresh, self.pre_nms_top_n = pre_nms_thresh, pre_nms_top_n
+        self.nms_thresh, self.max_detections = nms_thresh, max_detections
+
+    def pyramid(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        levels = [features[k] for k in ("p3", "p4", "p5")][:len(self.strides)]
+        x = features["p5"]
+        for i, conv in enumerate(self.extra):
+            x = conv(x if i == 0 else F.relu(x))
+            levels.append(x)
+        return levels
+
+    def forward(self, features: dict[str, torch.Tensor]) -> LevelOutputs:
+        cls, ltrb, ctr, points, strides, level = [], [], [], [], [], []
+        for i, (c, r, t) in enumerate(self.head(self.pyramid(features))):
+            pts = cell_centres(c.shape[-2:], self.strides[i], c.device)
+            cls.append(c.flatten(2).transpose(1, 2))
+            ltrb.append(r.flatten(2).transpose(1, 2))
+            ctr.append(t.flatten(1))
+            points.append(pts)
+            strides.append(torch.full((len(pts),), self.strides[i], device=c.device))
+            level.append(torch.full((len(pts),), i, device=c.device, dtype=torch.long))
+        return LevelOutputs(torch.cat(cls, 1), torch.cat(ltrb, 1), torch.cat(ctr, 1), torch.cat(points),
+                            torch.cat(strides), torch.cat(level))
+
+    # --- training ------------------------------------------------------------------------------
+
+    def targets(self, out: LevelOutputs, gt_boxes: torch.Tensor, gt_classes: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels ``(N,)`` (``num_classes`` = background) and ltrb targets ``(N, 4)`` for one image."""
+        limits = torch.tensor(self.limits, device=out.points.device)[out.level]
+        return assign_targets(out.points, out.strides, limits, gt_boxes, gt_classes,
+                              self.num_classes, self.center_radius)
+
+    def losses(self, out: LevelOutputs, gt_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor]
+               ) -> dict[str, torch.Tensor]:
+        """Focal loss (per positive), box loss weighted by centre-ness, centre-ness BCE.
+
+        gt_boxes: per image ``(G_i, 4)`` xyxy pixels; gt_classes: per image ``(G_i,)`` in ``[0, K)``.
+        """
+        labels, reg = zip(*(self.targets(out, b, c) for b, c in zip(gt_boxes, gt_classes)))
+        labels, reg = torch.stack(labels), torch.stack(reg)  # (B, N), (B, N, 4)
+        pos = labels < self.num_classes
+        num_pos = max(int(pos.sum()), 1)
+        onehot = F.one_hot(labels, self.num_classes + 1)[..., :-1].to(out.cls.dtype)
+        loss_cls = sigmoid_focal_loss(out.cls, onehot, self.focal_alpha, self.focal_gamma) / num_pos
+        reg_pos, pred_pos, ctr_pos = reg[pos], out.ltrb[pos], out.ctr[pos]
+        ctr_target = centerness(reg_pos)
+        loss_ctr = F.binary_cross_entropy_with_logits(ctr_pos, ctr_target, reduction="sum") / num_pos
+        box = ltrb_iou_loss(pred_pos, reg_pos, self.box_loss)
+        loss_box = (box * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6)
+        return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}
+
+    # --- inference -----------------------------------------------------------------------------
+
+    def detect(self, out: LevelOutputs, image_sizes: list[tuple[int, int]], score_thresh: float = 0.05
+               ) -> list[dict[str, torch.Tensor]]:
+        """Per image ``{"boxes": (D, 4) xyxy, "scores": (D,), "classes": (D,) int64}``, at most
+        ``max_detections``, score ``sqrt(p_class * p_centre)``. Scores keep their autograd graph."""
+        return [self._detect_one(out, i, size, score_thresh) for i, size in enumerate(image_sizes)]
+
+    def _detect_one(self, out: LevelOutputs, i: int, size: tuple[int, int], score_thresh: float
+                    ) -> dict[str, torch.Tensor]:
+        prob = out.cls[i].sigmoid()  # (N, K)
+        boxes, scores, classes = [], [], []
+        for lvl in range(len(self.strides)):
+            cells = torch.nonzero(out.level == lvl).flatten()
+            p = prob[cells]
+            cand = torch.nonzero(p.detach() > self.pre_nms_thresh)  # (M, 2) cell, class
+            if len(cand) > self.pre_nms_top_n:
+                cand = cand[p.detach()[cand[:, 0], cand[:, 1]].topk(self.pre_nms_top_n).indices]
+            cell = cells[cand[:, 0]]
+            scores.append((p[cand[:, 0], cand[:, 1]] * out.ctr[i, cell].sigmoid()).sqrt())
+            pts, d = out.points[cell], out.ltrb[i, cell].detach()
+            boxes.append(clip_boxes(torch.cat([pts - d[:, :2], pts + d[:, 2:]], dim=1), size))
+            classes.append(cand[:, 1])
+        boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (scores.detach() >= score_thresh)
+        boxes, scores, classes = boxes[valid], scores[valid], classes[valid]
+        keep = batched_nms(boxes, scores.detach(), classes, self.nms_thresh)[:self.max_detections]
+        return {"boxes": boxes[keep], "scores": scores[keep], "classes": classes[keep]}
+
+
+def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Tensor, gt_boxes: torch.Tensor,
+                   gt_classes: torch.Tensor, num_classes: int, center_radius: float = 1.5
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """FCOS target assignment for one image.
+
+    points: ``(N, 2)`` cell centres; strides: ``(N,)``; limits: ``(N, 2)`` the level's ``(lo, hi]``
+    range for ``max(l, t, r, b)``; gt_boxes: ``(G, 4)`` xyxy; gt_classes: ``(G,)``.
+    A cell is positive for a box when it lies inside the box (inside its centre region of radius
+    ``center_radius * stride`` when that is > 0) and the box's largest distance fits the level; a cell
+    positive for several boxes takes the smallest. Returns labels ``(N,)`` (``num_classes`` =
+    background) and ltrb ``(N, 4)`` pixels (zeros on background).
+    """
+    n = len(points)
+    if len(gt_boxes) == 0:
+        return (torch.full((n,), num_classes, dtype=torch.long, device=points.device),
+                torch.zeros(n, 4, device=points.device))
+    x, y = points[:, 0, None], points[:, 1, None]  # (N, 1)
+    ltrb = torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1], gt_boxes[:, 2] - x, gt_boxes[:, 3] - y], dim=2)
+    inside = ltrb.min(dim=2).values > 0  # (N, G)
+    if center_radius > 0:
+        centre = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (G, 2)
+        radius = strides[:, None] * center_radius  # (N, 1)
+        lo = torch.maximum(centre[None] - radius[..., None], gt_boxes[None, :, :2])  # (N, G, 2)
+        hi = torch.minimum(centre[None] + radius[..., None], gt_boxes[None, :, 2:])
+        inside &= (points[:, None] > lo).all(dim=2) & (points[:, None] < hi).all(dim=2)
+    reach = ltrb.max(dim=2).values
+    fits = (reach > limits[:, :1]) & (reach <= limits[:, 1:])
+    area = ((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1]))[None].expand(n, -1)
+    area = torch.where(inside & fits, area, torch.full_like(area, INF))
+    min_area, best = area.min(dim=1)
+    labels = torch.where(min_area < INF, gt_classes[best], torch.full_like(best, num_classes))
+    reg = ltrb[torch.arange(n, device=points.device), best] * (min_area < INF)[:, None]
+    return labels, reg
+
+
+def centerness(ltrb: torch.Tensor) -> torch.Tensor:
+    """``(P, 4)`` positive distances -> ``(P,)`` ``sqrt(min(l,r)/max(l,r) * min(t,b)/max(t,b))``."""
+    lr, tb = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
+    ratio = (lr.min(dim=1).values / lr.max(dim=1).values) * (tb.min(dim=1).values / tb.max(dim=1).values)
+    return ratio.sqrt()
+
+
+def ltrb_iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "giou") -> torch.Tensor:
+    """Per-pair loss of boxes that share their anchor point. pred, target: ``(P, 4)`` ltrb -> ``(P,)``.
+
+    ``"giou"``: ``1 - GIoU``; ``"iou"``: ``-log IoU`` (the original FCOS / UnitBox loss).
+    """
+    pred_area = (pred[:, 0] + pred[:, 2]) * (pred[:, 1] + pred[:, 3])
+    target_area = (target[:, 0] + target[:, 2]) * (target[:, 1] + target[:, 3])
+    inner = torch.minimum(pred, target)
+    inter = (inner[:, 0] + inner[:, 2]) * (inner[:, 1] + inner[:, 3])
+    union = pred_area + target_area - inter
+    iou = (inter + 1.0) / (union + 1.0)  # +1: a finite loss for degenerate boxes, as FCOS does
+    if kind == "iou":
+        return -iou.log()
+    outer = torch.maximum(pred, target)
+    enclosing = (outer[:, 0] + outer[:, 2]) * (outer[:, 1] + outer[:, 3]) + 1e-7
+    return 1.0 - (iou - (enclosing - union) / enclosing)
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Summed focal loss (Lin et al. 2017). logits, targets: same shape, targets 0/1."""
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * (1 - p_t) ** gamma * ce).sum()
