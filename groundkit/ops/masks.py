@@ -33,17 +33,66 @@ def masks_to_rles(masks: np.ndarray) -> list[RLE]:
     return [encode_rle(m) for m in np.asarray(masks)]
 
 
+def rle_runs(counts: str | bytes | list[int]) -> np.ndarray:
+    """Run lengths ``(K,) int64`` of RLE ``counts`` (alternating 0s and 1s, column-major, 0s first).
+
+    COCO's string form writes each run in 5-bit groups, least significant first, as characters
+    ``48 + bits``; bit 0x20 says another group follows, bit 0x10 of the last group is the sign; from
+    the fourth run on, a run is stored as its difference to the run two before it.
+    """
+    if isinstance(counts, list):
+        if not all(isinstance(c, (int, np.integer)) for c in counts):
+            raise InputError("uncompressed RLE 'counts' must be a list of integers")
+        return np.asarray(counts, dtype=np.int64).reshape(-1)
+    if isinstance(counts, str):
+        if not counts.isascii():
+            raise InputError("RLE 'counts' is not a COCO RLE string")
+        counts = counts.encode("ascii")
+    codes = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if codes.min() < 0 or codes.max() > 63 or codes[-1] & 0x20:
+        raise InputError("RLE 'counts' is not a COCO RLE string")
+    last = (codes & 0x20) == 0  # the last character of each run
+    starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+    k = np.arange(codes.size) - np.repeat(starts, np.diff(np.append(starts, codes.size)))
+    if k.max() > 11:  # 60 bits: more would overflow int64 (no real mask has such a run)
+        raise InputError("RLE 'counts' holds a run too long for any mask")
+    values = np.add.reduceat((codes & 0x1F) << (5 * k), starts)
+    negative = (codes[last] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * (k[last][negative] + 1))
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs
+
+
+def check_rle(rle: RLE) -> tuple[int, int]:
+    """``(H, W)`` of a COCO RLE whose runs are non-negative and cover exactly H * W pixels.
+
+    pycocotools does not check this, and decodes a short RLE into uninitialised memory.
+    """
+    h, w = _rle_size(rle)
+    counts = rle["counts"]
+    if not isinstance(counts, (str, bytes, list)):
+        raise InputError(f"RLE 'counts' must be a str, bytes or list, got {type(counts).__name__}")
+    runs = rle_runs(counts)
+    if runs.size and runs.min() < 0:
+        raise InputError("RLE 'counts' holds a negative run")
+    if runs.sum() != h * w:
+        raise InputError(f"RLE runs cover {runs.sum()} pixels, not the {h}x{w} = {h * w} of its size")
+    return h, w
+
+
 def decode_rle(rle: RLE) -> np.ndarray:
     """COCO RLE (``counts`` str, bytes or uncompressed list) -> ``(H, W) bool``."""
-    h, w = _rle_size(rle)
+    h, w = check_rle(rle)
     counts = rle["counts"]
     if isinstance(counts, list):
         compressed = coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     elif isinstance(counts, (str, bytes)):
         compressed = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str)
                       else counts}
-    else:
-        raise InputError(f"RLE 'counts' must be a str, bytes or list, got {type(counts).__name__}")
     return _decode(compressed)
 
 

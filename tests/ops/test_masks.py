@@ -6,8 +6,8 @@ import torch
 
 from groundkit.errors import InputError
 from groundkit.ops.masks import (
-    decode_rle, encode_rle, masks_to_rles, polygons_to_mask, resize_masks, rles_to_masks,
-    segmentation_to_mask)
+    check_rle, decode_rle, encode_rle, masks_to_rles, polygons_to_mask, resize_masks, rle_runs,
+    rles_to_masks, segmentation_to_mask)
 
 
 def column_major_runs(mask: np.ndarray) -> list[int]:
@@ -37,6 +37,31 @@ def test_uncompressed_rle_matches_literal_runs():
     runs = column_major_runs(mask)
     assert runs == [9, 2, 2, 2, 5]
     assert (decode_rle({"size": [4, 5], "counts": runs}) == mask).all()
+
+
+def test_rle_runs_of_compressed_strings_match_literal_runs():
+    rng = np.random.default_rng(1)
+    for shape, density in [((5, 5), 0.5), ((60, 70), 0.01), ((300, 200), 0.999), ((3, 1), 0.0)]:
+        mask = rng.random(shape) < density
+        assert rle_runs(encode_rle(mask)["counts"]).tolist() == column_major_runs(mask)
+    long_runs = np.zeros((1000, 1000), dtype=bool)  # runs of ~10**6 need 5 characters
+    long_runs[500:, 999] = True
+    assert rle_runs(encode_rle(long_runs)["counts"]).tolist() == column_major_runs(long_runs)
+
+
+def test_invalid_rle_is_refused_not_decoded_into_garbage():
+    two_by_two = encode_rle(np.ones((2, 2), bool))  # runs [0, 4]
+    with pytest.raises(InputError, match=r"runs cover 4 pixels, not the 3x3 = 9"):
+        decode_rle({**two_by_two, "size": [3, 3]})
+    with pytest.raises(InputError, match="cover 3 pixels"):
+        decode_rle({"size": [3, 3], "counts": [1, 2]})
+    with pytest.raises(InputError, match="not a COCO RLE string"):
+        decode_rle({"size": [3, 3], "counts": "0 4"})
+    with pytest.raises(InputError, match="not a COCO RLE string"):
+        check_rle({"size": [3, 3], "counts": "0o"})  # ends inside a run
+    with pytest.raises(InputError, match="negative run"):
+        check_rle({"size": [1, 1], "counts": [2, -1]})
+    assert check_rle(two_by_two) == (2, 2)
 
 
 def test_many_masks():

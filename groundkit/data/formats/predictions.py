@@ -22,7 +22,7 @@ from groundkit._io import write_json
 from groundkit.data.formats._fields import get, get_list, int_id, read_json
 from groundkit.data.formats.coco_panoptic import write_panoptic_json, write_segment_png
 from groundkit.errors import FormatError, InputError
-from groundkit.ops.masks import encode_rle
+from groundkit.ops.masks import check_rle, encode_rle
 from groundkit.structures import (Category, ImageRecord, Narrative, PanopticAnnotation,
                                   PanopticResult, Segment)
 
@@ -73,15 +73,24 @@ def _phrase(x: Any, file: str | Path, item: str) -> Record:
 
 
 def _rle(x: dict[str, Any], file: str | Path, item: str) -> Record:
-    """A COCO RLE checked for shape (not decoded): ``{"size": [h, w], "counts": str | list}``."""
-    size = get_list(x, "size", "int", file, item + ", mask", length=2)
+    """A COCO RLE ``{"size": [h, w], "counts": str | list}`` whose runs fill its size (not decoded)."""
+    item += ", mask"
+    size = get_list(x, "size", "int", file, item, length=2)
     counts = x.get("counts")
     if isinstance(counts, bytes):  # straight from pycocotools
-        counts = counts.decode("ascii")
+        counts = counts.decode("ascii", errors="replace")
     if not isinstance(counts, (str, list)):
-        raise FormatError(file, f"expected a string or a list, got {type(counts).__name__}",
-                          item=item + ", mask", field="counts")
+        raise FormatError(file, f"expected a string or a list, got {_type(counts)}", item=item,
+                          field="counts")
+    try:
+        check_rle({"size": size, "counts": counts})
+    except InputError as e:
+        raise FormatError(file, str(e), item=item, field="counts") from None
     return {"size": size, "counts": counts}
+
+
+def _type(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
 
 
 # --- referring ------------------------------------------------------------------------------------

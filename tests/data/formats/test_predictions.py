@@ -66,6 +66,10 @@ def test_bad_grounding_files(tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(FormatError, match=r"phrase 0, mask: field 'size': expected a list of 2"):
         read_grounding_predictions(path)
+    bad[1]["phrases"][0]["mask"] = {"size": [3, 3], "counts": rle["counts"]}
+    path.write_text(json.dumps(bad))
+    with pytest.raises(FormatError, match=r"phrase 0, mask: field 'counts': RLE runs cover 4 pixels"):
+        read_grounding_predictions(path)
     path.write_text(json.dumps(good))
     with pytest.raises(FormatError, match="expected a JSON list of records"):
         read_grounding_predictions(path)
