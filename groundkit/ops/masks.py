@@ -107,8 +107,12 @@ def rles_to_masks(rles: Sequence[RLE], size: tuple[int, int] | None = None) -> n
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     """COCO polygons ``[[x1, y1, x2, y2, ...], ...]`` -> their union as ``(height, width) bool``."""
-    # Fewer than 3 points enclose nothing, and pycocotools would read a 4-number list as a box.
-    polygons = [list(map(float, p)) for p in polygons if len(p) >= 6]
+    try:
+        # Fewer than 3 points enclose nothing, and pycocotools would read a 4-number list as a box.
+        polygons = [[float(v) for v in p] for p in polygons if len(p) >= 6]
+    except (TypeError, ValueError):
+        raise InputError(f"COCO polygons are lists of numbers [x1, y1, x2, y2, ...], got "
+                         f"{str(polygons)[:60]}") from None
     if not polygons:
         return np.zeros((height, width), dtype=bool)
     rles = coco_mask.frPyObjects(polygons, height, width)

@@ -91,6 +91,8 @@ def test_bad_input_is_an_input_error():
         decode_rle({"size": [3, 3], "counts": 5})
     with pytest.raises(InputError, match=r"\(H, W\)"):
         encode_rle(np.zeros((2, 2, 2)))
+    with pytest.raises(InputError, match="lists of numbers"):
+        polygons_to_mask([[1, 2, "x", 4, 5, 6]], 8, 8)
     with pytest.raises(InputError, match="differs from the image size"):
         segmentation_to_mask(encode_rle(np.zeros((2, 3))), 3, 2)
 

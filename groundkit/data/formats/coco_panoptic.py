@@ -179,6 +179,10 @@ def _annotation(x: Any, file: Path, index: int, images: dict[int, ImageRecord],
     infos = get(x, "segments_info", "list", file, item)
     segments = tuple(_segment(s, file, f"{item}, segment {j}", categories)
                      for j, s in enumerate(infos))
+    ids = [s.id for s in segments]
+    if 0 in ids or len(set(ids)) != len(ids):  # a PNG could not tell such segments apart
+        raise FormatError(file, f"segment ids must be unique and non-zero (0 is VOID), got {ids}",
+                          item=item, field="segments_info")
     return PanopticAnnotation(image_id=image_id, file_name=get(x, "file_name", "str", file, item),
                               segments=segments)
 

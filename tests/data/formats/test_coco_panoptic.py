@@ -95,6 +95,15 @@ def test_wrong_type_and_unknown_category(sample_copy, edit_json):
         load(sample_copy)
 
 
+def test_repeated_or_void_segment_id(sample_copy, edit_json):
+    def repeat(d):
+        d["annotations"][1]["segments_info"][1]["id"] = d["annotations"][1]["segments_info"][0]["id"]
+    edit_json(sample_copy / "panoptic.json", repeat)
+    with pytest.raises(FormatError, match=r"image 439180: field 'segments_info': segment ids must be "
+                       "unique and non-zero"):
+        load(sample_copy)
+
+
 def test_png_size_differs_from_image(sample_copy, edit_json):
     edit_json(sample_copy / "panoptic.json", lambda d: d["images"][0].update(height=428))
     with pytest.raises(FormatError, match=r"000000142238.png: size 640x427 .* 640x428 of image 142238"):
