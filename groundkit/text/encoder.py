@@ -81,6 +81,7 @@ class TextEncoder(nn.Module):
             raise ConfigError(f"text max_length: expected 3..{limit} for {self.name}, got {max_length}")
         self.max_length: int = int(limit if max_length is None else max_length)
         self.frozen = False
+        self.train(False)  # start in eval mode, as Hugging Face loads a model
         if freeze:
             self.freeze()
 
@@ -246,11 +247,17 @@ class TextFeatureCache:
         if encoder is not None and int(meta["dim"]) != encoder.dim:
             raise ConfigError(f"{path}: cached features are {meta['dim']}-d, the encoder gives "
                               f"{encoder.dim}-d ({encoder.name}); rebuild the cache")
-        captions = json.loads(meta["captions"])
+        captions = json.loads(meta.get("captions", "[]"))
+        if len(tensors) != 2 * len(captions):
+            raise FormatError(path, f"{len(captions)} captions but {len(tensors)} tensors "
+                                    "(expected a features and an offsets tensor per caption)")
         first = tensors.get("0.features")
         cache = cls(encoder, dtype=first.dtype if first is not None else torch.float16)
         for i, c in enumerate(captions):
-            cache.entries[c] = (tensors[f"{i}.features"], tensors[f"{i}.offsets"])
+            try:
+                cache.entries[c] = (tensors[f"{i}.features"], tensors[f"{i}.offsets"])
+            except KeyError as e:
+                raise FormatError(path, f"no tensor {e.args[0]!r}", item=f"caption {i}") from None
         return cache
 
 

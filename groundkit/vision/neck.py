@@ -41,16 +41,17 @@ class SemanticFPNNeck(nn.Module):
     Args:
         in_channels: width of every pyramid level (the FPN's ``out_channels``).
         channels: width of the per-level branches.
-        out_channels: width of the output (after the final 1x1 conv).
+        out_channels: width of the output (after the final 1x1 conv); None -> ``channels``.
         num_pos_feats: sine features per axis added to P5; None -> ``in_channels // 2``.
         head_norm: follow the final 1x1 conv with GroupNorm + ReLU, as the official PPMN code
             does (the paper describes a plain 1x1 conv, the default).
     """
 
-    def __init__(self, in_channels: int = 256, channels: int = 256, out_channels: int = 256,
+    def __init__(self, in_channels: int = 256, channels: int = 256, out_channels: int | None = None,
                  num_pos_feats: int | None = None, head_norm: bool = False) -> None:
         super().__init__()
         num_pos_feats = in_channels // 2 if num_pos_feats is None else num_pos_feats
+        out_channels = channels if out_channels is None else out_channels
         if 2 * num_pos_feats != in_channels:
             raise ConfigError(f"neck: the positional code is added to P5, so 2 * num_pos_feats "
                               f"({2 * num_pos_feats}) must equal in_channels ({in_channels})")
