@@ -1,4 +1,4 @@
-"""PQ against a slow, literal re-implementation of the official pq_compute (per-pixel dicts)."""
+"""PQ against the slow, literal re-implementation of the official pq_compute (literal.py)."""
 from collections import defaultdict
 
 import numpy as np
@@ -11,66 +11,6 @@ from groundkit.structures import Category, Segment
 CATEGORIES = [Category(1, "person", True), Category(2, "car", True), Category(3, "dog", True),
               Category(4, "kite", True), Category(5, "boat", True),  # 4: predicted only; 5: never
               Category(10, "sky", False), Category(11, "grass", False)]
-
-
-# --- the literal reference -----------------------------------------------------------------------
-
-def literal_image(gt, gt_segments, pred, pred_segments, stats):
-    """The official per-image procedure, step by step, on Python dicts and per-pixel counting."""
-    gt_segms = {s.id: {"category_id": s.category_id, "area": s.area, "iscrowd": int(s.iscrowd)}
-                for s in gt_segments}
-    pred_segms = {s.id: {"category_id": s.category_id} for s in pred_segments}
-    for label in pred.ravel().tolist():
-        if label != 0:
-            pred_segms[label]["area"] = pred_segms[label].get("area", 0) + 1
-    gt_pred_map = {}
-    for g, p in zip(gt.ravel().tolist(), pred.ravel().tolist()):
-        gt_pred_map[(g, p)] = gt_pred_map.get((g, p), 0) + 1
-    gt_matched, pred_matched = set(), set()
-    for (g, p), inter in sorted(gt_pred_map.items()):
-        if g not in gt_segms or p not in pred_segms or gt_segms[g]["iscrowd"] == 1:
-            continue
-        if gt_segms[g]["category_id"] != pred_segms[p]["category_id"]:
-            continue
-        union = pred_segms[p]["area"] + gt_segms[g]["area"] - inter - gt_pred_map.get((0, p), 0)
-        iou = inter / union
-        if iou > 0.5:
-            stats[gt_segms[g]["category_id"]][0] += 1
-            stats[gt_segms[g]["category_id"]][3] += iou
-            gt_matched.add(g)
-            pred_matched.add(p)
-    crowd = {}
-    for g, info in gt_segms.items():
-        if g in gt_matched:
-            continue
-        if info["iscrowd"] == 1:
-            crowd[info["category_id"]] = g
-            continue
-        stats[info["category_id"]][2] += 1
-    for p, info in pred_segms.items():
-        if p in pred_matched:
-            continue
-        inter = gt_pred_map.get((0, p), 0)
-        if info["category_id"] in crowd:
-            inter += gt_pred_map.get((crowd[info["category_id"]], p), 0)
-        if inter / info["area"] > 0.5:
-            continue
-        stats[info["category_id"]][1] += 1
-
-
-def literal_average(stats, isthing):
-    pq = sq = rq = n = 0
-    for c in CATEGORIES:
-        if isthing is not None and c.isthing != isthing:
-            continue
-        tp, fp, fn, iou = stats[c.id]
-        if tp + fp + fn == 0:
-            continue
-        n += 1
-        pq += iou / (tp + 0.5 * fp + 0.5 * fn)
-        sq += iou / tp if tp != 0 else 0
-        rq += tp / (tp + 0.5 * fp + 0.5 * fn)
-    return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}
 
 
 # --- random synthetic images ---------------------------------------------------------------------
@@ -114,19 +54,19 @@ def random_image(rng, h=18, w=22):
     return gt, gt_segments, pred, pred_segments
 
 
-def test_random_images_match_literal():
+def test_random_images_match_literal(literal):
     rng = np.random.default_rng(0)
-    ours, literal = PQStat(), defaultdict(lambda: [0, 0, 0, 0.0])
+    ours, expected_stats = PQStat(), defaultdict(lambda: [0, 0, 0, 0.0])
     for _ in range(40):
         case = random_image(rng)
         ours += pq_stats_image(*case, CATEGORIES)
-        literal_image(*case, literal)
+        literal.literal_image(*case, expected_stats)
     for cat, s in ours.per_class.items():
-        assert [s.tp, s.fp, s.fn] == literal[cat][:3]
-        assert s.iou == pytest.approx(literal[cat][3], abs=1e-12)
+        assert [s.tp, s.fp, s.fn] == expected_stats[cat][:3]
+        assert s.iou == pytest.approx(expected_stats[cat][3], abs=1e-12)
     result = pq_average(ours, CATEGORIES)
     for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
-        expected = literal_average(literal, isthing)
+        expected = literal.literal_average(expected_stats, CATEGORIES, isthing)
         assert result[name]["n"] == expected["n"]
         for key in ("pq", "sq", "rq"):
             assert result[name][key] == pytest.approx(expected[key], abs=1e-12)

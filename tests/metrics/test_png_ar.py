@@ -1,33 +1,9 @@
-"""PNG Average Recall against a slow, literal re-implementation of the official procedure."""
+"""PNG Average Recall against the slow, literal re-implementation of the official procedure."""
 import numpy as np
 import pytest
 
 from groundkit.metrics.png_ar import (THRESHOLDS, average_recall, mask_iou, mask_ious,
                                       png_average_recall, recall_curve)
-
-
-def official_recalls(ious):
-    """Literal: one recall per threshold of np.arange(0, 1, 1e-5), ``iou >= t`` inclusive."""
-    ious = np.asarray(ious, dtype=np.float64)
-    return [np.sum(ious >= t) / len(ious) for t in np.arange(0, 1, 0.00001)]
-
-
-def official_ar(recalls):
-    """Literal: left Riemann sum with the float widths of the threshold array, left to right."""
-    t = np.arange(0, 1, 0.00001)
-    ar = 0
-    for i in range(len(t) - 1):
-        ar += np.abs(t[i + 1] - t[i]) * recalls[i]
-    return ar
-
-
-def notes_ar(recalls):
-    """The metrics notes' formula: 1e-5 times the recall at the first 99,999 thresholds."""
-    ar = 0.0
-    for r in recalls[:-1]:
-        ar += 1e-5 * r
-    return ar
-
 
 CASES = {
     "random": np.random.default_rng(0).random(200),
@@ -39,12 +15,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_ar_equals_official_loop(name):
+def test_ar_equals_official_loop(name, literal):
     ious = CASES[name]
-    recalls = official_recalls(ious)
+    recalls = literal.official_recalls(ious)
     ar = average_recall(ious)
-    assert ar == official_ar(recalls)  # same widths, same summation order: bit-identical
-    assert abs(ar - notes_ar(recalls)) < 1e-12
+    assert ar == literal.official_ar(recalls)  # same widths, same summation order: bit-identical
+    assert abs(ar - literal.notes_ar(recalls)) < 1e-12
     assert np.array_equal(recall_curve(ious), recalls)
 
 
