@@ -7,7 +7,8 @@ sub-grid of the bin. Boundary rules of the reference kernel: a sample with ``y <
 
 Bilinear interpolation and these rules are separable in x and y, so the weights are computed per
 axis and the four neighbours are gathered from a channels-last copy of the features in one indexing
-operation for all boxes of all images.
+operation for all boxes of all images. Peak memory is one ``(K, h*grid_h, w*grid_w, C)`` tensor per
+distinct sample grid (torchvision's kernel loops instead and needs none).
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def roi_align(features: Tensor, boxes: Tensor | list[Tensor], output_size: int |
     if sampling_ratio > 0:
         grid = torch.full_like(size, sampling_ratio, dtype=torch.long)
     else:
-        # A negative box (aligned, x2 < x1 + 1 / scale) gets no samples and pools to zeros.
+        # An empty or inverted box (x2 <= x1) gets no samples and pools to zeros, as in the
+        # reference (only when aligned: legacy mode has stretched it to one pixel above).
         grid = torch.ceil(bin_size).clamp(min=0).long()
 
     # Channels-last rows, one per (image, y, x): the neighbours of all samples are one gather.
@@ -90,12 +92,14 @@ def _pool_same_grid(values: Tensor, map_size: tuple[int, int], batch: Tensor, st
     y_idx, y_wt = _axis_taps(start[:, 1], bin_size[:, 1], out_h, grid_h, height)  # (K, h*gh, 2)
     x_idx, x_wt = _axis_taps(start[:, 0], bin_size[:, 0], out_w, grid_w, width)   # (K, w*gw, 2)
     row = (batch[:, None, None] * height + y_idx) * width                        # (K, h*gh, 2)
-    samples = 0
-    for a in range(2):  # the four neighbours one at a time: peak memory of one gather
-        for b in range(2):
-            index = row[:, :, None, a] + x_idx[:, None, :, b]                    # (K, h*gh, w*gw)
-            weight = (y_wt[:, :, None, a] * x_wt[:, None, :, b]).to(values.dtype)
-            samples = samples + values[index] * weight[..., None]                # (K, h*gh, w*gw, C)
+
+    def neighbour(a: int, b: int) -> Tensor:
+        """The (y tap a, x tap b) neighbour of every sample, weighted: (K, h*gh, w*gw, C)."""
+        index = row[:, :, None, a] + x_idx[:, None, :, b]
+        weight = (y_wt[:, :, None, a] * x_wt[:, None, :, b]).to(values.dtype)
+        return values[index] * weight[..., None]
+
+    samples = neighbour(0, 0) + neighbour(0, 1) + neighbour(1, 0) + neighbour(1, 1)
     k, channels = samples.shape[0], samples.shape[-1]
     samples = samples.view(k, out_h, grid_h, out_w, grid_w, channels)
     return samples.mean(dim=(2, 4))
@@ -134,7 +138,8 @@ def _as_rois(boxes: Tensor | list[Tensor], num_images: int) -> Tensor:
                              f"{num_images} images")
         for i, b in enumerate(boxes):
             if b.dim() != 2 or b.shape[1] != 4:
-                raise InputError(f"roi_align: boxes[{i}]: expected shape (K, 4), got {tuple(b.shape)}")
+                raise InputError(f"roi_align: boxes[{i}]: expected shape (K, 4), "
+                                 f"got {tuple(b.shape)}")
         if not boxes:
             return torch.zeros((0, 5))
         index = torch.cat([torch.full((len(b), 1), i, dtype=b.dtype, device=b.device)
@@ -143,6 +148,11 @@ def _as_rois(boxes: Tensor | list[Tensor], num_images: int) -> Tensor:
     if boxes.dim() != 2 or boxes.shape[1] != 5:
         raise InputError(f"roi_align: boxes: expected shape (K, 5) [batch_index, x1, y1, x2, y2] "
                          f"or a list of (K_i, 4), got {tuple(boxes.shape)}")
+    batch = boxes[:, 0]
+    # An out-of-range index would silently read another image's rows of the flattened features.
+    if len(boxes) and not ((batch >= 0) & (batch < num_images) & (batch == batch.round())).all():
+        raise InputError(f"roi_align: boxes[:, 0]: batch indices must be integers in "
+                         f"[0, {num_images}), got {batch.unique().tolist()[:10]}")
     return boxes
 
 
@@ -158,7 +168,7 @@ class RoIAlign(nn.Module):
         self.aligned = aligned
 
     def forward(self, features: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
-        """``features: (B, C, H, W)``, ``boxes: (K, 5)`` or list of ``(K_i, 4)`` -> ``(K, C, h, w)``."""
+        """``features: (B, C, H, W)``, ``boxes: (K, 5)`` or ``B x (K_i, 4)`` -> ``(K, C, h, w)``."""
         return roi_align(features, boxes, self.output_size, self.spatial_scale,
                          self.sampling_ratio, self.aligned)
 

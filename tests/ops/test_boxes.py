@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from groundkit.errors import InputError
+from groundkit.ops import boxes as boxes_module
 from groundkit.ops.boxes import (
     batched_nms, box_area, box_cxcywh_to_xyxy, box_iou, box_xywh_to_xyxy, box_xyxy_to_cxcywh,
     box_xyxy_to_xywh, clip_boxes, generalized_box_iou, masks_to_boxes, nms, remove_small_boxes,
@@ -110,6 +111,18 @@ def test_nms_matches_literal_greedy_loop(threshold):
     kept = nms(boxes, scores, threshold)
     assert kept.dtype == torch.int64
     assert kept.tolist() == literal_nms(boxes, scores, threshold)
+
+
+def test_nms_block_boundaries_do_not_change_the_result(monkeypatch):
+    # The overlap matrix is built in row blocks; small blocks must give the same answer.
+    monkeypatch.setattr(boxes_module, "_NMS_BLOCK", 7)
+    g = torch.Generator().manual_seed(4)
+    boxes = random_boxes(50, g, size=20)
+    scores = torch.randint(0, 6, (50,), generator=g).float()
+    classes = torch.randint(0, 2, (50,), generator=g)
+    assert nms(boxes, scores, 0.3).tolist() == literal_nms(boxes, scores, 0.3)
+    assert batched_nms(boxes, scores, classes, 0.3).tolist() == literal_nms(
+        boxes, scores, 0.3, classes.tolist())
 
 
 def test_nms_iou_exactly_at_threshold_is_kept():

@@ -112,6 +112,8 @@ def test_empty_boxes_and_bad_input():
         roi_align(features, torch.zeros((2, 4)), 2)
     with pytest.raises(InputError, match="list of 2 tensors for 1 images"):
         roi_align(features, [torch.zeros((1, 4))] * 2, 2)
+    with pytest.raises(InputError, match=r"batch indices must be integers in \[0, 1\)"):
+        roi_align(features, torch.tensor([[1.0, 0.0, 0.0, 2.0, 2.0]]), 2)
     with pytest.raises(InputError, match="features"):
         roi_align(features[0], torch.zeros((1, 5)), 2)
 
@@ -120,7 +122,7 @@ def test_empty_boxes_and_bad_input():
 def test_roi_align_gradcheck(sampling_ratio):
     g = torch.Generator().manual_seed(5)
     features = torch.randn((2, 2, 5, 6), generator=g, dtype=torch.float64, requires_grad=True)
-    rois = torch.tensor([[0, -1.3, 0.7, 4.1, 3.9], [1, 2.2, 1.1, 7.3, 6.2], [1, 0.4, 0.3, 1.1, 1.2]],
-                        dtype=torch.float64)
+    rois = torch.tensor([[0, -1.3, 0.7, 4.1, 3.9], [1, 2.2, 1.1, 7.3, 6.2],
+                         [1, 0.4, 0.3, 1.1, 1.2]], dtype=torch.float64)
     assert torch.autograd.gradcheck(
         lambda f: roi_align(f, rois, (2, 3), 1.0, sampling_ratio, True), (features,))
