@@ -70,6 +70,8 @@ def _ratio_or_zero(num: Tensor, den: Tensor) -> Tensor:
     positive extent, so ``union >= inter``; for valid boxes ``enclosing >= union``. Unlike a
     ``torch.where`` around the division, the clamp keeps gradients finite.
     """
+    if not den.is_floating_point():  # integer pixel boxes
+        num, den = num.float(), den.float()
     return num / den.clamp(min=torch.finfo(den.dtype).tiny)
 
 

@@ -58,6 +58,7 @@ def test_box_iou_matches_literal_loop():
     assert got.shape == (12, 9)
     torch.testing.assert_close(got, expected)
     assert got[0, 0] == 1.0
+    torch.testing.assert_close(box_iou(a.long(), b.long()), expected)  # integer pixel boxes
 
 
 def test_box_iou_of_zero_area_boxes_is_zero_not_nan():
