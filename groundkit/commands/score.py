@@ -1,0 +1,110 @@
+"""``groundkit score png|panoptic|rec|res``: score prediction files written by any tool.
+
+Tables print percentages; ``--json`` writes fractions in [0, 1] (formats.md section 4).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+SPLIT_NAMES = ("overall", "things", "stuff", "singulars", "plurals")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("score", help="score prediction files against the ground truth",
+                                   description=__doc__)
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+
+    png = tasks.add_parser("png", help="panoptic narrative grounding: Average Recall")
+    png.add_argument("--narratives", required=True, help="png_coco_<split>.json")
+    png.add_argument("--panoptic-json", required=True, help="COCO panoptic JSON of the split")
+    png.add_argument("--panoptic-dir", required=True, help="folder of its segment PNGs")
+    png.add_argument("--pred", required=True, help="grounding predictions JSON")
+    png.add_argument("--plot", metavar="OUT.png", help="also draw the recall-vs-IoU curves")
+
+    pan = tasks.add_parser("panoptic", help="panoptic segmentation: PQ / SQ / RQ")
+    pan.add_argument("--gt-json", required=True)
+    pan.add_argument("--gt-dir", required=True)
+    pan.add_argument("--pred-json", required=True)
+    pan.add_argument("--pred-dir", required=True)
+
+    for name, what in (("rec", "referring expression comprehension: Acc@0.5"),
+                       ("res", "referring expression segmentation: oIoU, mIoU, Pr@X")):
+        ref = tasks.add_parser(name, help=what)
+        ref.add_argument("--refs", required=True,
+                         help="refs(<splitBy>).p (a pickle: only pass a local file you trust)")
+        ref.add_argument("--instances", required=True, help="instances.json")
+        ref.add_argument("--split", required=True, help="val, test, testA, testB, ...")
+        ref.add_argument("--pred", required=True, help="referring predictions JSON")
+
+    for sub in tasks.choices.values():
+        sub.add_argument("--json", metavar="OUT", help="write the scores (fractions) as JSON")
+        sub.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    scores, missing = {"png": _png, "panoptic": _panoptic, "rec": _referring,
+                       "res": _referring}[args.task](args)
+    if missing:
+        print(f"warning: {missing} samples have no prediction and count as failures (IoU 0)",
+              file=sys.stderr)
+    if args.json:
+        from groundkit.data.formats import write_scores
+        write_scores(args.json, scores)
+    return 0
+
+
+def _pct(x: float) -> str:
+    return "   n/a" if x is None or math.isnan(x) else f"{100 * x:6.2f}"
+
+
+def _png(args: argparse.Namespace) -> tuple[dict, int]:
+    from groundkit.metrics.files import score_png_files
+
+    phrases = score_png_files(args.narratives, args.panoptic_json, args.panoptic_dir, args.pred)
+    scores = phrases.scores()
+    print("PNG Average Recall (IoU at the original image resolution)")
+    print(f"{'split':<10} {'AR':>6} {'acc@0.5':>8} {'n':>8}")
+    for name in SPLIT_NAMES:
+        s = scores[name]
+        print(f"{name:<10} {_pct(s['ar'])} {_pct(s['acc@0.5']):>8} {s['n']:>8}")
+    if args.plot:
+        _plot(phrases, args.plot)
+    return scores, phrases.missing
+
+
+def _plot(phrases: Any, path: str) -> None:
+    from groundkit.metrics.plots import plot_recall_curves
+    from groundkit.metrics.png_ar import THRESHOLDS, recall_curve, split_masks
+
+    t = THRESHOLDS[::100]  # 1,000 points draw the same curve as 100,000
+    curves = {name: (t, recall_curve(phrases.ious[sel], t))
+              for name, sel in split_masks(phrases.is_thing, phrases.num_segments).items()}
+    plot_recall_curves(curves, path)
+    print(f"recall curves written to {path}")
+
+
+def _panoptic(args: argparse.Namespace) -> tuple[dict, int]:
+    from groundkit.metrics.files import score_panoptic_files
+
+    scores = score_panoptic_files(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir)
+    print("Panoptic Quality (COCO panoptic API rules)")
+    print(f"{'':<8} {'PQ':>6} {'SQ':>6} {'RQ':>6} {'n':>5}")
+    for name in ("All", "Things", "Stuff"):
+        s = scores[name]
+        print(f"{name:<8} {_pct(s['pq'])} {_pct(s['sq'])} {_pct(s['rq'])} {s['n']:>5}")
+    return scores, 0
+
+
+def _referring(args: argparse.Namespace) -> tuple[dict, int]:
+    from groundkit.metrics.files import score_referring_files
+
+    scores, missing = score_referring_files(args.task, args.refs, args.instances, args.split,
+                                            args.pred)
+    names = [k for k in scores if k != "n"]
+    print(f"{args.task.upper()} on {args.split} (original image resolution)")
+    print(" ".join(f"{k:>7}" for k in names) + f" {'n':>7}")
+    print(" ".join(f"{_pct(scores[k]):>7}" for k in names) + f" {scores['n']:>7}")
+    return scores, missing

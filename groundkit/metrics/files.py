@@ -1,0 +1,217 @@
+"""Scoring prediction files written by any tool against the ground-truth files of the field.
+
+Everything is computed at the original image resolution. Missing predictions count as failures
+(an empty mask, IoU 0) and are counted in ``missing`` so the caller can say so; a prediction that
+cannot be read, or whose mask does not have its image's size, is a FormatError naming it.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from groundkit.errors import FormatError
+from groundkit.metrics.panoptic_quality import PQStat, pq_average, pq_stats_image
+from groundkit.metrics.png_ar import mask_ious, png_average_recall
+from groundkit.metrics.referring import mask_intersection_union, rec_accuracy, res_scores
+from groundkit.structures import Narrative
+
+RLE = dict[str, Any]
+
+
+# --- panoptic narrative grounding ---------------------------------------------------------------
+
+@dataclass
+class PhraseIoUs:
+    """One entry per grounded phrase: ``ious (N,) float``, ``is_thing (N,) bool`` (the phrase's
+    last segment's category), ``num_segments (N,) int``; ``missing``: phrases with no prediction."""
+
+    ious: np.ndarray
+    is_thing: np.ndarray
+    num_segments: np.ndarray
+    missing: int = 0
+
+    def scores(self) -> dict[str, dict[str, float | int]]:
+        """The PNG table: AR, acc@0.5 and n of overall / things / stuff / singulars / plurals."""
+        return png_average_recall(self.ious, self.is_thing, self.num_segments)
+
+
+def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
+                    predictions: Mapping[tuple[int, str], Mapping[int, RLE]],
+                    pred_file: str | Path | None = None) -> PhraseIoUs:
+    """IoU of every grounded phrase's predicted mask with the union of its segments.
+
+    panoptic: a :class:`groundkit.data.formats.PanopticDataset`; predictions:
+    ``{(image_id, caption): {segment_index: RLE}}``. Each segment PNG is read once for all the
+    phrases of its image, whatever narrative they come from.
+    """
+    from groundkit.ops.masks import decode_rle
+
+    by_image: dict[int, list[tuple[Narrative, int]]] = defaultdict(list)
+    for n in narratives:
+        by_image[n.image_id].extend((n, i) for i, _ in n.grounded())
+    ious, is_thing, num_segments, missing = [], [], [], 0
+    for image_id, phrases in by_image.items():
+        ann = panoptic.annotation(image_id)
+        groups = [n.utterances[i].segment_ids for n, i in phrases]
+        gts = panoptic.union_masks(image_id, groups)  # (N, H, W), checks the ids
+        preds = np.zeros_like(gts)
+        for k, (n, i) in enumerate(phrases):
+            rle = predictions.get(n.key, {}).get(i)
+            if rle is None:
+                missing += 1
+                continue
+            mask = decode_rle(rle)
+            if mask.shape != gts.shape[1:]:
+                raise FormatError(pred_file, f"mask size {list(mask.shape)} differs from the image "
+                                  f"size {list(gts.shape[1:])}", field="mask",
+                                  item=f"narrative (image {image_id}, caption {n.caption[:40]!r}), "
+                                       f"phrase {i} {n.utterances[i].text!r}")
+            preds[k] = mask
+        ious.append(mask_ious(preds, gts))
+        last_categories = [ann.segment(g[-1]).category_id for g in groups]
+        is_thing.extend(panoptic.categories[c].isthing for c in last_categories)
+        num_segments.extend(len(g) for g in groups)
+    return PhraseIoUs(np.concatenate(ious) if ious else np.zeros(0),
+                      np.array(is_thing, dtype=bool), np.array(num_segments, dtype=np.int64),
+                      missing)
+
+
+def grounding_masks(records: Iterable[Mapping[str, Any]], file: str | Path | None = None
+                    ) -> dict[tuple[int, str], dict[int, RLE]]:
+    """``{(image_id, caption): {segment_index: RLE}}`` of read grounding prediction records;
+    the same phrase predicted twice is a FormatError."""
+    out: dict[tuple[int, str], dict[int, RLE]] = defaultdict(dict)
+    for r in records:
+        phrases = out[(int(r["image_id"]), r["caption"])]
+        for p in r["phrases"]:
+            if p["segment_index"] in phrases:
+                raise FormatError(file, f"segment_index {p['segment_index']} predicted twice",
+                                  item=f"narrative (image {r['image_id']}, caption "
+                                       f"{r['caption'][:40]!r})")
+            phrases[p["segment_index"]] = p["mask"]
+    return dict(out)
+
+
+def score_png_files(narratives_path: str | Path, panoptic_json: str | Path,
+                    panoptic_dir: str | Path, pred_path: str | Path) -> PhraseIoUs:
+    """Phrase IoUs of a grounding predictions file (formats.md section 4) against the benchmark."""
+    from groundkit.data.formats import (check_narratives, load_narratives, load_panoptic,
+                                        read_grounding_predictions)
+
+    narratives = load_narratives(narratives_path)
+    panoptic = load_panoptic(panoptic_json, panoptic_dir)
+    check_narratives(narratives, panoptic, narratives_path)
+    predictions = grounding_masks(read_grounding_predictions(pred_path), pred_path)
+    return png_phrase_ious(narratives, panoptic, predictions, pred_path)
+
+
+# --- panoptic segmentation ----------------------------------------------------------------------
+
+def score_panoptic(gt: Any, pred: Any) -> dict:
+    """PQ / SQ / RQ of a prediction split against its ground truth, as the COCO panoptic API.
+
+    gt, pred: :class:`groundkit.data.formats.PanopticDataset` (``pred`` read with ``gt`` as its
+    reference). Every ground-truth image needs a prediction; extra predicted images are ignored,
+    as in the official ``pq_compute``.
+    """
+    stat = PQStat()
+    for image_id, ann in gt.annotations.items():
+        pred_ann = pred.annotations.get(image_id)
+        if pred_ann is None:
+            raise FormatError(pred.json_path, f"no prediction for image {image_id} of "
+                                              f"{gt.json_path}")
+        gt_ids, pred_ids = gt.id_map(image_id), pred.id_map(image_id)
+        if gt_ids.shape != pred_ids.shape:
+            raise FormatError(pred.png_dir / pred_ann.file_name, f"size {pred_ids.shape} (HxW) "
+                              f"differs from the ground truth's {gt_ids.shape}")
+        stat += pq_stats_image(gt_ids, ann.segments, pred_ids, pred_ann.segments, gt.categories,
+                               image_id=image_id, source=str(pred.json_path))
+    return pq_average(stat, gt.categories)
+
+
+def score_panoptic_files(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path,
+                         pred_dir: str | Path) -> dict:
+    """:func:`score_panoptic` of two COCO panoptic JSON + PNG folder pairs."""
+    from groundkit.data.formats import load_panoptic
+
+    gt = load_panoptic(gt_json, gt_dir)
+    return score_panoptic(gt, load_panoptic(pred_json, pred_dir, reference=gt))
+
+
+# --- referring expressions ----------------------------------------------------------------------
+
+def referring_by_sentence(records: Iterable[Mapping[str, Any]], file: str | Path | None = None
+                          ) -> dict[tuple[int, int], Mapping[str, Any]]:
+    """Read referring prediction records keyed by ``(ref_id, sent_id)``; duplicates are errors."""
+    out: dict[tuple[int, int], Mapping[str, Any]] = {}
+    for r in records:
+        key = (r["ref_id"], r["sent_id"])
+        if key in out:
+            raise FormatError(file, "predicted twice", item=f"ref {key[0]}, sentence {key[1]}")
+        out[key] = r
+    return out
+
+
+def score_referring_files(task: str, refs_path: str | Path, instances_path: str | Path,
+                          split: str, pred_path: str | Path) -> tuple[dict, int]:
+    """``task`` "rec" or "res": scores of a referring predictions file on ``split``, and the
+    number of samples without a prediction."""
+    from groundkit.data.formats import load_referring, read_referring_predictions
+
+    samples, instances = load_referring(refs_path, instances_path, split)
+    predictions = referring_by_sentence(read_referring_predictions(pred_path), pred_path)
+    if task == "rec":
+        return score_rec(samples, instances, predictions)
+    return score_res(samples, instances, predictions, pred_path)
+
+
+def _prediction_for(predictions: Mapping[tuple[int, int], Mapping[str, Any]], sample: Any
+                    ) -> Mapping[str, Any] | None:
+    return predictions.get((sample.ref_id, sample.sent_id))
+
+
+def score_rec(samples: list, instances: Any,
+              predictions: Mapping[tuple[int, int], Mapping[str, Any]]) -> tuple[dict, int]:
+    """REC Acc@0.5 over ``samples``; predictions ``{(ref_id, sent_id): {"box": xyxy, ...}}``.
+
+    Returns the scores and the number of samples without a prediction (counted as wrong).
+    """
+    pred_boxes, gt_boxes, missing = [], [], 0
+    for s in samples:
+        p = _prediction_for(predictions, s)
+        missing += p is None
+        pred_boxes.append(np.zeros(4) if p is None else np.asarray(p["box"], dtype=np.float64))
+        gt_boxes.append(instances.gt_box(s))
+    return rec_accuracy(np.array(pred_boxes).reshape(-1, 4), np.array(gt_boxes).reshape(-1, 4)), missing
+
+
+def score_res(samples: list, instances: Any,
+              predictions: Mapping[tuple[int, int], Mapping[str, Any]],
+              pred_file: str | Path | None = None) -> tuple[dict, int]:
+    """RES oIoU / mIoU / Pr@X over ``samples``; predictions carry a ``"mask"`` RLE at image size.
+
+    Returns the scores and the number of samples without a predicted mask (empty mask, IoU 0).
+    """
+    from groundkit.ops.masks import decode_rle
+
+    inter, union, missing = [], [], 0
+    for s in samples:
+        gt = instances.gt_mask(s)
+        p = _prediction_for(predictions, s)
+        if p is None or p.get("mask") is None:
+            missing += 1
+            pred = np.zeros_like(gt)
+        else:
+            pred = decode_rle(p["mask"])
+            if pred.shape != gt.shape:
+                raise FormatError(pred_file, f"mask size {list(pred.shape)} differs from the "
+                                  f"image size {list(gt.shape)}", field="mask",
+                                  item=f"ref {s.ref_id}, sentence {s.sent_id}")
+        i, u = mask_intersection_union(pred, gt)
+        inter.append(i)
+        union.append(u)
+    return res_scores(np.array(inter), np.array(union)), missing
