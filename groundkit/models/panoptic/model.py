@@ -1,0 +1,304 @@
+"""The unified panoptic segmentation model: composition, config, training losses and inference.
+
+Batch contract (built by :func:`groundkit.data.panoptic_dataset.collate_panoptic`):
+    images:      (B, 3, H, W) float, normalised, H and W multiples of 32
+    image_sizes: B ``(h, w)``: the image inside the padding
+    orig_sizes:  B ``(H0, W0)``: the size predictions are returned at (optional)
+    semantic:    (B, H, W) int64 labels (things first, then stuff), 255 = void/padding (training)
+    boxes:       B tensors (G_i, 4) xyxy pixels of the thing segments (training)
+    classes:     B tensors (G_i,) int64 thing labels in [0, num_things) (training)
+    masks:       B tensors (G_i, H, W) bool thing segments (training)
+
+Labels are contiguous: thing ``i`` is ``cfg.thing_ids[i]``, stuff ``j`` is label ``num_things + j``
+and ``cfg.stuff_ids[j]``. P has one channel per detection, then one per stuff label.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from groundkit.errors import ConfigError, InputError
+from groundkit.models.panoptic.affinity import ACTIVATIONS, AffinityHead
+from groundkit.models.panoptic.detector import FCOS
+from groundkit.models.panoptic.heuristic import heuristic_merge
+from groundkit.models.panoptic.matching import match_detections, panoptic_loss, panoptic_target
+from groundkit.models.panoptic.potential import VARIANTS, box_cells, dynamic_potential
+from groundkit.models.panoptic.semantic_head import FeatureDecoder, SemanticHead, downsample_labels, semantic_loss
+from groundkit.ops.roi_align import roi_align
+from groundkit.structures import PanopticResult
+from groundkit.vision.backbone import BackboneConfig, ResNetFPN, build_backbone
+
+STRIDE = 4  # of V, Q, Psi and P
+COCO_THING_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
+                  *range(72, 83), *range(84, 91))
+COCO_STUFF_IDS = (92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138, 141, 144, 145,
+                  147, 148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177, 178, 180, 181,
+                  *range(184, 201))
+
+
+@dataclass
+class PanopticConfig:
+    """Defaults are the paper's COCO model (ResNet-50, C = 128, variant C, loss weights 1/0.2/0.1,
+    detection cut-off 0.75 at inference) with FCOS as the detector."""
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(depth=50))
+    thing_ids: tuple[int, ...] = COCO_THING_IDS
+    stuff_ids: tuple[int, ...] = COCO_STUFF_IDS
+    decoder_channels: int = 128        # per FPN level in the semantic / affinity decoders
+    decoder_convs: int = 2
+    affinity: bool = True              # False: P = Psi (the paper's model A / C2)
+    affinity_channels: int = 128       # C
+    affinity_activation: str = "relu"
+    affinity_normalize: bool = True    # divide phi1(Q)^T Psi by the pixel count
+    potential_variant: Literal["A", "B", "C"] = "C"
+    detector_levels: int = 5           # P3..P7
+    detector_convs: int = 4
+    size_limits: tuple[float, ...] = (64, 128, 256, 512)
+    center_radius: float = 1.5
+    box_loss: Literal["giou", "iou"] = "giou"
+    nms_thresh: float = 0.6
+    max_detections: int = 100
+    train_score_thresh: float = 0.05   # detections fed to the panoptic head in training
+    test_score_thresh: float = 0.75    # paper App. B: 0.75 on COCO, 0.5 on Cityscapes
+    train_detections: Literal["predicted", "ground_truth"] = "predicted"  # Table H ablation
+    match_iou: float = 0.5             # t of Eq. 5
+    detection_weight: float = 1.0
+    semantic_weight: float = 0.2
+    panoptic_weight: float = 0.1
+    merge: Literal["argmax", "heuristic"] = "argmax"
+    stuff_area_min: int = 4096         # stuff segments smaller than this become void (App. C)
+
+    def __post_init__(self) -> None:
+        if not self.thing_ids or not self.stuff_ids:
+            raise ConfigError("panoptic: thing_ids and stuff_ids must both be non-empty")
+        if set(self.thing_ids) & set(self.stuff_ids) or len(set(self.thing_ids)) != len(self.thing_ids) \
+                or len(set(self.stuff_ids)) != len(self.stuff_ids):
+            raise ConfigError("panoptic: thing_ids and stuff_ids must be distinct category ids")
+        if self.potential_variant not in VARIANTS:
+            raise ConfigError(f"panoptic.potential_variant: expected one of {VARIANTS}, got {self.potential_variant!r}")
+        if self.affinity_activation not in ACTIVATIONS:
+            raise ConfigError(f"panoptic.affinity_activation: expected one of {sorted(ACTIVATIONS)}, "
+                              f"got {self.affinity_activation!r}")
+        if len(self.size_limits) != self.detector_levels - 1:
+            raise ConfigError(f"panoptic.size_limits: expected {self.detector_levels - 1} limits for "
+                              f"{self.detector_levels} detector levels, got {list(self.size_limits)}")
+
+    @property
+    def num_things(self) -> int:
+        return len(self.thing_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.thing_ids) + len(self.stuff_ids)
+
+
+class PanopticModel(nn.Module):
+    """Backbone + semantic head + FCOS + dynamic potential + dense affinity (Fig. 2).
+
+    ``forward(batch)``: losses in train mode (``"loss"`` = weighted total), predictions in eval mode.
+    """
+
+    def __init__(self, cfg: PanopticConfig, backbone: ResNetFPN | nn.Module, semantic_head: SemanticHead,
+                 detector: FCOS, affinity: AffinityHead | None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.semantic_head = semantic_head
+        self.detector = detector
+        self.affinity = affinity
+
+    # --- shared pieces -------------------------------------------------------------------------
+
+    def _heads(self, images: torch.Tensor) -> tuple[dict, torch.Tensor, Any, torch.Tensor | None]:
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2] % 32 or images.shape[-1] % 32:
+            raise InputError(f"panoptic: images: expected (B, 3, H, W) with H, W multiples of 32, "
+                             f"got {tuple(images.shape)}")
+        features = self.backbone(images)
+        q = self.affinity.features(features) if self.affinity is not None else None
+        return features, self.semantic_head(features), self.detector(features), q
+
+    def _logits(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor], q: torch.Tensor | None) -> torch.Tensor:
+        """P of one image: ``(D + num_stuff, h, w)`` from V ``(L, h, w)`` logits and its detections."""
+        psi = dynamic_potential(sem_logits.softmax(0), det["boxes"], det["scores"], det["classes"],
+                                self.cfg.num_things, STRIDE, variant=self.cfg.potential_variant)
+        return psi if q is None else self.affinity(q, psi)
+
+    # --- training ------------------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor] | list[PanopticResult]:
+        if not self.training:
+            return self.predict(batch["images"], batch.get("image_sizes"), batch.get("orig_sizes"))
+        images = batch["images"]
+        features, sem_logits, out, q = self._heads(images)
+        sizes = _sizes(batch.get("image_sizes"), images)
+        losses = self.detector.losses(out, batch["boxes"], batch["classes"])
+        losses["loss_semantic"] = semantic_loss(sem_logits, batch["semantic"])
+        if self.cfg.train_detections == "ground_truth":  # App. A.4 baseline: GT boxes, score 1
+            dets = [{"boxes": b, "scores": torch.ones(len(b), device=b.device), "classes": c}
+                    for b, c in zip(batch["boxes"], batch["classes"])]
+        else:
+            dets = self.detector.detect(out, sizes, self.cfg.train_score_thresh)
+        pan = [self._panoptic_loss(sem_logits[i], dets[i], None if q is None else q[i], batch, i)
+               for i in range(len(images))]
+        losses["loss_panoptic"] = torch.stack(pan).mean()
+        cfg = self.cfg
+        losses["loss"] = (cfg.detection_weight * (losses["loss_cls"] + losses["loss_box"] + losses["loss_ctr"])
+                          + cfg.semantic_weight * losses["loss_semantic"]
+                          + cfg.panoptic_weight * losses["loss_panoptic"])
+        return losses
+
+    def _panoptic_loss(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor], q: torch.Tensor | None,
+                       batch: dict[str, Any], i: int) -> torch.Tensor:
+        """Match, drop duplicates, build P from the kept detections, cross-entropy (Sec. 3.5)."""
+        keep, det_to_gt = match_detections(det["boxes"], det["classes"], batch["boxes"][i],
+                                           batch["classes"][i], self.cfg.match_iou)
+        kept = {k: v[keep] for k, v in det.items()}
+        logits = self._logits(sem_logits, kept, q)
+        grid = logits.shape[-2:]
+        target = panoptic_target(downsample_labels(batch["semantic"][i], grid),
+                                 downsample_labels(batch["masks"][i], grid), det_to_gt[keep], self.cfg.num_things)
+        return panoptic_loss(logits, target)
+
+    # --- inference -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
+                orig_sizes: list[tuple[int, int]] | None = None) -> list[PanopticResult]:
+        """Panoptic maps of a padded batch ``images (B, 3, H, W)``.
+
+        image_sizes: the valid ``(h, w)`` of each image inside the padding (default: all of it);
+        orig_sizes: the ``(H0, W0)`` to return each map at (default: image_sizes). Segment ids are
+        1..n in channel order; ``score`` is the detection score for things and 1.0 for stuff.
+        """
+        sizes = _sizes(image_sizes, images)
+        orig_sizes = [tuple(s) for s in (orig_sizes or sizes)]
+        _, sem_logits, out, q = self._heads(images)
+        dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
+        results = []
+        for i, det in enumerate(dets):
+            if self.cfg.merge == "heuristic":
+                id_map, segments = self._heuristic(sem_logits[i], det, images.shape[-2:], sizes[i], orig_sizes[i])
+            else:
+                logits = self._logits(sem_logits[i], det, None if q is None else q[i])
+                channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], orig_sizes[i])
+                id_map, segments = channels_to_segments(channels, det, self.cfg.num_things, self.cfg.stuff_area_min)
+            results.append(self._result(id_map, segments))
+        return results
+
+    def _heuristic(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor], padded: tuple[int, int],
+                   size: tuple[int, int], orig: tuple[int, int]) -> tuple[torch.Tensor, list[dict]]:
+        """Panoptic FPN merge; a box-only model's instance mask is its box on the semantic argmax."""
+        semantic = upsampled_argmax(sem_logits, padded, size, orig)
+        scale = torch.tensor([orig[1] / size[1], orig[0] / size[0]] * 2, device=det["boxes"].device)
+        masks = box_cells(det["boxes"] * scale, orig, stride=1).bool() & (semantic[None] == det["classes"][:, None, None])
+        return heuristic_merge(masks, det["scores"], det["classes"], semantic, self.cfg.num_things,
+                               score_thresh=self.cfg.test_score_thresh, stuff_area_min=self.cfg.stuff_area_min)
+
+    def _result(self, id_map: torch.Tensor, segments: list[dict]) -> PanopticResult:
+        cfg = self.cfg
+        info = [{"id": s["id"], "isthing": s["isthing"], "score": s["score"],
+                 "category_id": cfg.thing_ids[s["label"]] if s["isthing"] else cfg.stuff_ids[s["label"] - cfg.num_things]}
+                for s in segments]
+        return PanopticResult(id_map.cpu().numpy().astype(np.int64), info)
+
+    @torch.no_grad()
+    def detections(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
+                   roi_size: int = 7) -> list[dict[str, torch.Tensor]]:
+        """Detections as proposals for other models, one dict per image:
+        ``boxes (D, 4)`` xyxy, ``scores (D,)``, ``classes (D,)`` thing labels, ``category_ids (D,)``,
+        ``masks (D, h, w) bool`` (the detection's pixels in the argmax over P, at ``image_sizes``)
+        and ``features (D, C, roi_size, roi_size)`` RoIAlign-ed from the FPN level of each box."""
+        sizes = _sizes(image_sizes, images)
+        features, sem_logits, out, q = self._heads(images)
+        dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
+        ids = torch.tensor(self.cfg.thing_ids, device=images.device)
+        for i, det in enumerate(dets):
+            logits = self._logits(sem_logits[i], det, None if q is None else q[i])
+            channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], sizes[i])
+            det["masks"] = channels[None] == torch.arange(len(det["boxes"]), device=channels.device)[:, None, None]
+            det["category_ids"] = ids[det["classes"]]
+            det["features"] = multilevel_roi_align({k: v[i:i + 1] for k, v in features.items()}, det["boxes"], roi_size)
+        return dets
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _sizes(image_sizes: list[tuple[int, int]] | None, images: torch.Tensor) -> list[tuple[int, int]]:
+    if image_sizes is None:
+        return [tuple(images.shape[-2:])] * len(images)
+    return [(int(h), int(w)) for h, w in image_sizes]
+
+
+def upsampled_argmax(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int],
+                     out_size: tuple[int, int], chunk: int = 16) -> torch.Tensor:
+    """Argmax over channels of stride-4 ``logits (K, h, w)`` after bilinear upsampling to the
+    ``padded`` input, cropping the valid ``size`` and resizing to ``out_size``. Returns
+    ``(H0, W0)`` int64. Channels go ``chunk`` at a time so memory stays ``chunk x H0 x W0``."""
+    best = torch.full(tuple(out_size), -math.inf, device=logits.device)
+    index = torch.zeros(tuple(out_size), dtype=torch.long, device=logits.device)
+    for start in range(0, len(logits), chunk):
+        x = F.interpolate(logits[None, start:start + chunk], size=tuple(padded), mode="bilinear", align_corners=False)
+        x = x[..., :size[0], :size[1]]
+        if tuple(size) != tuple(out_size):
+            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+        value, arg = x[0].max(dim=0)
+        better = value > best
+        best = torch.where(better, value, best)
+        index = torch.where(better, arg + start, index)
+    return index
+
+
+def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], num_things: int,
+                         stuff_area_min: int) -> tuple[torch.Tensor, list[dict]]:
+    """Turn an argmax map over P's channels into an id map and segments.
+
+    channels: ``(H, W)`` int64 (``< D``: detection, else stuff label ``num_things + channel - D``).
+    Every channel present becomes one segment, ids 1..n in channel order; stuff segments under
+    ``stuff_area_min`` pixels become void (0), as the paper does for evaluation (App. C).
+    """
+    d = len(det["boxes"])
+    present, areas = torch.unique(channels, return_counts=True)
+    id_of = torch.zeros(int(present.max()) + 1 if len(present) else 1, dtype=torch.long, device=channels.device)
+    segments: list[dict] = []
+    for channel, area in zip(present.tolist(), areas.tolist()):
+        isthing = channel < d
+        if not isthing and area < stuff_area_min:
+            continue
+        label = int(det["classes"][channel]) if isthing else num_things + channel - d
+        score = float(det["scores"][channel]) if isthing else 1.0
+        segments.append({"id": len(segments) + 1, "label": label, "isthing": isthing, "score": score})
+        id_of[channel] = len(segments)
+    return id_of[channels], segments
+
+
+def multilevel_roi_align(features: dict[str, torch.Tensor], boxes: torch.Tensor, output_size: int = 7
+                         ) -> torch.Tensor:
+    """RoIAlign each box ``(D, 4)`` on the FPN level of its size (``k = 4 + log2(sqrt(area) / 224)``,
+    clamped to P2..P5, as in FPN) of one image's features ``{"p2": (1, C, H/4, W/4), ...}``.
+    Returns ``(D, C, output_size, output_size)``."""
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
+    level = (4 + torch.log2(area.sqrt() / 224)).floor().clamp(2, 5).long()
+    c = features["p2"].shape[1]
+    out = boxes.new_zeros((len(boxes), c, output_size, output_size))
+    for k in range(2, 6):
+        sel = torch.nonzero(level == k).flatten()
+        if len(sel):
+            out[sel] = roi_align(features[f"p{k}"], [boxes[sel]], output_size, 1.0 / 2 ** k, sampling_ratio=2)
+    return out
+
+
+def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
+    """Compose the model of ``cfg``."""
+    channels = cfg.backbone.fpn_channels
+    decoder = lambda: FeatureDecoder(channels, cfg.decoder_channels, cfg.decoder_convs)  # noqa: E731
+    affinity = AffinityHead(decoder(), cfg.affinity_channels, cfg.affinity_activation,
+                            cfg.affinity_normalize) if cfg.affinity else None
+    detector = FCOS(channels, cfg.num_things, cfg.detector_levels, cfg.detector_convs, cfg.size_limits,
+                    cfg.center_radius, cfg.box_loss, nms_thresh=cfg.nms_thresh, max_detections=cfg.max_detections)
+    return PanopticModel(cfg, build_backbone(cfg.backbone), SemanticHead(decoder(), cfg.num_classes), detector, affinity)

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+import torch
+
+from groundkit.errors import ConfigError, InputError
+from groundkit.models.panoptic import build_panoptic
+from groundkit.models.panoptic.model import (
+    channels_to_segments, multilevel_roi_align, upsampled_argmax)
+from groundkit.ops.roi_align import roi_align
+
+
+@pytest.fixture
+def make_model(make_config):
+    def make(**overrides):
+        torch.manual_seed(0)
+        model = build_panoptic(make_config(**overrides))
+        model.detector.pre_nms_thresh = 0.0  # an untrained detector scores ~0.01: let detections through
+        return model
+    return make
+
+
+
+def test_training_losses_reach_every_part(batch, make_model):
+    model = make_model(train_score_thresh=0.0)
+    losses = model(batch)
+    assert {"loss", "loss_cls", "loss_box", "loss_ctr", "loss_semantic", "loss_panoptic"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.zero_grad()
+    losses["loss_panoptic"].backward()
+    # the panoptic loss trains the affinity, the semantic head, the detector's classes (through the
+    # scores in Psi) and the backbone
+    for module in (model.affinity.phi0, model.affinity.project, model.semantic_head.classifier,
+                   model.detector.head.cls_logits, model.backbone.fpn):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), module
+
+
+@pytest.mark.parametrize("overrides", [dict(affinity=False), dict(train_detections="ground_truth"),
+                                       dict(potential_variant="A")])
+def test_variants_train(batch, make_model, overrides):
+    losses = make_model(**overrides)(batch)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+
+
+def test_predict_format(batch, make_model):
+    model = make_model(test_score_thresh=0.0).eval()
+    results = model.predict(batch["images"], [(64, 96), (60, 90)], [(128, 192), (60, 90)])
+    for result, size in zip(results, [(128, 192), (60, 90)]):
+        assert result.id_map.shape == size and result.id_map.dtype == np.int64
+        ids = [s["id"] for s in result.segments_info]
+        assert ids == list(range(1, len(ids) + 1))
+        assert set(np.unique(result.id_map).tolist()) <= {0, *ids}
+        for s in result.segments_info:
+            assert s["category_id"] in ((1, 2, 3) if s["isthing"] else (101, 102))
+    assert isinstance(model(batch), list)  # eval-mode forward predicts
+
+
+def test_heuristic_merge_mode(batch, make_model):
+    model = make_model(test_score_thresh=0.0, merge="heuristic").eval()
+    result = model.predict(batch["images"])[0]
+    assert result.id_map.shape == (64, 96)
+    assert set(np.unique(result.id_map).tolist()) <= {0, *[s["id"] for s in result.segments_info]}
+
+
+def test_detections_for_other_models(batch, make_model):
+    model = make_model(test_score_thresh=0.0).eval()
+    dets = model.detections(batch["images"], [(64, 96), (60, 90)])
+    d = dets[1]
+    n = len(d["boxes"])
+    assert n > 0
+    assert d["masks"].shape == (n, 60, 90) and d["masks"].dtype == torch.bool
+    assert d["masks"].sum(0).max() <= 1  # one owner per pixel
+    assert d["features"].shape == (n, 16, 7, 7) and d["scores"].shape == (n,)
+    assert set(d["category_ids"].tolist()) <= {1, 2, 3}
+
+
+def test_channels_to_segments_ids_and_trimming():
+    det = {"boxes": torch.zeros(2, 4), "scores": torch.tensor([0.9, 0.7]), "classes": torch.tensor([2, 0])}
+    # channels: 0, 1 detections; 2, 3 stuff labels 3 and 4 (num_things = 3)
+    channels = torch.tensor([[1, 1, 2, 2], [1, 3, 2, 2]])
+    id_map, segments = channels_to_segments(channels, det, num_things=3, stuff_area_min=2)
+    assert [(s["label"], s["isthing"]) for s in segments] == [(0, True), (3, False)]
+    assert segments[0]["score"] == pytest.approx(0.7) and segments[1]["score"] == 1.0
+    assert id_map.tolist() == [[1, 1, 2, 2], [1, 0, 2, 2]]  # stuff label 4 (1 pixel) trimmed to void
+
+
+def test_upsampled_argmax_matches_full_upsampling():
+    torch.manual_seed(0)
+    logits = torch.randn(37, 8, 12)
+    full = torch.nn.functional.interpolate(logits[None], size=(32, 48), mode="bilinear", align_corners=False)[0]
+    want = full[:, :30, :45].argmax(0)
+    torch.testing.assert_close(upsampled_argmax(logits, (32, 48), (30, 45), (30, 45), chunk=5), want)
+    cropped = torch.nn.functional.interpolate(full[None, :, :30, :45], size=(60, 90), mode="bilinear",
+                                              align_corners=False)[0]
+    torch.testing.assert_close(upsampled_argmax(logits, (32, 48), (30, 45), (60, 90), chunk=8), cropped.argmax(0))
+
+
+def test_multilevel_roi_align_picks_levels():
+    torch.manual_seed(0)
+    feats = {f"p{k}": torch.randn(1, 4, 512 >> k, 512 >> k) for k in range(2, 6)}
+    boxes = torch.tensor([[0.0, 0, 50, 50], [0, 0, 224, 224], [0, 0, 500, 500]])  # levels 2, 4, 5
+    out = multilevel_roi_align(feats, boxes, 3)
+    for box, k, got in zip(boxes, (2, 4, 5), out):
+        torch.testing.assert_close(got, roi_align(feats[f"p{k}"], [box[None]], 3, 1 / 2 ** k, sampling_ratio=2)[0])
+
+
+def test_config_and_input_errors(make_config, make_model):
+    with pytest.raises(ConfigError, match="size_limits"):
+        make_config(size_limits=(32,))
+    with pytest.raises(ConfigError, match="distinct"):
+        make_config(stuff_ids=(1, 101))
+    with pytest.raises(ConfigError, match="potential_variant"):
+        make_config(potential_variant="D")
+    model = make_model().eval()
+    with pytest.raises(InputError, match="multiples of 32"):
+        model.predict(torch.zeros(1, 3, 50, 64))
+
+
+def test_overfit_two_tiny_images(make_config, make_batch):
+    """A few steps on two images: the total and the panoptic loss go down."""
+    torch.manual_seed(0)
+    model = build_panoptic(make_config(train_score_thresh=0.0, detection_weight=1.0, semantic_weight=1.0,
+                                       panoptic_weight=1.0))
+    model.detector.pre_nms_thresh, model.detector.max_detections = 0.0, 10
+    batch = make_batch()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(6):
+        losses = model(batch)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        history.append({k: v.item() for k, v in losses.items()})
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert history[-1]["loss_panoptic"] < history[0]["loss_panoptic"]
+    assert history[-1]["loss_semantic"] < history[0]["loss_semantic"]
