@@ -1,0 +1,44 @@
+"""``groundkit train --config FILE.yaml [key=value ...]``: train a model from a YAML experiment.
+
+The YAML names its ``model_type`` (ppmn, drmn, panoptic) and has ``model``, ``data``, ``trainer``
+and ``eval`` sections; ``key=value`` overrides any of them (``trainer.epochs=2``). Under
+``torchrun --nproc_per_node N -m groundkit.cli train ...`` it trains with DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a model from a YAML config",
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override config keys, e.g. trainer.epochs=2 model.rounds=1")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from trainer.out_dir/train_state.safetensors if present")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from groundkit.config import load_config, peek_value
+    from groundkit.models import GROUNDING_MODELS, model_types
+    from groundkit.errors import ConfigError
+
+    model_type = peek_value(args.config, args.overrides, "model_type", None)
+    if model_type in GROUNDING_MODELS:
+        from groundkit.engine.grounding import experiment_class, train_grounding
+        cfg = load_config(experiment_class(model_type), args.config, args.overrides)
+        metrics = train_grounding(cfg, resume=args.resume)
+    elif model_type == "panoptic":
+        from groundkit.engine.panoptic import experiment_class, train_panoptic
+        cfg = load_config(experiment_class(), args.config, args.overrides)
+        metrics = train_panoptic(cfg, resume=args.resume)
+    else:
+        raise ConfigError(f"{args.config}: model_type: expected one of {model_types()}, "
+                          f"got {model_type!r}")
+    print(f"trained {model_type}; checkpoint in {cfg.trainer.out_dir}")
+    for name, value in metrics.items():
+        print(f"  {name}: {value:.4f}")
+    return 0

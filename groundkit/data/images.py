@@ -1,0 +1,59 @@
+"""Reading images the way users hand them in: any mode Pillow opens becomes 8-bit RGB."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from groundkit.errors import InputError
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3) uint8`` RGB.
+
+    Grayscale, palette, RGBA (alpha ignored, colours kept) and 16-bit images are converted; a missing
+    or unreadable file is an :class:`InputError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P":  # palette indices mean nothing as intensities
+                image = image.convert("RGBA")
+            return to_rgb_array(np.array(image), source=str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise InputError(f"{path}: not a readable image ({e})") from e
+
+
+def to_rgb_array(image: np.ndarray, source: str = "image") -> np.ndarray:
+    """Any ``(H, W)``, ``(H, W, 1|3|4)`` array of uint8/uint16/int/float -> ``(H, W, 3) uint8``.
+
+    16-bit and wider integers are scaled by their maximum representable value; floats are taken
+    as [0, 1]. Alpha is dropped.
+    """
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise InputError(f"{source}: expected an (H, W), (H, W, 3) or (H, W, 4) image, "
+                         f"got shape {tuple(array.shape)}")
+    array = array[..., :3] if array.shape[-1] >= 3 else np.repeat(array, 3, axis=-1)
+    return _to_uint8(array, source)
+
+
+def _to_uint8(array: np.ndarray, source: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        top = 65535 if array.max(initial=0) > 255 else 255
+        return (array.astype(np.float64) / top * 255).round().clip(0, 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(f"{source}: image has NaN or infinite values")
+        return (array.clip(0, 1) * 255).round().astype(np.uint8)
+    raise InputError(f"{source}: unsupported pixel type {array.dtype}")

@@ -1,0 +1,66 @@
+"""Resize, normalise and pad images (and their masks) for the models."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ResizeConfig:
+    """Short side to ``short_side`` with the long side at most ``max_size`` (the papers: 800/1333)."""
+
+    short_side: int = 800
+    max_size: int = 1333
+    size_divisor: int = 32   # batches are padded to a multiple of the backbone's largest stride
+
+
+def target_size(height: int, width: int, cfg: ResizeConfig) -> tuple[int, int]:
+    """The ``(h, w)`` an image of ``(height, width)`` is resized to."""
+    scale = cfg.short_side / min(height, width)
+    scale = min(scale, cfg.max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """``(H, W, 3) uint8`` -> ``(3, h, w) float`` resized (bilinear, antialiased) and normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return (x[0].clamp(0, 1) - mean) / std
+
+
+def masks_to_targets(masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """``(P, H, W) bool`` -> ``(P, h, w) float``: the covered fraction of each output cell.
+
+    Shrinking averages the pixels of each cell ("area"); growing interpolates bilinearly.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(masks)).float()
+    if x.shape[0] == 0:
+        return x.new_zeros((0, *size))
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return F.interpolate(x[None], size=size, mode="area")[0]
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def pad_batch(images: list[torch.Tensor], divisor: int = 32) -> torch.Tensor:
+    """B x ``(3, h_i, w_i)`` -> ``(B, 3, H, W)``, zero-padded at the bottom/right to a multiple of ``divisor``."""
+    h = max(x.shape[-2] for x in images)
+    w = max(x.shape[-1] for x in images)
+    h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+    out = images[0].new_zeros((len(images), images[0].shape[0], h, w))
+    for i, x in enumerate(images):
+        out[i, :, :x.shape[-2], :x.shape[-1]] = x
+    return out
+
+
+def pad_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(..., h, w)`` -> ``(..., H, W)`` zero-padded at the bottom/right."""
+    return F.pad(maps, (0, size[1] - maps.shape[-1], 0, size[0] - maps.shape[-2]))

@@ -1,0 +1,216 @@
+"""The one-stage panoptic narrative grounding model shared by PPMN and DRMN.
+
+Both methods take the same inputs and losses and differ only in their head: a
+:class:`GroundingModel` owns the backbone, neck, frozen text encoder and the loss; a
+:class:`GroundingHead` turns visual features and word-piece queries into one logit map per query
+and round.
+
+Batch contract (built by ``groundkit.data.grounding.collate_grounding``):
+    images:  (B, 3, H, W) float, normalised, H and W multiples of 32
+    captions: list of B str
+    spans:   list of B lists of (start, end) character spans of the phrases to ground
+    masks:   list of B tensors (P_i, H/4, W/4) float in [0, 1] (training only)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from groundkit.errors import InputError
+from groundkit.models.losses import bce_dice_loss
+from groundkit.text.encoder import TextEncoder, TextFeatureCache, span_to_token_indices
+from groundkit.vision.backbone import BackboneConfig, build_backbone
+from groundkit.vision.neck import SemanticFPNNeck
+
+
+@dataclass
+class GroundingModelConfig:
+    """What every one-stage grounding model shares; defaults follow the papers."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    text_encoder: str | None = None   # a local Hugging Face folder; None = bundled all-MiniLM-L6-v2
+    freeze_text: bool = True
+    text_adapter_layers: int = 0      # trainable transformer layers over frozen text (0 = paper)
+    neck_channels: int = 256
+    hidden_dim: int = 256
+    max_queries: int = 64             # word pieces of grounded phrases per caption
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    dice_eps: float = 2e-3
+    threshold: float = 0.5
+
+
+class GroundingHead(nn.Module):
+    """A method's head: ``forward(features, queries) -> list of (B, Q, h, w) logits``, one per round.
+
+    ``features`` holds ``"p2".."p5"`` (FPN levels) and ``"neck"`` (stride 8); the last round's
+    logits are the prediction; every round is supervised.
+    """
+
+
+@dataclass
+class Queries:
+    """Word-piece queries of a batch.
+
+    features: ``(B, Q, C)``; phrase: ``(B, Q)`` long, index of the query's phrase in its caption, -1
+    for padding; valid: ``(B, Q)`` bool.
+    """
+
+    features: torch.Tensor
+    phrase: torch.Tensor
+
+    @property
+    def valid(self) -> torch.Tensor:
+        return self.phrase >= 0
+
+
+class GroundingModel(nn.Module):
+    """Backbone + neck + text encoder + a method head, trained with BCE + Dice on every round."""
+
+    def __init__(self, cfg: GroundingModelConfig, head: GroundingHead,
+                 text_encoder: TextEncoder | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = build_backbone(cfg.backbone)
+        self.neck = SemanticFPNNeck(cfg.backbone.fpn_channels, cfg.neck_channels)
+        self.text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text)
+        self.text_cache = TextFeatureCache(self.text_encoder) if cfg.freeze_text else None
+        text_dim = self.text_encoder.dim
+        self.text_adapter = (nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(text_dim, max(1, text_dim // 64), 4 * text_dim,
+                                       dropout=0.0, batch_first=True),
+            cfg.text_adapter_layers) if cfg.text_adapter_layers > 0 else None)
+        self.text_proj = nn.Linear(text_dim, cfg.hidden_dim)               # W2 of PPMN Eq. (1)
+        self.head = head
+        if self.text_encoder.frozen:
+            # A frozen encoder is the installed one: checkpoints leave it out and stay small.
+            self.text_encoder.register_state_dict_post_hook(_drop_own_keys)
+            self.register_load_state_dict_post_hook(_allow_missing_text_encoder)
+
+    # --- encoders -----------------------------------------------------------------------------
+
+    def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images: ``(B, 3, H, W)`` -> ``{"p2".."p5", "neck": (B, C, H/8, W/8)}``."""
+        features = dict(self.backbone(images))
+        features["neck"] = self.neck(features)
+        return features
+
+    def encode_text(self, captions: list[str], spans: list[list[tuple[int, int]]]) -> Queries:
+        """Word-piece queries of the phrases of each caption (padded to the batch's longest)."""
+        text = (self.text_cache.get_or_compute(captions) if self.text_cache is not None
+                else self.text_encoder(captions))
+        device = self.text_proj.weight.device
+        features, mask = text.features.to(device), text.mask.to(device)
+        if self.text_adapter is not None:
+            features = self.text_adapter(features, src_key_padding_mask=~mask)
+        token_lists = [self._phrase_tokens(c, s, o) for c, s, o in zip(captions, spans, text.offsets)]
+        q = max([len(t) for t in token_lists] + [1])
+        index = torch.zeros(len(captions), q, dtype=torch.long, device=device)
+        phrase = torch.full((len(captions), q), -1, dtype=torch.long, device=device)
+        for b, tokens in enumerate(token_lists):
+            if tokens:
+                index[b, :len(tokens)] = torch.tensor([t for t, _ in tokens], device=device)
+                phrase[b, :len(tokens)] = torch.tensor([p for _, p in tokens], device=device)
+        gathered = torch.gather(features, 1, index[..., None].expand(-1, -1, features.shape[-1]))
+        return Queries(self.text_proj(gathered), phrase)
+
+    def _phrase_tokens(self, caption: str, spans: list[tuple[int, int]], offsets: torch.Tensor
+                       ) -> list[tuple[int, int]]:
+        """``(token index, phrase index)`` of every word piece of every phrase, in order."""
+        tokens = []
+        for p, span in enumerate(spans):
+            indices = span_to_token_indices(offsets, span)
+            if not indices:
+                raise InputError(f"phrase {caption[span[0]:span[1]]!r} at characters {span} of the "
+                                 f"caption has no word piece within the text encoder's limit")
+            tokens += [(i, p) for i in indices]
+        if len(tokens) > self.cfg.max_queries:
+            raise InputError(f"the phrases of this caption have {len(tokens)} word pieces; the model "
+                             f"takes at most {self.cfg.max_queries} (max_queries): ground fewer "
+                             f"phrases per call")
+        return tokens
+
+    # --- training and inference ---------------------------------------------------------------
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor] | list[torch.Tensor]:
+        """Training: a dict of losses with ``"loss"``. Eval: per image ``(P_i, H/4, W/4)`` probabilities."""
+        features = self.encode_images(batch["images"])
+        queries = self.encode_text(batch["captions"], batch["spans"])
+        rounds = [F.interpolate(l, scale_factor=2, mode="bilinear", align_corners=False)
+                  for l in self.head(features, queries.features)]
+        if self.training:
+            return self.loss(rounds, queries, batch["masks"])
+        return phrase_probabilities(rounds[-1].sigmoid(), queries.phrase,
+                                    [len(s) for s in batch["spans"]])
+
+    def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]
+             ) -> dict[str, torch.Tensor]:
+        """BCE + Dice on every round; each word piece is supervised with its phrase's mask."""
+        valid = queries.valid
+        targets = torch.stack([masks[b][queries.phrase[b].clamp(min=0)]
+                               for b in range(len(masks))])                # (B, Q, h, w)
+        losses: dict[str, torch.Tensor] = {}
+        for r, logits in enumerate(rounds):
+            for name, value in bce_dice_loss(logits[valid], targets[valid], self.cfg.bce_weight,
+                                             self.cfg.dice_weight, self.cfg.dice_eps).items():
+                losses[f"{name}_{r}"] = value
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def param_groups(self, lr: float, text_lr: float | None = None) -> list[dict]:
+        """Trainable parameters; the text encoder (when not frozen) gets ``text_lr``."""
+        text = [p for p in self.text_encoder.parameters() if p.requires_grad]
+        text_ids = {id(p) for p in text}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in text_ids]
+        groups = [{"params": rest, "lr": lr}]
+        if text:
+            groups.append({"params": text, "lr": text_lr if text_lr is not None else lr})
+        return groups
+
+
+def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _allow_missing_text_encoder(module: nn.Module, incompatible_keys) -> None:
+    missing = incompatible_keys.missing_keys
+    missing[:] = [k for k in missing if not k.startswith("text_encoder.")]
+
+
+def phrase_probabilities(probs: torch.Tensor, phrase: torch.Tensor, num_phrases: list[int]
+                         ) -> list[torch.Tensor]:
+    """Average the maps of each phrase's word pieces.
+
+    probs: ``(B, Q, h, w)``; phrase: ``(B, Q)`` (-1 = padding) -> B x ``(P_i, h, w)``.
+    """
+    out = []
+    for b, n in enumerate(num_phrases):
+        one_hot = F.one_hot(phrase[b].clamp(min=0), max(n, 1)).to(probs.dtype)
+        one_hot = one_hot * (phrase[b] >= 0)[:, None].to(probs.dtype)      # (Q, P)
+        total = torch.einsum("qp,qhw->phw", one_hot, probs[b])
+        out.append((total / one_hot.sum(0).clamp(min=1)[:, None, None])[:n])
+    return out
+
+
+def postprocess_grounding(probs: torch.Tensor, input_size: tuple[int, int],
+                          orig_size: tuple[int, int], threshold: float = 0.5
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phrase probability maps of the padded batch -> masks at the original image size.
+
+    probs: ``(P, Hp/4, Wp/4)`` for an image resized to ``input_size`` (then padded) ->
+    masks ``(P, H, W) bool`` and scores ``(P,)`` = mean probability inside the mask (0 when empty).
+    """
+    h4, w4 = -(-input_size[0] // 4), -(-input_size[1] // 4)
+    probs = probs[:, :h4, :w4]
+    if probs.shape[0] == 0:
+        return torch.zeros((0, *orig_size), dtype=torch.bool), torch.zeros(0)
+    full = F.interpolate(probs[None].float(), size=tuple(orig_size), mode="bilinear",
+                         align_corners=False)[0]
+    masks = full > threshold
+    area = masks.flatten(1).sum(1)
+    scores = (full * masks).flatten(1).sum(1) / area.clamp(min=1)
+    return masks, scores

@@ -1,0 +1,110 @@
+"""PPMN: LCPA pieces against literal loops, losses on every round, checkpoints without the encoder."""
+import pytest
+import torch
+
+from groundkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from groundkit.errors import InputError
+from groundkit.models.grounding import phrase_probabilities, postprocess_grounding
+from groundkit.models.ppmn import PPMNConfig, gather_top_pixels, matching_logits
+from groundkit.text.encoder import TextEncoder
+from groundkit.vision.backbone import BackboneConfig
+
+CAPTION = "There is a small red circle next to the grass."
+SPANS = [(9, 26), (35, 44)]  # "a small red circle", "the grass"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder()
+
+
+def tiny_config(**kw):
+    base = dict(backbone=BackboneConfig(depth=18, base_width=8, fpn_channels=16, norm="gn"),
+                neck_channels=16, hidden_dim=16, rounds=2, top_pixels=5, heads=2, ffn_dim=32)
+    return PPMNConfig(**{**base, **kw})
+
+
+def tiny_batch(b=2, size=64):
+    g = torch.Generator().manual_seed(0)
+    return {"images": torch.randn(b, 3, size, size, generator=g), "captions": [CAPTION] * b,
+            "spans": [SPANS] * b,
+            "masks": [(torch.rand(2, size // 4, size // 4, generator=g) > 0.5).float()
+                      for _ in range(b)]}
+
+
+def test_gather_top_pixels_matches_literal_loop():
+    g = torch.Generator().manual_seed(1)
+    logits, pixels = torch.randn(2, 3, 4, 5, generator=g), torch.randn(2, 6, 4, 5, generator=g)
+    got = gather_top_pixels(logits, pixels, k=4)
+    for b in range(2):
+        for q in range(3):
+            order = sorted(range(20), key=lambda i: -float(logits[b, q].flatten()[i]))[:4]
+            want = torch.stack([pixels[b, :, i // 5, i % 5] for i in order])
+            assert torch.equal(got[b, q], want)
+
+
+def test_matching_logits_is_a_dot_product():
+    k, p = torch.randn(1, 2, 3), torch.randn(1, 3, 2, 2)
+    assert torch.allclose(matching_logits(k, p)[0, 1, 1, 0], (k[0, 1] * p[0, :, 1, 0]).sum())
+
+
+def test_phrase_probabilities_average_word_pieces():
+    probs = torch.rand(1, 4, 2, 2)
+    phrase = torch.tensor([[0, 0, 1, -1]])
+    out = phrase_probabilities(probs, phrase, [2])[0]
+    assert torch.allclose(out[0], probs[0, :2].mean(0))
+    assert torch.allclose(out[1], probs[0, 2])
+
+
+def test_postprocess_crops_padding_and_resizes():
+    probs = torch.zeros(1, 8, 8)
+    probs[0, :4, :4] = 1.0  # the valid region of an input of 16 x 16 padded to 32 x 32
+    masks, scores = postprocess_grounding(probs, (16, 16), (20, 20))
+    assert masks.shape == (1, 20, 20) and masks.all() and scores[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("top_pixels", [5, 0])
+def test_train_step_supervises_every_round_and_backpropagates(encoder, top_pixels):
+    model = build_ppmn_with(encoder, top_pixels=top_pixels)
+    model.train()
+    losses = model(tiny_batch())
+    assert {"bce_0", "dice_0", "bce_2", "dice_2"} <= set(losses)
+    losses["loss"].backward()
+    assert model.head.rounds[-1].kernel_mlp[-1].weight.grad.abs().sum() > 0
+    assert model.backbone.body.conv1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.text_encoder.parameters())
+    attention_grad = model.head.rounds[0].attention.in_proj_weight.grad
+    assert (attention_grad is not None and attention_grad.abs().sum() > 0) == (top_pixels > 0)
+
+
+def test_eval_returns_one_map_per_phrase(encoder):
+    model = build_ppmn_with(encoder).eval()
+    with torch.no_grad():
+        out = model(tiny_batch(b=1))
+    assert len(out) == 1 and out[0].shape == (2, 16, 16)
+    assert 0 <= out[0].min() and out[0].max() <= 1
+
+
+def test_too_many_word_pieces_is_a_clear_error(encoder):
+    model = build_ppmn_with(encoder, max_queries=3).eval()
+    with pytest.raises(InputError, match="max_queries"):
+        model(tiny_batch(b=1))
+
+
+def test_checkpoint_leaves_out_the_frozen_encoder(encoder, tmp_path):
+    model = build_ppmn_with(encoder)
+    path = save_checkpoint(tmp_path, model, {}, "ppmn")
+    state, _ = load_checkpoint(path)
+    assert not any(k.startswith("text_encoder.") for k in state)
+    fresh = build_ppmn_with(encoder, seed=1)
+    fresh.load_state_dict(state, strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 fresh.state_dict().values()))
+
+
+def build_ppmn_with(encoder, seed=0, **kw):
+    torch.manual_seed(seed)
+    from groundkit.models.grounding import GroundingModel
+    from groundkit.models.ppmn import PPMNHead
+    cfg = tiny_config(**kw)
+    return GroundingModel(cfg, PPMNHead(cfg), text_encoder=encoder)
