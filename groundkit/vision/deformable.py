@@ -24,7 +24,13 @@ from torch import Tensor, nn
 
 from groundkit.errors import ConfigError, InputError
 
-__all__ = ["ms_deform_attn_sample", "MSDeformAttn", "check_levels"]
+__all__ = ["ms_deform_attn_sample", "MSDeformAttn", "level_starts", "check_levels", "initial_offsets"]
+
+
+def level_starts(spatial_shapes: Tensor) -> Tensor:
+    """Where each level starts in the flattened sequence: spatial_shapes (L, 2) -> (L,) long."""
+    sizes = spatial_shapes.prod(1)
+    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
 
 
 def check_levels(num_tokens: int, spatial_shapes: Tensor, level_start_index: Tensor) -> None:
@@ -35,15 +41,14 @@ def check_levels(num_tokens: int, spatial_shapes: Tensor, level_start_index: Ten
     if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
         raise InputError(f"deformable attention: 'spatial_shapes' must be (L, 2), "
                          f"got {tuple(spatial_shapes.shape)}")
-    sizes = spatial_shapes.prod(1)
-    starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
-    if level_start_index.shape != starts.shape or not torch.equal(level_start_index.cpu(),
-                                                                      starts.cpu()):
-        raise InputError(f"deformable attention: 'level_start_index' must be {starts.tolist()} "
-                         f"for spatial_shapes {spatial_shapes.tolist()}, got {level_start_index.tolist()}")
-    if int(sizes.sum()) != num_tokens:
+    starts = level_starts(spatial_shapes).tolist()
+    if level_start_index.tolist() != starts:
+        raise InputError(f"deformable attention: 'level_start_index' must be {starts} for "
+                         f"spatial_shapes {spatial_shapes.tolist()}, got {level_start_index.tolist()}")
+    covered = int(spatial_shapes.prod(1).sum())
+    if covered != num_tokens:
         raise InputError(f"deformable attention: spatial_shapes {spatial_shapes.tolist()} cover "
-                         f"{int(sizes.sum())} tokens, the input has {num_tokens}")
+                         f"{covered} tokens, the input has {num_tokens}")
 
 
 def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
@@ -58,6 +63,12 @@ def ms_deform_attn_sample(value: Tensor, spatial_shapes: Tensor, level_start_ind
     """
     batch, _, heads, dim = value.shape
     queries, points = sampling_locations.shape[1], sampling_locations.shape[4]
+    check_levels(value.shape[1], spatial_shapes, level_start_index)
+    expected = (batch, queries, heads, spatial_shapes.shape[0], points)
+    if tuple(sampling_locations.shape) != (*expected, 2) or tuple(attention_weights.shape) != expected:
+        raise InputError(f"deformable attention: expected sampling_locations {(*expected, 2)} and "
+                         f"attention_weights {expected} (B, Q, H, L, P), got "
+                         f"{tuple(sampling_locations.shape)} and {tuple(attention_weights.shape)}")
     # grid_sample reads [-1, 1] with align_corners=False: -1 is the left/top edge of the map.
     grids = 2.0 * sampling_locations - 1.0
     out = value.new_zeros(batch * heads, dim, queries)
@@ -166,7 +177,6 @@ class MSDeformAttn(nn.Module):
         if spatial_shapes.shape[0] != self.n_levels:
             raise InputError(f"MSDeformAttn: built for {self.n_levels} levels, spatial_shapes has "
                              f"{spatial_shapes.shape[0]}")
-        check_levels(input_flatten.shape[1], spatial_shapes, level_start_index)
         ok_refs = {(batch, queries, 2), (batch, queries, self.n_levels, 2)}
         if tuple(reference_points.shape) not in ok_refs:
             raise InputError(f"MSDeformAttn: 'reference_points' must be (B, Q, 2) or (B, Q, L, 2), "

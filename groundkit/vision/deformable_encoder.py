@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from groundkit.errors import InputError
-from groundkit.vision.deformable import MSDeformAttn
+from groundkit.vision.deformable import MSDeformAttn, level_starts
+from groundkit.vision.position import LevelEmbedding
 
 __all__ = ["FlatLevels", "flatten_levels", "unflatten_levels", "mask_valid_ratio",
            "DeformableEncoderLayer", "DeformableEncoder"]
@@ -21,7 +22,7 @@ __all__ = ["FlatLevels", "flatten_levels", "unflatten_levels", "mask_valid_ratio
 class FlatLevels(NamedTuple):
     """A pyramid flattened row-major and concatenated over levels (``S = sum(H_l * W_l)``).
 
-    src: (B, S, C); pos: (B, S, C) positional + level codes, or None; padding_mask: (B, S) bool,
+    src: (B, S, C); pos: (B, S, C) positional codes, or None; padding_mask: (B, S) bool,
     True on padding; spatial_shapes: (L, 2) long ``(H_l, W_l)``; level_start_index: (L,) long;
     valid_ratios: (B, L, 2) ``(w, h)`` share of each level that is not padding.
     """
@@ -43,44 +44,33 @@ def mask_valid_ratio(mask: Tensor) -> Tensor:
     height, width = mask.shape[-2:]
     valid_h = (~mask[:, :, 0]).sum(1)
     valid_w = (~mask[:, 0, :]).sum(1)
-    return torch.stack([valid_w / width, valid_h / height], -1).float()
+    return torch.stack([valid_w / width, valid_h / height], -1)
 
 
 def flatten_levels(features: list[Tensor], pos_embeds: list[Tensor] | None = None,
-                   level_embed: Tensor | None = None, masks: list[Tensor] | None = None) -> FlatLevels:
-    """Flatten a pyramid into one token sequence, adding each level's embedding to its positions.
+                   masks: list[Tensor] | None = None) -> FlatLevels:
+    """Flatten a pyramid (and its positional codes and masks) into one token sequence.
 
-    features: L maps (B, C, H_l, W_l); pos_embeds: L maps (B, C, H_l, W_l) or None;
-    level_embed: (L, C) or None; masks: L maps (B, H_l, W_l) bool (True on padding) or None (no padding).
-    ``pos`` is ``pos_embeds[l] + level_embed[l]`` per level, whichever are given.
+    features: L maps (B, C, H_l, W_l); pos_embeds: L maps (B, C, H_l, W_l) (level embedding
+    already added, see ``DeformableEncoder.encode_maps``) or None; masks: L maps (B, H_l, W_l)
+    bool, True on padding, or None for no padding.
     """
     if not features:
         raise InputError("flatten_levels: 'features' is empty")
-    batch, channels = features[0].shape[:2]
     for name, maps in (("pos_embeds", pos_embeds), ("masks", masks)):
         if maps is not None and len(maps) != len(features):
             raise InputError(f"flatten_levels: '{name}' has {len(maps)} levels, 'features' {len(features)}")
-    if level_embed is not None and tuple(level_embed.shape) != (len(features), channels):
-        raise InputError(f"flatten_levels: 'level_embed' must be (L, C) = {(len(features), channels)}, "
-                         f"got {tuple(level_embed.shape)}")
     if masks is None:
-        masks = [f.new_zeros((batch, *f.shape[-2:]), dtype=torch.bool) for f in features]
-    src, pos = [], []
-    for level, feature in enumerate(features):
-        src.append(feature.flatten(2).transpose(1, 2))
-        code = None if pos_embeds is None else pos_embeds[level].flatten(2).transpose(1, 2)
-        if level_embed is not None:
-            code = level_embed[level].view(1, 1, -1) if code is None else code + level_embed[level]
-        pos.append(code)
+        masks = [f.new_zeros((f.shape[0], *f.shape[-2:]), dtype=torch.bool) for f in features]
     spatial_shapes = torch.tensor([f.shape[-2:] for f in features], dtype=torch.long,
                                   device=features[0].device)
-    sizes = spatial_shapes.prod(1)
     return FlatLevels(
-        src=torch.cat(src, 1),
-        pos=None if pos[0] is None else torch.cat([p.expand_as(s) for p, s in zip(pos, src)], 1),
+        src=torch.cat([f.flatten(2).transpose(1, 2) for f in features], 1),
+        pos=None if pos_embeds is None else torch.cat([p.flatten(2).transpose(1, 2)
+                                                        for p in pos_embeds], 1),
         padding_mask=torch.cat([m.flatten(1) for m in masks], 1),
         spatial_shapes=spatial_shapes,
-        level_start_index=torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]]),
+        level_start_index=level_starts(spatial_shapes),
         valid_ratios=torch.stack([mask_valid_ratio(m) for m in masks], 1),
     )
 
@@ -122,14 +112,14 @@ class DeformableEncoderLayer(nn.Module):
 
 
 class DeformableEncoder(nn.Module):
-    """``num_layers`` copies of ``layer`` over a flattened pyramid, plus the learned level embedding."""
+    """``num_layers`` copies of ``layer`` over a flattened pyramid, plus the learned level embedding
+    that ``encode_maps`` adds to the positional codes."""
 
     def __init__(self, layer: DeformableEncoderLayer, num_layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         attn = layer.self_attn
-        self.level_embed = nn.Parameter(torch.empty(attn.n_levels, attn.d_model))
-        nn.init.normal_(self.level_embed)
+        self.level_embed = LevelEmbedding(attn.n_levels, attn.d_model)
 
     @staticmethod
     def reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
@@ -164,9 +154,17 @@ class DeformableEncoder(nn.Module):
                     masks: list[Tensor] | None = None) -> list[Tensor]:
         """Encode a pyramid: L maps (B, C, H_l, W_l) -> L maps of the same shapes.
 
-        pos_embeds: L maps (B, C, H_l, W_l) or None; masks: L maps (B, H_l, W_l) bool, True on padding.
+        pos_embeds: L maps (B, C, H_l, W_l) (e.g. ``PositionEmbeddingSine``) or None for the level
+        embedding alone; masks: L maps (B, H_l, W_l) bool, True on padding, or None.
         """
-        flat = flatten_levels(features, pos_embeds, self.level_embed, masks)
+        levels = self.level_embed.weight.shape[0]
+        if pos_embeds is None:
+            pos_embeds = [torch.zeros_like(f) for f in features]
+        if len(features) != levels or len(pos_embeds) != levels:
+            raise InputError(f"encode_maps: built for {levels} levels, got {len(features)} feature maps "
+                             f"and {len(pos_embeds)} positional maps")
+        pos_embeds = [self.level_embed(pos, level) for level, pos in enumerate(pos_embeds)]
+        flat = flatten_levels(features, pos_embeds, masks)
         out = self.forward(flat.src, flat.spatial_shapes, flat.level_start_index, flat.valid_ratios,
                            flat.pos, flat.padding_mask)
         return unflatten_levels(out, flat.spatial_shapes)

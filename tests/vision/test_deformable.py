@@ -7,15 +7,14 @@ import pytest
 import torch
 
 from groundkit.errors import ConfigError, InputError
-from groundkit.vision.deformable import MSDeformAttn, initial_offsets, ms_deform_attn_sample
+from groundkit.vision.deformable import MSDeformAttn, initial_offsets, level_starts, ms_deform_attn_sample
 
 SHAPES = [(5, 7), (3, 4), (2, 2)]  # (H_l, W_l), deliberately not square
 
 
 def level_layout(shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     spatial_shapes = torch.tensor(shapes, dtype=torch.long)
-    sizes = spatial_shapes.prod(1)
-    return spatial_shapes, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    return spatial_shapes, level_starts(spatial_shapes)
 
 
 def bilinear_literal(value_map, x: float, y: float) -> torch.Tensor:
@@ -184,5 +183,8 @@ def test_bad_inputs_raise_clear_errors():
         module(query, refs[:, :, :2], flat, spatial_shapes, starts)
     with pytest.raises(InputError, match="padding_mask"):
         module(query, refs, flat, spatial_shapes, starts, torch.zeros(2, 3, dtype=torch.bool))
+    value, locations, weights = random_inputs(SHAPES)
+    with pytest.raises(InputError, match="attention_weights"):
+        ms_deform_attn_sample(value, spatial_shapes, starts, locations, weights[:, :, :, :2])
     with pytest.raises(ConfigError, match="divisible"):
         MSDeformAttn(d_model=10, n_heads=4)

@@ -6,8 +6,7 @@ import torch
 
 from groundkit.errors import InputError
 from groundkit.vision.deformable_encoder import (DeformableEncoder, DeformableEncoderLayer,
-                                                 flatten_levels,
-                                                 mask_valid_ratio, unflatten_levels)
+                                                 flatten_levels, mask_valid_ratio, unflatten_levels)
 
 SHAPES = [(6, 8), (3, 4), (2, 2)]
 CHANNELS = 16
@@ -19,34 +18,48 @@ def pyramid(batch: int = 2, seed: int = 0) -> list[torch.Tensor]:
 
 
 def small_encoder(num_layers: int = 2) -> DeformableEncoder:
+    """A tiny encoder whose queries matter: at init the offset and weight layers are zero, so the
+    queries (and with them the positions and the level embedding) would change nothing."""
     torch.manual_seed(0)
     layer = DeformableEncoderLayer(d_model=CHANNELS, d_ffn=32, dropout=0.0, n_levels=len(SHAPES),
                                    n_heads=4, n_points=2)
-    return DeformableEncoder(layer, num_layers)
+    encoder = DeformableEncoder(layer, num_layers)
+    with torch.no_grad():
+        for layer in encoder.layers:
+            layer.self_attn.sampling_offsets.weight.normal_(0, 0.1)
+            layer.self_attn.attention_weights.weight.normal_(0, 0.1)
+    return encoder
 
 
 def test_flatten_unflatten_round_trip_and_layout():
     features = pyramid()
     pos = pyramid(seed=1)
-    level_embed = torch.randn(len(SHAPES), CHANNELS)
-    flat = flatten_levels(features, pos, level_embed)
-    assert flat.src.shape == (2, 48 + 12 + 4, CHANNELS)
+    flat = flatten_levels(features, pos)
+    assert flat.src.shape == flat.pos.shape == (2, 48 + 12 + 4, CHANNELS)
     assert flat.spatial_shapes.tolist() == [list(s) for s in SHAPES]
     assert flat.level_start_index.tolist() == [0, 48, 60]
     assert not flat.padding_mask.any() and torch.equal(flat.valid_ratios, torch.ones(2, 3, 2))
     # row-major: token 48 + 1 * 4 + 2 is level 1, row 1, column 2
     assert torch.equal(flat.src[:, 48 + 6], features[1][:, :, 1, 2])
-    assert torch.allclose(flat.pos[:, 48 + 6], pos[1][:, :, 1, 2] + level_embed[1])
+    assert torch.equal(flat.pos[:, 48 + 6], pos[1][:, :, 1, 2])
     for back, original in zip(unflatten_levels(flat.src, flat.spatial_shapes), features):
         assert torch.equal(back, original)
+    assert flatten_levels(features).pos is None
 
 
-def test_level_embedding_alone_is_broadcast_over_the_batch():
-    level_embed = torch.randn(len(SHAPES), CHANNELS)
-    flat = flatten_levels(pyramid(), level_embed=level_embed)
-    assert flat.pos.shape == flat.src.shape
-    assert torch.equal(flat.pos[1, -1], level_embed[2])
-    assert flatten_levels(pyramid()).pos is None
+def test_encode_maps_adds_the_level_embedding_to_the_positions():
+    encoder = small_encoder(num_layers=1)
+    features, pos = pyramid(), pyramid(seed=1)
+    out = encoder.encode_maps(features, pos)
+    flat = flatten_levels(features)
+    level_of_token = torch.repeat_interleave(torch.arange(3), torch.tensor([48, 12, 4]))
+    with_level = flatten_levels(pos).src + encoder.level_embed.weight[level_of_token]
+    want = encoder(flat.src, flat.spatial_shapes, flat.level_start_index, flat.valid_ratios, with_level)
+    for got, expected in zip(out, unflatten_levels(want, flat.spatial_shapes)):
+        assert torch.allclose(got, expected, atol=1e-6)
+    without_level = encoder(flat.src, flat.spatial_shapes, flat.level_start_index, flat.valid_ratios,
+                            flatten_levels(pos).src)
+    assert not torch.allclose(want, without_level, atol=1e-3)
 
 
 def test_valid_ratio_from_mask():
@@ -71,12 +84,6 @@ def test_reference_points_are_pixel_centres():
 
 def test_encoder_shapes_and_gradient_reaches_every_parameter():
     encoder = small_encoder()
-    # at init the offset and weight layers are zero, so the queries (and with them the level
-    # embedding) get no gradient until those layers move: move them, as one training step would
-    with torch.no_grad():
-        for layer in encoder.layers:
-            layer.self_attn.sampling_offsets.weight.normal_(0, 0.1)
-            layer.self_attn.attention_weights.weight.normal_(0, 0.1)
     features = [f.requires_grad_() for f in pyramid()]
     out = encoder.encode_maps(features, pyramid(seed=1))
     assert [o.shape for o in out] == [f.shape for f in features]
@@ -105,7 +112,7 @@ def test_encoder_ignores_padded_pixels():
 def test_flatten_rejects_mismatched_levels():
     with pytest.raises(InputError, match="pos_embeds"):
         flatten_levels(pyramid(), pyramid()[:2])
-    with pytest.raises(InputError, match="level_embed"):
-        flatten_levels(pyramid(), level_embed=torch.zeros(2, CHANNELS))
+    with pytest.raises(InputError, match="built for 3 levels"):
+        small_encoder().encode_maps(pyramid()[:2])
     with pytest.raises(InputError, match="cover"):
         unflatten_levels(torch.zeros(1, 10, CHANNELS), torch.tensor(SHAPES))
