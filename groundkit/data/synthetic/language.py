@@ -217,7 +217,9 @@ def _sentence(templates: tuple[str, ...], queue: list[Phrase], budget: int,
 def narrative_pieces(phrases: list[Phrase], rng: np.random.Generator) -> list[_Piece]:
     """Sentences that place every phrase once: an introduction, then body sentences."""
     queue = list(phrases)
-    pieces = _sentence(INTRO_TEMPLATES, queue, MAX_NOUNS, rng)
+    # A scene with nothing to ground (all stuff hidden, no describable thing) still gets a text.
+    pieces = (_sentence(INTRO_TEMPLATES, queue, MAX_NOUNS, rng)
+              or _sentence(FILLER_TEMPLATES, queue, MAX_NOUNS, rng))
     filler_at = int(rng.integers(len(queue) + 1)) if rng.random() < 0.9 else -1
     while queue:
         budget = MAX_NOUNS - sum(p.noun for p in pieces)

@@ -135,3 +135,10 @@ def test_ambiguous_relations_are_refused():
         for ref in index.references(i):
             assert not ref.relation, "no relation may hold when every pair is too close to tell"
     assert index.denotes(Reference(0, (("shape", scene.things[0].shape),), "left")) == []
+
+
+def test_a_scene_with_nothing_to_ground_still_gets_a_sentence():
+    scene = make_scene(np.random.default_rng(0), 128)
+    scene.stuff, scene.things = [], []
+    n = make_narrative(scene, 0, np.random.default_rng(0))
+    assert n.caption.endswith(".") and not n.grounded() and any(u.noun for u in n.utterances)
