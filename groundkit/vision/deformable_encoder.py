@@ -101,12 +101,18 @@ class DeformableEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, src: Tensor, pos: Tensor | None, reference_points: Tensor, spatial_shapes: Tensor,
-                level_start_index: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        """src: (B, S, C); pos: (B, S, C) or None, added to the queries only (not to the values);
-        reference_points: (B, S, L, 2). Returns (B, S, C)."""
+                level_start_index: Tensor, padding_mask: Tensor | None = None,
+                memory: Tensor | None = None) -> Tensor:
+        """Encode ``src`` by attending over the flattened maps ``memory`` (``src`` itself by default).
+
+        src: (B, Q, C); pos: (B, Q, C) or None, added to the queries only (not to the values);
+        reference_points: (B, Q, L, 2) or (B, Q, 2); memory: (B, S, C) or None for self attention
+        (Q = S); padding_mask: (B, S) bool, True on padding. Returns (B, Q, C).
+        A separate ``memory`` serves DRMN's refinement: top-k pixels re-encoded over the pyramid.
+        """
         query = src if pos is None else src + pos
-        attended = self.self_attn(query, reference_points, src, spatial_shapes, level_start_index,
-                                  padding_mask)
+        attended = self.self_attn(query, reference_points, src if memory is None else memory,
+                                  spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attended))
         return self.norm2(src + self.dropout2(self.ffn(src)))
 

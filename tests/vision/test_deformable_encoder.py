@@ -93,6 +93,18 @@ def test_encoder_shapes_and_gradient_reaches_every_parameter():
     assert all(f.grad.abs().sum() > 0 for f in features)
 
 
+def test_layer_reencodes_some_queries_over_the_maps():
+    layer = small_encoder(num_layers=1).layers[0]
+    flat = flatten_levels(pyramid())
+    queries = flat.src[:, [3, 50, 61]]  # three pixels, one per level, as DRMN's top-k would pick
+    refs = DeformableEncoder.reference_points(flat.spatial_shapes, flat.valid_ratios)[:, [3, 50, 61]]
+    out = layer(queries, None, refs, flat.spatial_shapes, flat.level_start_index, memory=flat.src)
+    full = layer(flat.src, None, DeformableEncoder.reference_points(flat.spatial_shapes, flat.valid_ratios),
+                 flat.spatial_shapes, flat.level_start_index)
+    assert out.shape == (2, 3, CHANNELS)
+    assert torch.allclose(out, full[:, [3, 50, 61]], atol=1e-6)  # the same as in self attention
+
+
 def test_encoder_ignores_padded_pixels():
     encoder = small_encoder(num_layers=1).eval()
     features = pyramid()
