@@ -1,0 +1,366 @@
+"""Pictures people look at instead of reading numbers.
+
+* :func:`overlay_grounding`: each phrase's mask tinted in its own colour over the image, and the
+  caption below with each phrase written in that colour, so colours match phrases at a glance;
+* :func:`overlay_panoptic`: a panoptic map over the image with a legend of the categories present;
+* :func:`contact_sheet`: many such pictures on one page; :func:`save_image` writes a PNG atomically.
+
+Pillow and numpy only; text uses Pillow's built-in font, so nothing is downloaded or looked up.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from groundkit._io import atomic_path
+from groundkit.data.images import to_rgb_array
+from groundkit.errors import InputError
+from groundkit.structures import Category
+
+RGB = tuple[int, int, int]
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+# Saturated, far apart in hue, and dark enough to read as text on white (hence no yellow or cyan).
+_PALETTE: tuple[RGB, ...] = (
+    (230, 25, 75), (0, 110, 230), (30, 160, 50), (245, 120, 0), (145, 40, 205),
+    (0, 160, 160), (225, 30, 185), (140, 90, 20), (110, 140, 0), (25, 40, 150),
+)
+_TEXT: RGB = (64, 64, 64)  # caption words that are no phrase, legend names
+_WHITE: RGB = (255, 255, 255)
+MIN_WIDTH = 384  # narrower images are upscaled (nearest) so that the text below stays readable
+ALPHA = 0.5  # opacity of a mask's tint
+
+
+@dataclass
+class _Run:
+    """A piece of text of one colour; style "underline" marks phrases, "swatch" is a colour box."""
+
+    text: str
+    colour: RGB
+    style: str = "plain"
+
+
+def phrase_colors(n: int) -> list[RGB]:
+    """``n`` clearly distinct saturated colours: a fixed palette of 10, cycled for more phrases."""
+    if n < 0:
+        raise InputError(f"phrase_colors: n must be >= 0, got {n}")
+    return [_PALETTE[i % len(_PALETTE)] for i in range(n)]
+
+
+# --- grounding -----------------------------------------------------------------------------------
+
+def overlay_grounding(image: np.ndarray, caption: str, spans: Sequence[tuple[int, int]],
+                      masks: np.ndarray, scores: np.ndarray | None = None) -> Image.Image:
+    """The image with phrase ``k``'s mask tinted and outlined in colour ``k``, caption below.
+
+    image: ``(H, W, 3) uint8`` (any form :func:`~groundkit.data.images.to_rgb_array` takes);
+    spans: N ``[start, end)`` character spans of the phrases in ``caption``;
+    masks: ``(N, H, W) bool``; scores: ``(N,)`` or None, written after each phrase when given.
+    Later phrases are drawn over earlier ones. Images narrower than :data:`MIN_WIDTH` are
+    upscaled by an integer factor (nearest), so a 128-pixel image becomes 384 pixels wide.
+    """
+    rgb = to_rgb_array(image)
+    masks, spans, scores = _check_grounding(rgb.shape[:2], caption, spans, masks, scores)
+    factor = _upscale_factor(rgb.shape[1])
+    canvas = _upscale(rgb, factor)
+    colours = phrase_colors(len(spans))
+    for mask, colour in zip(masks, colours):
+        _paint_region(canvas, _upscale(mask, factor), colour)
+    font = _font(canvas.shape[1])
+    panel = _text_panel(_caption_words(caption, spans, colours, scores), canvas.shape[1], font)
+    return _stack(Image.fromarray(canvas), panel)
+
+
+def _check_grounding(size: tuple[int, int], caption: str, spans: Sequence[tuple[int, int]],
+                     masks: np.ndarray, scores: np.ndarray | None,
+                     ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray | None]:
+    if not isinstance(caption, str):
+        raise InputError(f"overlay_grounding: caption must be a string, "
+                         f"got {type(caption).__name__}")
+    masks = np.asarray(masks)
+    if masks.ndim != 3 or masks.shape[1:] != size:
+        raise InputError(f"overlay_grounding: masks must be (N, {size[0]}, {size[1]}) to match the "
+                         f"image, got shape {tuple(masks.shape)}")
+    if not (masks.dtype == np.bool_ or np.issubdtype(masks.dtype, np.integer)):
+        raise InputError(f"overlay_grounding: masks must be boolean (threshold probabilities "
+                         f"first), got {masks.dtype}")
+    spans = [(int(s), int(e)) for s, e in spans]
+    if len(spans) != len(masks):
+        raise InputError(f"overlay_grounding: {len(spans)} spans for {len(masks)} masks")
+    for k, (start, end) in enumerate(spans):
+        if not 0 <= start < end <= len(caption):
+            raise InputError(f"overlay_grounding: span {k} ({start}, {end}) is not a non-empty "
+                             f"range inside the caption of {len(caption)} characters")
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (len(masks),):
+            raise InputError(f"overlay_grounding: scores must have shape ({len(masks)},), "
+                             f"got {tuple(scores.shape)}")
+    return masks.astype(bool), spans, scores
+
+
+def _caption_words(caption: str, spans: list[tuple[int, int]], colours: list[RGB],
+                   scores: np.ndarray | None) -> list[list[_Run]]:
+    """The caption cut into words (trailing spaces kept), each a list of styled runs."""
+    owner = np.full(len(caption), -1)
+    for k, (start, end) in enumerate(spans):
+        owner[start:end] = k  # overlapping spans: the later phrase wins, as its mask does
+    chars: list[tuple[str, RGB, str]] = []
+    for i, ch in enumerate(caption):
+        k = int(owner[i])
+        chars.append((" " if ch.isspace() else ch, _TEXT if k < 0 else colours[k],
+                      "plain" if k < 0 else "underline"))
+        ends_phrase = k >= 0 and (i + 1 == len(caption) or owner[i + 1] != k)
+        if scores is not None and ends_phrase and i + 1 == spans[k][1]:
+            chars += [(c, colours[k], "plain") for c in f" ({scores[k]:.2f})"]
+    words: list[list[tuple[str, RGB, str]]] = []
+    for ch in chars:
+        if not words or (ch[0] != " " and words[-1][-1][0] == " "):
+            words.append([])
+        words[-1].append(ch)
+    return [_merge_runs(w) for w in words]
+
+
+def _merge_runs(chars: list[tuple[str, RGB, str]]) -> list[_Run]:
+    runs: list[_Run] = []
+    for text, colour, style in chars:
+        if runs and runs[-1].colour == colour and runs[-1].style == style:
+            runs[-1].text += text
+        else:
+            runs.append(_Run(text, colour, style))
+    return runs
+
+
+# --- panoptic ------------------------------------------------------------------------------------
+
+def overlay_panoptic(image: np.ndarray, id_map: np.ndarray,
+                     segments_info: Sequence[Mapping[str, Any]],
+                     categories: Mapping[int, Category]) -> Image.Image:
+    """The image with every segment tinted and outlined, and a legend of its categories below.
+
+    id_map: ``(H, W) int`` segment ids (0 = void, left untinted); segments_info: detectron2's
+    ``[{"id", "category_id", ...}]``; categories: by id. Stuff segments take their category's
+    colour; thing instances a per-instance variation of it, so that neighbours can be told apart.
+    """
+    rgb = to_rgb_array(image)
+    ids = np.asarray(id_map)
+    if ids.shape != rgb.shape[:2] or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"overlay_panoptic: id_map must be an integer ({rgb.shape[0]}, "
+                         f"{rgb.shape[1]}) array to match the image, got {ids.dtype} "
+                         f"{tuple(ids.shape)}")
+    segments = _check_segments(ids, segments_info, categories)
+    factor = _upscale_factor(rgb.shape[1])
+    canvas, ids = _upscale(rgb, factor), _upscale(ids, factor)
+    for (segment_id, category), colour in zip(segments, _segment_colours(segments)):
+        _paint_region(canvas, ids == segment_id, colour)
+    font = _font(canvas.shape[1])
+    return _stack(Image.fromarray(canvas), _text_panel(_legend(segments), canvas.shape[1], font))
+
+
+def _check_segments(ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]],
+                    categories: Mapping[int, Category]) -> list[tuple[int, Category]]:
+    segments = []
+    for k, info in enumerate(segments_info):
+        if "id" not in info or "category_id" not in info:
+            raise InputError(f"overlay_panoptic: segments_info[{k}] needs 'id' and 'category_id', "
+                             f"has {sorted(info)}")
+        if info["category_id"] not in categories:
+            raise InputError(f"overlay_panoptic: segments_info[{k}] (segment {info['id']}): "
+                             f"category_id {info['category_id']} is not a known category")
+        segments.append((int(info["id"]), categories[info["category_id"]]))
+    unlisted = set(np.unique(ids).tolist()) - {0} - {s for s, _ in segments}
+    if unlisted:
+        raise InputError(f"overlay_panoptic: id_map has segment id {min(unlisted)}, which "
+                         f"segments_info does not list")
+    return segments
+
+
+def _segment_colours(segments: list[tuple[int, Category]]) -> list[RGB]:
+    """Stuff: its category colour; thing instance r of a category: a fixed jitter of it (none for
+    r = 0, so the first instance matches the legend swatch exactly)."""
+    seen: dict[int, int] = {}
+    colours = []
+    for _, category in segments:
+        rank = seen[category.id] = seen.get(category.id, -1) + 1
+        colour = np.array(category.color)
+        if category.isthing and rank > 0:  # a step of fixed length in a random RGB direction
+            step = np.random.default_rng([category.id, rank]).normal(size=3)
+            colour = colour + 90 * step / np.linalg.norm(step)
+        colours.append(tuple(int(c) for c in colour.round().clip(0, 255)))
+    return colours
+
+
+def _legend(segments: list[tuple[int, Category]]) -> list[list[_Run]]:
+    """One legend item per category present, in id order: a swatch then the name (and count)."""
+    counts: dict[int, int] = {}
+    for _, category in segments:
+        counts[category.id] = counts.get(category.id, 0) + 1
+    by_id = {c.id: c for _, c in segments}
+    items = []
+    for cid in sorted(counts):
+        category = by_id[cid]
+        name = f"{category.name} ({counts[cid]})" if category.isthing and counts[cid] > 1 \
+            else category.name
+        items.append([_Run("", tuple(category.color), "swatch"), _Run(f" {name}    ", _TEXT)])
+    return items
+
+
+# --- contact sheet and files ---------------------------------------------------------------------
+
+def contact_sheet(images: Sequence[Image.Image], columns: int = 3,
+                  titles: Sequence[str] | None = None) -> Image.Image:
+    """The images on a white page, ``columns`` per row, each centred in a cell of the largest size.
+
+    titles: one per image (or None), written above it and shortened with "..." when too long.
+    """
+    if not images:
+        raise InputError("contact_sheet: no images")
+    if columns < 1:
+        raise InputError(f"contact_sheet: columns must be >= 1, got {columns}")
+    if titles is not None and len(titles) != len(images):
+        raise InputError(f"contact_sheet: {len(titles)} titles for {len(images)} images")
+    cell_w, cell_h = max(im.width for im in images), max(im.height for im in images)
+    font = _font(min(cell_w, 640))
+    title_h = _line_height(font) if titles is not None else 0
+    pad = max(8, _line_height(font) // 2)
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    size = (pad + columns * (cell_w + pad), pad + rows * (title_h + cell_h + pad))
+    sheet = Image.new("RGB", size, _WHITE)
+    draw = ImageDraw.Draw(sheet)
+    for i, im in enumerate(images):
+        x0 = pad + (i % columns) * (cell_w + pad)
+        y0 = pad + (i // columns) * (title_h + cell_h + pad)
+        if titles is not None:
+            draw.text((x0 + cell_w // 2, y0), _shorten(str(titles[i]), cell_w, font), fill=_TEXT,
+                      font=font, anchor="ma")
+        sheet.paste(im.convert("RGB"), (x0 + (cell_w - im.width) // 2, y0 + title_h))
+    return sheet
+
+
+def save_image(image: Image.Image, path: str | Path) -> None:
+    """Write ``image`` to ``path`` as PNG atomically (a crash leaves no half-written file)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+# --- drawing helpers -----------------------------------------------------------------------------
+
+def _upscale_factor(width: int) -> int:
+    return max(1, math.ceil(MIN_WIDTH / width))
+
+
+def _upscale(array: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest upscaling of the first two axes of ``(H, W, ...)`` by an integer ``factor``."""
+    return array if factor == 1 else array.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def _paint_region(canvas: np.ndarray, mask: np.ndarray, colour: RGB) -> None:
+    """Tint ``canvas (H, W, 3) uint8`` in place inside ``mask (H, W) bool``; outline it opaque.
+
+    The outline lies inside the mask, 1 pixel wide per 640 pixels of width (at least 1).
+    """
+    tint = canvas[mask].astype(np.float64) * (1 - ALPHA) + np.array(colour) * ALPHA
+    canvas[mask] = tint.round().astype(np.uint8)
+    canvas[mask & ~_erode(mask, max(1, canvas.shape[1] // 640))] = colour
+
+
+def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``mask (H, W) bool`` eroded ``steps`` times by the 4-neighbour cross; the image edge is no
+    edge of the mask (edge padding), so regions touching it are not framed."""
+    for _ in range(steps):
+        p = np.pad(mask, 1, mode="edge")
+        mask = mask & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+    return mask
+
+
+def _font(width: int) -> Font:
+    """Pillow's built-in font at a size that grows with the picture width (14 to 28 pixels)."""
+    return ImageFont.load_default(size=min(28, max(14, round(width / 36))))
+
+
+def _line_height(font: Font) -> int:
+    return round(font.getbbox("Ag")[3] * 1.4)
+
+
+def _run_width(run: _Run, font: Font) -> float:
+    return _swatch_size(font)[0] if run.style == "swatch" else font.getlength(run.text)
+
+
+def _swatch_size(font: Font) -> tuple[int, int]:
+    _, top, _, baseline = font.getbbox("A")
+    height = baseline - top + 4
+    return round(1.6 * height), height
+
+
+def _flow(items: list[list[_Run]], width: int, font: Font, margin: int) -> list[list[list[_Run]]]:
+    """Greedy line filling; the trailing spaces of an item may hang past the right margin."""
+    lines: list[list[list[_Run]]] = [[]]
+    x = margin
+    for item in items:
+        advance = sum(_run_width(r, font) for r in item)
+        visible = advance - font.getlength(item[-1].text) + font.getlength(item[-1].text.rstrip())
+        if lines[-1] and x + visible > width - margin:
+            lines.append([])
+            x = margin
+        lines[-1].append(item)
+        x += advance
+    return lines
+
+
+def _text_panel(items: list[list[_Run]], width: int, font: Font) -> Image.Image:
+    """A white panel ``width`` wide with ``items`` (words, legend entries) wrapped onto lines."""
+    margin, line_h = max(8, width // 48), _line_height(font)
+    lines = _flow(items, width, font, margin) if items else []
+    panel = Image.new("RGB", (width, 2 * margin + max(1, len(lines)) * line_h - (line_h // 3)),
+                      _WHITE)
+    draw = ImageDraw.Draw(panel)
+    baseline = font.getbbox("A")[3]
+    for i, line in enumerate(lines):
+        x, y = float(margin), margin + i * line_h
+        runs = [r for item in line for r in item]
+        if runs and runs[-1].style != "swatch":  # no underline under the spaces ending a line
+            runs[-1] = _Run(runs[-1].text.rstrip(), runs[-1].colour, runs[-1].style)
+        for run in runs:
+            x += _draw_run(draw, run, x, y, baseline, font)
+    return panel
+
+
+def _draw_run(draw: ImageDraw.ImageDraw, run: _Run, x: float, y: int, baseline: int,
+              font: Font) -> float:
+    """Draw one run with its top-left at ``(x, y)``; returns its advance."""
+    if run.style == "swatch":
+        w, h = _swatch_size(font)
+        top = y + baseline - h + 2
+        # a thin grey frame keeps pale swatches (sky, snow) visible on the white panel
+        draw.rectangle([x, top, x + w - 1, top + h - 1], fill=run.colour, outline=_TEXT)
+        return w
+    draw.text((x, y), run.text, fill=run.colour, font=font)
+    advance = font.getlength(run.text)
+    if run.style == "underline":
+        thick = max(2, round(font.size / 10)) if hasattr(font, "size") else 2
+        draw.rectangle([x, y + baseline + 2, x + advance - 1, y + baseline + 1 + thick],
+                       fill=run.colour)
+    return advance
+
+
+def _stack(picture: Image.Image, panel: Image.Image) -> Image.Image:
+    """``picture`` above ``panel`` (same width)."""
+    out = Image.new("RGB", (picture.width, picture.height + panel.height), _WHITE)
+    out.paste(picture, (0, 0))
+    out.paste(panel, (0, picture.height))
+    return out
+
+
+def _shorten(text: str, width: int, font: Font) -> str:
+    """``text`` cut and ended with "..." so that it fits in ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."

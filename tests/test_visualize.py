@@ -1,0 +1,204 @@
+"""Overlay pictures: colours land inside their masks only; captions and legends carry them."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groundkit.errors import InputError
+from groundkit.structures import Category
+from groundkit.visualize import (
+    ALPHA, MIN_WIDTH, contact_sheet, overlay_grounding, overlay_panoptic, phrase_colors, save_image)
+
+SAMPLE = Path(__file__).parent / "fixtures" / "coco_sample"
+GREY = 128
+
+
+def _has(pixels: np.ndarray, colour) -> bool:
+    return bool((pixels.reshape(-1, 3) == np.array(colour)).all(axis=1).any())
+
+
+def _blend(base: np.ndarray, colour) -> np.ndarray:
+    return np.round(np.asarray(base, float) * (1 - ALPHA) + np.array(colour) * ALPHA)
+
+
+def _two_boxes(h: int = 32, w: int = 48) -> np.ndarray:
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 2:14, 3:20] = True
+    masks[1, 16:30, 25:45] = True
+    return masks
+
+
+def test_phrase_colors_distinct_saturated_and_cycled():
+    colours = phrase_colors(10)
+    assert len(set(colours)) == 10
+    assert all(max(c) - min(c) >= 100 for c in colours)  # saturated: far from grey
+    assert phrase_colors(12)[10:] == colours[:2]
+    assert phrase_colors(0) == []
+    with pytest.raises(InputError):
+        phrase_colors(-1)
+
+
+def test_grounding_colours_inside_masks_only():
+    image = np.full((32, 48, 3), GREY, np.uint8)
+    caption = "a red ball on the green grass"
+    masks = _two_boxes()
+    out = np.asarray(overlay_grounding(image, caption, [(2, 10), (18, 29)], masks))
+    factor = MIN_WIDTH // 48  # 48 px wide -> upscaled 8 times
+    assert out.shape[1] == 48 * factor and out.shape[0] > 32 * factor
+    picture = out[:32 * factor]
+    up = masks.repeat(factor, axis=1).repeat(factor, axis=2)
+    for mask, colour in zip(up, phrase_colors(2)):
+        exact = (picture == np.array(colour)).all(axis=-1)
+        assert exact[mask].any() and not exact[~mask].any()  # the outline, inside the mask only
+        assert exact[mask].mean() < 0.3  # a thin outline, not a filled region
+        centre = np.argwhere(mask).mean(axis=0).astype(int)
+        assert (picture[tuple(centre)] == _blend([GREY] * 3, colour)).all()
+    assert (picture[~up.any(axis=0)] == GREY).all()  # untouched outside every mask
+
+
+def test_caption_panel_has_every_phrase_colour():
+    image = np.full((32, 48, 3), GREY, np.uint8)
+    colours = phrase_colors(3)
+    masks = np.concatenate([_two_boxes(), np.zeros((1, 32, 48), bool)])
+    out = overlay_grounding(image, "a red ball on the green grass near trees",
+                            [(2, 10), (18, 29), (35, 40)], masks, scores=np.array([0.9, 0.5, 0.1]))
+    panel = np.asarray(out)[32 * 8:]
+    assert all(_has(panel, c) for c in colours)
+    assert not _has(panel, phrase_colors(4)[3])
+
+
+def test_later_phrase_is_drawn_on_top():
+    image = np.full((40, 400, 3), GREY, np.uint8)  # wide enough: no upscaling
+    masks = np.zeros((2, 40, 400), bool)
+    masks[0, 5:35, 10:200] = True
+    masks[1, 5:35, 100:300] = True
+    first, second = phrase_colors(2)
+    out = np.asarray(overlay_grounding(image, "left and right", [(0, 4), (9, 14)], masks))
+    assert out.shape[1] == 400
+    assert (out[20, 150] == _blend(_blend([GREY] * 3, first), second)).all()
+    assert (out[20, 199] == _blend(first, second)).all()  # the earlier outline, tinted over
+    assert (out[5:35, 100] == second).all()  # the later outline crosses the earlier tint
+
+
+def test_caption_panel_grows_with_the_text():
+    image = np.full((32, 48, 3), GREY, np.uint8)
+    empty = np.zeros((0, 32, 48), bool)
+    short = overlay_grounding(image, "a ball", [], empty)
+    long = overlay_grounding(image, "a ball on the grass " * 20, [], empty)
+    assert long.height > short.height + 3 * 14
+    assert long.width == short.width == 384
+
+
+@pytest.mark.parametrize("spans, masks, scores, words", [
+    ([(0, 3)], np.zeros((1, 32, 40), bool), None, "masks must be"),
+    ([(0, 3)], np.zeros((1, 32, 48), np.float32), None, "boolean"),
+    ([(0, 3), (4, 6)], np.zeros((1, 32, 48), bool), None, "2 spans for 1 masks"),
+    ([(3, 99)], np.zeros((1, 32, 48), bool), None, "span 0"),
+    ([(3, 3)], np.zeros((1, 32, 48), bool), None, "span 0"),
+    ([(0, 3)], np.zeros((1, 32, 48), bool), np.ones(2), "scores"),
+])
+def test_grounding_bad_input(spans, masks, scores, words):
+    with pytest.raises(InputError, match=words):
+        overlay_grounding(np.zeros((32, 48, 3), np.uint8), "a ball", spans, masks, scores)
+
+
+# --- panoptic ------------------------------------------------------------------------------------
+
+CATEGORIES = {
+    1: Category(1, "person", True, (220, 20, 60)),
+    7: Category(7, "car", True, (0, 0, 142)),
+    184: Category(184, "grass", False, (152, 251, 152)),
+}
+
+
+def _panoptic_case():
+    ids = np.full((32, 48), 30, np.int64)  # stuff: grass everywhere
+    ids[4:20, 4:20] = 10
+    ids[4:20, 24:40] = 11
+    ids[28:, :] = 0  # void
+    info = [{"id": 10, "category_id": 1}, {"id": 11, "category_id": 1},
+            {"id": 30, "category_id": 184, "isthing": False}]
+    return ids, info
+
+
+def test_panoptic_colours_and_legend():
+    ids, info = _panoptic_case()
+    out = np.asarray(overlay_panoptic(np.full((32, 48, 3), GREY, np.uint8), ids, info, CATEGORIES))
+    assert out.shape[1] == 384 and out.shape[0] > 256
+    picture, legend = out[:256], out[256:]
+    # inside each segment's interior: the image blended with the segment colour
+    person_a, person_b, grass = picture[12 * 8, 12 * 8], picture[12 * 8, 32 * 8], picture[24 * 8, 4]
+    assert (person_a == _blend([GREY] * 3, (220, 20, 60))).all()  # first instance: category colour
+    assert (person_b != person_a).any()  # instances of one category differ
+    assert (grass == _blend([GREY] * 3, (152, 251, 152))).all()
+    assert (picture[30 * 8:, :] == GREY).all()  # void untouched
+    # the legend shows a swatch of each category present, none of the absent car
+    assert _has(legend, (220, 20, 60)) and _has(legend, (152, 251, 152))
+    assert not _has(legend, (0, 0, 142))
+
+
+def test_panoptic_bad_input():
+    ids, info = _panoptic_case()
+    image = np.zeros((32, 48, 3), np.uint8)
+    with pytest.raises(InputError, match="segment id 30"):
+        overlay_panoptic(image, ids, info[:2], CATEGORIES)
+    with pytest.raises(InputError, match="category_id 5"):
+        overlay_panoptic(image, ids, info + [{"id": 40, "category_id": 5}], CATEGORIES)
+    with pytest.raises(InputError, match="id_map"):
+        overlay_panoptic(image, ids[:10], info, CATEGORIES)
+
+
+# --- contact sheet and saving --------------------------------------------------------------------
+
+def test_contact_sheet_layout():
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    images = [Image.new("RGB", size, c) for size, c in zip([(60, 40), (30, 50), (45, 45)], colours)]
+    sheet = contact_sheet(images, columns=2)
+    titled = contact_sheet(images, columns=2, titles=["red", "green", "a very long title " * 5])
+    one_column = contact_sheet(images, columns=1)
+    assert 2 * 60 < sheet.width < 2 * 60 + 60 and 2 * 50 < sheet.height < 2 * 50 + 60
+    assert one_column.width < sheet.width and one_column.height > 3 * 50
+    assert titled.width == sheet.width and titled.height > sheet.height
+    pixels = np.asarray(titled).reshape(-1, 3)
+    for im, c in zip(images, colours):  # every image pasted whole
+        assert (pixels == c).all(axis=1).sum() == im.width * im.height
+    with pytest.raises(InputError):
+        contact_sheet([], 2)
+    with pytest.raises(InputError):
+        contact_sheet(images, 2, titles=["one"])
+
+
+def test_save_image_atomic(tmp_path, monkeypatch):
+    image = Image.fromarray(np.arange(48 * 32 * 3, dtype=np.uint8).reshape(32, 48, 3))
+    path = tmp_path / "out" / "picture.png"
+    save_image(image, path)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and (np.asarray(im) == np.asarray(image)).all()
+    assert [p.name for p in path.parent.iterdir()] == ["picture.png"]
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(Image.Image, "save", broken)
+    with pytest.raises(OSError):
+        save_image(image, tmp_path / "out" / "other.png")
+    assert [p.name for p in path.parent.iterdir()] == ["picture.png"]  # no partial file left
+
+
+def test_real_sample_grounding_and_panoptic():
+    from groundkit.data.formats import load_narratives, load_panoptic
+    from groundkit.data.images import read_image
+    panoptic = load_panoptic(SAMPLE / "panoptic.json", SAMPLE / "panoptic")
+    narrative = next(n for n in load_narratives(SAMPLE / "png_narratives.json")
+                     if n.image_id == 142238)
+    image = read_image(SAMPLE / "images" / "000000142238.jpg")
+    phrases = [u for _, u in narrative.grounded()]
+    masks = panoptic.union_masks(142238, [u.segment_ids for u in phrases])
+    out = overlay_grounding(image, narrative.caption, [u.span for u in phrases], masks)
+    assert out.width == 640 and out.height > 427
+    assert all(_has(np.asarray(out)[427:], c) for c in phrase_colors(len(phrases)))
+    info = [{"id": s.id, "category_id": s.category_id}
+            for s in panoptic.annotation(142238).segments]
+    pan = overlay_panoptic(image, panoptic.id_map(142238), info, panoptic.categories)
+    legend = np.asarray(pan)[427:]
+    assert all(_has(legend, panoptic.categories[i["category_id"]].color) for i in info)
