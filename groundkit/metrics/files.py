@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from groundkit.errors import FormatError
-from groundkit.metrics.panoptic_quality import PQStat, pq_average, pq_stats_image
+from groundkit.metrics.panoptic_quality import (PQStat, pq_average, pq_stats_image,
+                                                segment_index_map)
 from groundkit.metrics.png_ar import mask_ious, png_average_recall
 from groundkit.metrics.referring import mask_intersection_union, rec_accuracy, res_scores
 from groundkit.structures import Narrative
@@ -45,10 +46,11 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     """IoU of every grounded phrase's predicted mask with the union of its segments.
 
     panoptic: a :class:`groundkit.data.formats.PanopticDataset`; predictions:
-    ``{(image_id, caption): {segment_index: RLE}}``. Each segment PNG is read once for all the
-    phrases of its image, whatever narrative they come from.
+    ``{(image_id, caption): {segment_index: RLE}}`` with RLEs checked by the predictions reader.
+    Each segment PNG is read once for all the phrases of its image, whatever narrative they come
+    from, and the phrases of an image are scored together.
     """
-    from groundkit.ops.masks import decode_rle
+    from groundkit.data.formats import read_segment_png
 
     by_image: dict[int, list[tuple[Narrative, int]]] = defaultdict(list)
     for n in narratives:
@@ -56,28 +58,54 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     ious, is_thing, num_segments, missing = [], [], [], 0
     for image_id, phrases in by_image.items():
         ann = panoptic.annotation(image_id)
+        ids = read_segment_png(panoptic.png_dir / ann.file_name)
         groups = [n.utterances[i].segment_ids for n, i in phrases]
-        gts = panoptic.union_masks(image_id, groups)  # (N, H, W), checks the ids
-        preds = np.zeros_like(gts)
-        for k, (n, i) in enumerate(phrases):
-            rle = predictions.get(n.key, {}).get(i)
-            if rle is None:
-                missing += 1
-                continue
-            mask = decode_rle(rle)
-            if mask.shape != gts.shape[1:]:
-                raise FormatError(pred_file, f"mask size {list(mask.shape)} differs from the image "
-                                  f"size {list(gts.shape[1:])}", field="mask",
+        rles = [predictions.get(n.key, {}).get(i) for n, i in phrases]
+        for (n, i), rle in zip(phrases, rles):
+            if rle is not None and tuple(rle["size"]) != ids.shape:
+                raise FormatError(pred_file, f"mask size {list(rle['size'])} differs from the "
+                                  f"image size {list(ids.shape)}", field="mask",
                                   item=f"narrative (image {image_id}, caption {n.caption[:40]!r}), "
                                        f"phrase {i} {n.utterances[i].text!r}")
-            preds[k] = mask
-        ious.append(mask_ious(preds, gts))
-        last_categories = [ann.segment(g[-1]).category_id for g in groups]
-        is_thing.extend(panoptic.categories[c].isthing for c in last_categories)
+        missing += sum(r is None for r in rles)
+        ious.append(mask_ious(_predicted_masks(rles, ids.shape), _union_masks(ids, ann, groups)))
+        category = {s.id: s.category_id for s in ann.segments}
+        is_thing.extend(panoptic.categories[category[g[-1]]].isthing for g in groups)
         num_segments.extend(len(g) for g in groups)
     return PhraseIoUs(np.concatenate(ious) if ious else np.zeros(0),
                       np.array(is_thing, dtype=bool), np.array(num_segments, dtype=np.int64),
                       missing)
+
+
+def _union_masks(ids: np.ndarray, ann: Any, groups: list[tuple[int, ...]]) -> np.ndarray:
+    """``(N, H, W) bool``: for each of N groups of segment ids, the union of their masks in the
+    segment map ``ids (H, W)``, by one gather for all groups."""
+    seg_ids = np.array([s.id for s in ann.segments], dtype=np.int64)
+    column = {sid: j + 1 for j, sid in enumerate(seg_ids.tolist())}  # as segment_index_map
+    member = np.zeros((len(groups), len(seg_ids) + 2), dtype=bool)
+    for k, group in enumerate(groups):
+        member[k, [column[s] for s in group]] = True
+    return member[:, segment_index_map(ids, seg_ids)].reshape(len(groups), *ids.shape)
+
+
+def _predicted_masks(rles: list[RLE | None], shape: tuple[int, int]) -> np.ndarray:
+    """``(N, H, W) bool`` of N RLEs of size ``shape`` (None: an empty mask).
+
+    The RLEs were checked by the predictions reader, so they are decoded in one pycocotools call:
+    ``decode_rle`` would check each again, which costs ten times the decoding of a small mask.
+    """
+    from groundkit.ops.masks import _decode, decode_rle
+
+    masks = np.zeros((len(rles), *shape), dtype=bool)
+    present = [k for k, r in enumerate(rles) if r is not None]
+    if any(isinstance(rles[k]["counts"], list) for k in present):  # uncompressed: rare
+        for k in present:
+            masks[k] = decode_rle(rles[k])
+    elif present:
+        compressed = [{"size": rles[k]["size"], "counts": rles[k]["counts"].encode("ascii")}
+                      for k in present]
+        masks[present] = np.moveaxis(_decode(compressed), -1, 0)
+    return masks
 
 
 def grounding_masks(records: Iterable[Mapping[str, Any]], file: str | Path | None = None
@@ -118,13 +146,18 @@ def score_panoptic(gt: Any, pred: Any) -> dict:
     reference). Every ground-truth image needs a prediction; extra predicted images are ignored,
     as in the official ``pq_compute``.
     """
+    from groundkit.data.formats import read_segment_png
+
     stat = PQStat()
     for image_id, ann in gt.annotations.items():
         pred_ann = pred.annotations.get(image_id)
         if pred_ann is None:
             raise FormatError(pred.json_path, f"no prediction for image {image_id} of "
                                               f"{gt.json_path}")
-        gt_ids, pred_ids = gt.id_map(image_id), pred.id_map(image_id)
+        # the PNGs as they are: pq_stats_image makes the official checks, at a fraction of the
+        # cost of PanopticDataset.id_map's (a sort of every pixel of both maps)
+        gt_ids = read_segment_png(gt.png_dir / ann.file_name)
+        pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name)
         if gt_ids.shape != pred_ids.shape:
             raise FormatError(pred.png_dir / pred_ann.file_name, f"size {pred_ids.shape} (HxW) "
                               f"differs from the ground truth's {gt_ids.shape}")
@@ -186,7 +219,8 @@ def score_rec(samples: list, instances: Any,
         missing += p is None
         pred_boxes.append(np.zeros(4) if p is None else np.asarray(p["box"], dtype=np.float64))
         gt_boxes.append(instances.gt_box(s))
-    return rec_accuracy(np.array(pred_boxes).reshape(-1, 4), np.array(gt_boxes).reshape(-1, 4)), missing
+    scores = rec_accuracy(np.array(pred_boxes).reshape(-1, 4), np.array(gt_boxes).reshape(-1, 4))
+    return scores, missing
 
 
 def score_res(samples: list, instances: Any,

@@ -52,12 +52,14 @@ class PQStat:
         return self
 
 
-def _categories_by_id(categories: Mapping[int, Category] | Sequence[Category]) -> dict[int, Category]:
+def _categories_by_id(categories: Mapping[int, Category] | Sequence[Category]
+                      ) -> dict[int, Category]:
     return dict(categories) if isinstance(categories, Mapping) else {c.id: c for c in categories}
 
 
 def _check_ids(segments: Sequence[Segment], what: str, where: str | None, image_id) -> np.ndarray:
-    """Segment ids ``(K,) int64``, refusing VOID and duplicates (a PNG could not tell them apart)."""
+    """Segment ids ``(K,) int64``; VOID and repeated ids are refused (a PNG cannot tell them
+    apart)."""
     ids = np.array([s.id for s in segments], dtype=np.int64)
     for i, sid in enumerate(ids):
         if sid == VOID or sid in ids[:i]:
@@ -66,8 +68,13 @@ def _check_ids(segments: Sequence[Segment], what: str, where: str | None, image_
     return ids
 
 
-def _index_map(ids: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
-    """``ids (H, W)`` -> flat index ``(H*W,)``: 0 VOID, ``1 + j`` for ``seg_ids[j]``, ``K + 1`` other."""
+def segment_index_map(ids: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
+    """``ids (H, W)`` -> flat index ``(H*W,)``: 0 VOID, ``1 + j`` for ``seg_ids[j]`` and ``K + 1``
+    for any other id.
+
+    Compact indices let ``np.bincount`` count pixels; one binary search per pixel over the K sorted
+    ids (K is small) is cheaper than sorting the pixels as ``np.unique`` does.
+    """
     flat = np.asarray(ids, dtype=np.int64).ravel()
     k = len(seg_ids)
     if k == 0:
@@ -81,11 +88,13 @@ def _index_map(ids: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
 
 def _overlaps(gt_ids: np.ndarray, gt_seg_ids: np.ndarray, pred_ids: np.ndarray,
               pred_seg_ids: np.ndarray) -> np.ndarray:
-    """Pixel counts ``(G + 2, P + 2)``: row/column 0 VOID, then the listed segments, last: others."""
+    """Pixel counts ``(G + 2, P + 2)``: row/column 0 is VOID, then the listed segments, then the
+    ids not listed."""
     if np.shape(gt_ids) != np.shape(pred_ids):
         raise ValueError(f"id maps differ in size: {np.shape(gt_ids)} and {np.shape(pred_ids)}")
     cols = len(pred_seg_ids) + 2
-    pair = _index_map(gt_ids, gt_seg_ids) * cols + _index_map(pred_ids, pred_seg_ids)
+    pair = (segment_index_map(gt_ids, gt_seg_ids) * cols
+            + segment_index_map(pred_ids, pred_seg_ids))
     return np.bincount(pair, minlength=(len(gt_seg_ids) + 2) * cols).reshape(-1, cols)
 
 

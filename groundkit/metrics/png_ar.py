@@ -53,7 +53,7 @@ def _num_thresholds_reached(ious: np.ndarray) -> np.ndarray:
 
 
 def recall_curve(ious: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> np.ndarray:
-    """``recall[j] = fraction of ious >= thresholds[j]``; ``ious (N,)``, ``thresholds (T,)`` -> ``(T,)``.
+    """``recall[j]``: the fraction of ``ious (N,)`` that are ``>= thresholds[j]``, ``(T,)``.
 
     NaN IoUs count in the denominator and never reach a threshold. Empty ``ious``: all NaN.
     """
@@ -66,7 +66,7 @@ def recall_curve(ious: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> np.nd
 
 
 def average_recall(ious: np.ndarray) -> float:
-    """The official AR of a set of phrase IoUs ``(N,)``; NaN when ``N == 0`` (as the official code)."""
+    """The official AR of phrase IoUs ``(N,)``; NaN when ``N == 0`` (as the official code)."""
     ious = np.asarray(ious, dtype=np.float64)
     n = len(ious)
     if n == 0:

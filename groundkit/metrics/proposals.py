@@ -14,7 +14,10 @@ from groundkit.metrics.referring import box_iou_pairwise
 
 
 def covered(proposals: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Which targets some proposal overlaps with IoU > 0.5: ``(K, 4), (M, 4)`` xyxy -> ``(M,) bool``."""
+    """Which targets some proposal overlaps with IoU > 0.5.
+
+    proposals: ``(K, 4)``, targets: ``(M, 4)``, both xyxy -> ``(M,) bool``.
+    """
     targets = np.asarray(targets, dtype=np.float64).reshape(-1, 4)
     if len(proposals) == 0:
         return np.zeros(len(targets), dtype=bool)

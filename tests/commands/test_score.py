@@ -37,7 +37,8 @@ def literal():
 def raw_ids(image_id):
     """The segment id map, decoded literally from the RGB PNG."""
     ann = next(a for a in PANOPTIC_JSON["annotations"] if a["image_id"] == image_id)
-    rgb = np.array(Image.open(SAMPLE / "panoptic" / ann["file_name"]).convert("RGB"), dtype=np.int64)
+    rgb = Image.open(SAMPLE / "panoptic" / ann["file_name"]).convert("RGB")
+    rgb = np.array(rgb, dtype=np.int64)
     return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
@@ -96,7 +97,8 @@ def test_score_png(tmp_path, capsys):
 def test_score_png_rejects_a_mask_of_the_wrong_size(tmp_path, capsys):
     n = load_narratives(SAMPLE / "png_narratives.json")[0]
     pred_path = tmp_path / "pred.json"
-    write_grounding_predictions(pred_path, [grounding_record(n, [5], np.zeros((1, 4, 4), bool), [1])])
+    record = grounding_record(n, [5], np.zeros((1, 4, 4), bool), [1.0])
+    write_grounding_predictions(pred_path, [record])
     rc = main(["score", "png", "--narratives", str(SAMPLE / "png_narratives.json"),
                "--panoptic-json", str(SAMPLE / "panoptic.json"), "--panoptic-dir",
                str(SAMPLE / "panoptic"), "--pred", str(pred_path)])
@@ -108,14 +110,16 @@ def test_score_png_rejects_a_mask_of_the_wrong_size(tmp_path, capsys):
 
 def perturbed_panoptic(tmp_path):
     """Prediction PNGs + a JSON with only ``annotations`` (as many tools write), from the GT:
-    new ids, eroded things, a dropped segment, two persons merged, a stuff class swapped, a shift."""
+    new ids, eroded things, a dropped segment, two persons merged, a stuff class swapped, a
+    shift."""
     rng = np.random.default_rng(0)
     annotations, pred_maps = [], {}
     for k, ann in enumerate(PANOPTIC_JSON["annotations"]):
         ids = raw_ids(ann["image_id"])
         pred = np.zeros_like(ids)
         infos = []
-        persons = [s["id"] for s in ann["segments_info"] if s["category_id"] == 1 and not s["iscrowd"]]
+        persons = [s["id"] for s in ann["segments_info"]
+                   if s["category_id"] == 1 and not s["iscrowd"]]
         for j, s in enumerate(ann["segments_info"]):
             mask = ids == s["id"]
             if j == 2:
@@ -154,7 +158,8 @@ def test_score_panoptic(tmp_path, literal):
                        for s in ann["segments_info"]]
         literal.literal_image(raw_ids(ann["image_id"]), gt_segments, pred,
                               [Segment(i["id"], i["category_id"]) for i in infos], stats)
-    categories = [Category(c["id"], c["name"], c["isthing"] == 1) for c in PANOPTIC_JSON["categories"]]
+    categories = [Category(c["id"], c["name"], c["isthing"] == 1)
+                  for c in PANOPTIC_JSON["categories"]]
     scores = json.loads(out.read_text())
     for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
         expected = literal.literal_average(stats, categories, isthing)
@@ -184,7 +189,9 @@ def referring_case(tmp_path, split):
     instances = json.loads((SAMPLE / "refcoco" / "instances.json").read_text())
     anns = {a["id"]: a for a in instances["annotations"]}
     records, box_ious, inter, union = [], [], [], []
-    selected = [r for r in refs if (split in r["split"] if split == "test" else r["split"] == split)]
+    # the refer API's rule for "test"; an exact match for the others used here
+    selected = [r for r in refs
+                if (split in r["split"] if split == "test" else r["split"] == split)]
     for r in selected:
         x, y, w, h = anns[r["ann_id"]]["bbox"]
         rle = anns[r["ann_id"]]["segmentation"]

@@ -45,7 +45,8 @@ def test_splits_and_strict_accuracy():
 
 def test_empty_split_is_nan():
     out = png_average_recall(np.array([0.7]), np.array([True]), np.array([1]))
-    assert out["stuff"]["n"] == 0 and np.isnan(out["stuff"]["ar"]) and np.isnan(out["stuff"]["acc@0.5"])
+    stuff = out["stuff"]
+    assert stuff["n"] == 0 and np.isnan(stuff["ar"]) and np.isnan(stuff["acc@0.5"])
     assert out["things"]["ar"] == average_recall(np.array([0.7]))
 
 

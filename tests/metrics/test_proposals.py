@@ -10,7 +10,9 @@ def literal_hit(props, target):
         iw = max(0.0, min(p[2], target[2]) - max(p[0], target[0]))
         ih = max(0.0, min(p[3], target[3]) - max(p[1], target[1]))
         inter = iw * ih
-        union = (p[2] - p[0]) * (p[3] - p[1]) + (target[2] - target[0]) * (target[3] - target[1]) - inter
+        area_p = (p[2] - p[0]) * (p[3] - p[1])
+        area_t = (target[2] - target[0]) * (target[3] - target[1])
+        union = area_p + area_t - inter
         if inter / union > 0.5:
             return True
     return False

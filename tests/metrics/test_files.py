@@ -1,0 +1,42 @@
+"""The file-level helpers of `groundkit score`: prediction indexing and the batched mask paths."""
+import numpy as np
+import pytest
+
+from groundkit.errors import FormatError
+from groundkit.metrics.files import (_predicted_masks, _union_masks, grounding_masks,
+                                     referring_by_sentence)
+from groundkit.ops.masks import encode_rle
+from groundkit.structures import PanopticAnnotation, Segment
+
+
+def test_union_masks_equal_isin():
+    rng = np.random.default_rng(0)
+    ids = rng.choice([0, 5, 900, 70000, 3], size=(9, 11))  # 3 is not listed in the JSON
+    ann = PanopticAnnotation(1, "x.png", (Segment(900, 1), Segment(5, 1), Segment(70000, 2)))
+    groups = [(5,), (900, 70000), (70000, 5, 900)]
+    expected = np.stack([np.isin(ids, g) for g in groups])
+    assert np.array_equal(_union_masks(ids, ann, groups), expected)
+
+
+def test_predicted_masks_compressed_uncompressed_and_missing():
+    rng = np.random.default_rng(1)
+    masks = rng.random((3, 6, 5)) < 0.5
+    rles = [encode_rle(m) for m in masks]
+    rles[2] = {"size": [6, 5], "counts": [0, 30]}  # uncompressed: all ones
+    out = _predicted_masks([rles[0], None, rles[2]], (6, 5))
+    assert np.array_equal(out[0], masks[0]) and not out[1].any() and out[2].all()
+    assert np.array_equal(_predicted_masks(rles[:2] + [None], (6, 5))[:2], masks[:2])
+
+
+def test_duplicate_predictions_are_errors():
+    rle = encode_rle(np.zeros((2, 2), bool))
+    record = {"image_id": "7", "caption": "a cat", "phrases": [
+        {"segment_index": 1, "mask": rle}, {"segment_index": 3, "mask": rle}]}
+    assert grounding_masks([record]) == {(7, "a cat"): {1: rle, 3: rle}}
+    record["phrases"].append({"segment_index": 1, "mask": rle})
+    with pytest.raises(FormatError, match="segment_index 1 predicted twice"):
+        grounding_masks([record], "pred.json")
+    refs = [{"ref_id": 1, "sent_id": 2, "box": [0, 0, 1, 1]}]
+    assert list(referring_by_sentence(refs)) == [(1, 2)]
+    with pytest.raises(FormatError, match="ref 1, sentence 2: predicted twice"):
+        referring_by_sentence(refs * 2, "pred.json")
