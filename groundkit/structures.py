@@ -125,10 +125,11 @@ class ReferringSample:
 class GroundingResult(TypedDict):
     """Grounding of one caption on one image.
 
-    phrases: N phrase strings; spans: N ``(start, end)`` character spans in the caption;
+    caption: the grounded text (phrase brackets removed); phrases: N phrase strings; spans: N ``(start, end)`` character spans in the caption;
     masks: ``(N, H, W) bool`` at image size; scores: ``(N,) float`` mean probability inside the mask.
     """
 
+    caption: str
     phrases: list[str]
     spans: list[tuple[int, int]]
     masks: np.ndarray

@@ -138,13 +138,25 @@ class GroundingModel(nn.Module):
     def forward(self, batch: dict) -> dict[str, torch.Tensor] | list[torch.Tensor]:
         """Training: a dict of losses with ``"loss"``. Eval: per image ``(P_i, H/4, W/4)`` probabilities."""
         features = self.encode_images(batch["images"])
+        if not self.training:
+            return self.phrase_maps(features, batch["captions"], batch["spans"])
         queries = self.encode_text(batch["captions"], batch["spans"])
-        rounds = [F.interpolate(l, scale_factor=2, mode="bilinear", align_corners=False)
-                  for l in self.head(features, queries.features)]
-        if self.training:
-            return self.loss(rounds, queries, batch["masks"])
-        return phrase_probabilities(rounds[-1].sigmoid(), queries.phrase,
-                                    [len(s) for s in batch["spans"]])
+        return self.loss(self.round_logits(features, queries), queries, batch["masks"])
+
+    def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
+        """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""
+        return [F.interpolate(l, scale_factor=2, mode="bilinear", align_corners=False)
+                for l in self.head(features, queries.features)]
+
+    def phrase_maps(self, features: dict[str, torch.Tensor], captions: list[str],
+                    spans: list[list[tuple[int, int]]]) -> list[torch.Tensor]:
+        """Last-round probabilities averaged over each phrase's word pieces: B x ``(P_i, H/4, W/4)``.
+
+        ``features`` may be computed once per image (``encode_images``) and reused for many captions.
+        """
+        queries = self.encode_text(captions, spans)
+        last = self.round_logits(features, queries)[-1].sigmoid()
+        return phrase_probabilities(last, queries.phrase, [len(s) for s in spans])
 
     def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]
              ) -> dict[str, torch.Tensor]:
