@@ -1,0 +1,222 @@
+"""Checkpoints without pickle: safetensors for tensors, JSON for everything else.
+
+Two kinds of files:
+
+- a **model checkpoint** (what ``Grounder`` and ``groundkit evaluate`` load): ``model.safetensors``
+  (the weights) and ``config.json`` beside it (model type, config, metadata). The same JSON is
+  also stored in the safetensors header, so the weights file alone is self-describing and is what
+  :func:`load_checkpoint` reads; ``config.json`` is the copy for people and other tools.
+- a **training state** (what ``Trainer(resume=True)`` loads): one ``train_state.safetensors``
+  holding every tensor of a nested state (model, optimizer moments, ...) and, in its header, the
+  JSON of the structure and scalars (step counters, epoch, RNG states). One file means one atomic
+  rename, so a crash can never pair the weights of one step with the optimizer of another.
+
+Every file is written through :func:`groundkit._io.atomic_path`.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from groundkit import __version__
+from groundkit._io import atomic_path, write_json
+from groundkit.errors import ConfigError, FormatError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TRAIN_STATE_NAME = "train_state.safetensors"
+_HEADER_KEY = "groundkit"  # safetensors metadata key holding our JSON
+
+
+def checkpoint_paths(dir_or_path: str | Path) -> tuple[Path, Path]:
+    """``(weights, json)`` paths: a directory holds ``model.safetensors`` + ``config.json``;
+    a file ``x.safetensors`` gets ``x.json`` beside it."""
+    path = Path(dir_or_path)
+    if path.suffix != ".safetensors":
+        return path / WEIGHTS_NAME, path / CONFIG_NAME
+    return path, path.with_name(CONFIG_NAME if path.name == WEIGHTS_NAME else path.stem + ".json")
+
+
+def save_checkpoint(dir_or_path: str | Path, model: torch.nn.Module | Mapping[str, torch.Tensor],
+                    config_dict: Mapping[str, Any], model_type: str,
+                    extra_meta: Mapping[str, Any] | None = None) -> Path:
+    """Write the weights of ``model`` (a module or a state dict) and their description.
+
+    Args:
+        dir_or_path: a directory, or a ``.safetensors`` file path (see :func:`checkpoint_paths`).
+        config_dict: the JSON-ready config that rebuilds the model (``config_to_dict(cfg)``).
+        model_type: the builder name (``"ppmn"``); loading as another type is an error.
+        extra_meta: JSON-ready facts to keep (epoch, step, eval metrics, ...).
+    Returns:
+        the weights path.
+    """
+    weights, json_path = checkpoint_paths(dir_or_path)
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    meta = {"format": "groundkit-checkpoint", "model_type": model_type,
+            "config": dict(config_dict), "meta": dict(extra_meta or {}),
+            "groundkit_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _write_safetensors(weights, dict(state), meta)
+    write_json(json_path, meta, indent=2)
+    return weights
+
+
+def load_checkpoint(dir_or_path: str | Path, expected_model_type: str | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a model checkpoint written by :func:`save_checkpoint`; tensors on CPU.
+
+    Returns:
+        ``(state_dict, meta)`` with ``meta = {"model_type", "config", "meta", ...}`` (``{}`` for a
+        plain safetensors file from elsewhere).
+    Raises:
+        ConfigError: no such file, or a model type other than ``expected_model_type``.
+        FormatError: the file is not a valid safetensors file.
+    """
+    weights, _ = checkpoint_paths(dir_or_path)
+    tensors, meta = _read_safetensors(weights)
+    if expected_model_type is not None and meta.get("model_type") != expected_model_type:
+        found = meta.get("model_type")
+        raise ConfigError(f"{weights}: checkpoint is a {found!r} model, expected a "
+                          f"{expected_model_type!r} model" if found else
+                          f"{weights}: checkpoint has no model type, expected a "
+                          f"{expected_model_type!r} model")
+    return tensors, meta
+
+
+def save_train_state(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Write a nested state (dicts, lists, tuples, scalars, tensors) to one safetensors file.
+
+    Tensors go to the tensor section under their path (``optimizer/state/3/exp_avg``); the rest
+    is kept as JSON, with markers for tuples and non-string dict keys so that
+    ``load_train_state`` returns an equal structure (``optimizer.state_dict()`` has int keys).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _encode(dict(state), "", tensors)
+    _write_safetensors(Path(path), tensors, {"format": "groundkit-train-state",
+                                             "state": structure})
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_train_state` wrote (tensors on CPU)."""
+    tensors, meta = _read_safetensors(Path(path))
+    if meta.get("format") != "groundkit-train-state":
+        raise FormatError(path, "not a groundkit training state (no 'groundkit-train-state' "
+                                "header)")
+    return _decode(meta["state"], tensors)
+
+
+# ----------------------------------------------------------------------------- RNG states
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global RNG states of python, numpy and torch (and this CUDA device): plain data and
+    uint8 tensors, storable by :func:`save_train_state`."""
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()
+    state = {"python": random.getstate(), "numpy": np_state,
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = {**state["numpy"], "state": dict(state["numpy"]["state"])}
+    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- safetensors I/O
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    with atomic_path(path) as tmp:
+        save_file(_storable(tensors), str(tmp), metadata={_HEADER_KEY: json.dumps(meta)})
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = (f.metadata() or {}).get(_HEADER_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise FormatError(path, f"not a readable safetensors file: {e}") from None
+    try:
+        return tensors, json.loads(header) if header else {}
+    except json.JSONDecodeError as e:
+        raise FormatError(path, f"header '{_HEADER_KEY}' is not valid JSON: {e}") from None
+
+
+def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, and no two tensors sharing memory (safetensors refuses tied weights)."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            t = t.clone()
+        seen.add(ptr)
+        out[name] = t
+    return out
+
+
+# ----------------------------------------------------------------------------- nested states
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON-ready copy of ``obj``; tensors are moved to ``tensors`` and replaced by markers."""
+    if isinstance(obj, torch.Tensor):
+        if path in tensors:
+            raise ValueError(f"training state: two tensors at path '{path}'")
+        tensors[path] = obj
+        return {"__tensor__": path}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, Mapping):
+        items = [(k, _encode(v, f"{path}/{k}".lstrip("/"), tensors)) for k, v in obj.items()]
+        if all(isinstance(k, str) for k, _ in items):
+            return dict(items)
+        return {"__items__": [[k, v] for k, v in items]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"training state at '{path}': cannot store a {type(obj).__name__}")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {k: _decode(v, tensors) for k, v in obj["__items__"]}
+    return {k: _decode(v, tensors) for k, v in obj.items()}

@@ -1,0 +1,104 @@
+"""torchrun / DistributedDataParallel helpers.
+
+``torchrun --nproc_per_node=4 -m groundkit.cli train ...`` sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and starts
+the process group (NCCL on CUDA, gloo on CPU). Without those variables everything here is a no-op
+for a single process, so the same code runs with and without torchrun.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` in ``[0, world_size)``, ``local_rank`` on its machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Start the process group from the torchrun environment, once; return this process's place.
+
+    ``backend`` defaults to NCCL when CUDA is available and gloo otherwise. On CUDA the current
+    device is set to ``cuda:LOCAL_RANK``. Calling it again (or with no torchrun environment) only
+    returns the information.
+    """
+    info = _env_info()
+    if info.is_distributed and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"),
+                                rank=info.rank, world_size=info.world_size)
+    return info
+
+
+def _env_info() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+    env = os.environ
+    return DistInfo(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
+                    int(env.get("LOCAL_RANK", 0)))
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in a single process): the one that logs and writes files."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank; a no-op in a single process."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group if one was started; call once at the end of a torchrun job."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` over ranks (same shape); ``values`` itself when single-process."""
+    if get_world_size() == 1:
+        return values
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / get_world_size()
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """A picklable ``obj`` from every rank, in rank order (``[obj]`` when single-process).
+
+    Used for small per-rank records such as RNG states; the objects are pickled on the wire
+    between trusted ranks of one job, never written to disk.
+    """
+    if get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

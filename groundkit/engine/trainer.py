@@ -1,0 +1,430 @@
+"""The training loop shared by every model (PPMN, DRMN, panoptic, PBREC, ...).
+
+Contract with a model (an ``nn.Module``):
+
+- ``model(batch) -> dict[str, Tensor]`` in train mode: scalar losses, with the total under
+  ``"loss"`` (the one that is backpropagated); every entry is logged as a mean over ``log_every``
+  steps. ``batch`` is whatever ``collate_fn`` returns; tensors inside dicts/lists/tuples are moved
+  to the device first, anything else is passed through untouched.
+- optional ``model.param_groups(lr, text_lr) -> list[dict]``: optimizer groups
+  (``{"params": [...], "lr": ..., "name": "text"}``); parameters with ``requires_grad=False``
+  are dropped. Without it, every trainable parameter gets ``lr``.
+- the Trainer calls ``model.train()`` when training starts and after each evaluation; a model
+  with frozen parts (BatchNorm of a frozen backbone) overrides ``train()`` to keep them in eval.
+
+``evaluate_fn(model) -> dict[str, float]`` runs on rank 0 only, on the unwrapped model, in eval
+mode under ``torch.no_grad()``, every ``eval_every`` epochs and after the last; its metrics are
+logged as ``eval/<name>`` and saved in the checkpoint metadata. It cannot perturb training: the
+RNG states are restored after it.
+
+Outputs in ``config.out_dir``: ``metrics.jsonl`` (see :mod:`groundkit.engine.logging`),
+``model.safetensors`` + ``config.json`` (see :func:`~groundkit.engine.checkpoint.save_checkpoint`)
+and ``train_state.safetensors``, every ``checkpoint_every`` epochs and at the end.
+
+Exact resume: the data order of an epoch is a function of ``(seed, epoch, rank)`` only, and the
+training state holds the model, optimizer (moments and step counters), scheduler, AMP scaler,
+counters and every rank's RNG states, so ``fit(resume=True)`` continues the loss curve of an
+uninterrupted run exactly (on a deterministic device) after a run stopped at an epoch's end, or
+anywhere when items are loaded in the main process (``num_workers=0``). A DataLoader worker's RNG
+is seeded from ``(seed, epoch, rank)`` at the start of an epoch, so random augmentations drawn in
+workers repeat exactly per epoch but not from the middle of one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from groundkit.config import config_to_dict
+from groundkit.engine import distributed as gdist
+from groundkit.engine.checkpoint import (TRAIN_STATE_NAME, capture_rng_state, load_train_state,
+                                         restore_rng_state, save_checkpoint, save_train_state,
+                                         seed_everything)
+from groundkit.engine.logging import MetricsLogger
+from groundkit.engine.schedule import build_scheduler
+from groundkit.errors import ConfigError
+
+_log = logging.getLogger("groundkit")
+
+
+@dataclass
+class TrainerConfig:
+    """Training settings; the defaults are PPMN's recipe (per process; the paper used 4 GPUs)."""
+
+    epochs: int = 14
+    batch_size: int = 12                       # per process
+    lr: float = 1e-4
+    text_lr: Optional[float] = 1e-5            # lr of the text encoder group; None = lr
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    schedule: Literal["step", "cosine"] = "step"
+    lr_milestones: tuple[int, ...] = (10, 12)  # 0-based epochs where lr *= lr_gamma ("step")
+    lr_gamma: float = 0.5
+    warmup_steps: int = 0                      # linear warmup, both schedules
+    min_lr_ratio: float = 0.0                  # cosine floor, as a fraction of lr
+    clip_grad_norm: Optional[float] = None     # max global grad norm; None = no clipping
+    amp: bool = False                          # mixed precision, CUDA only
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    eval_every: int = 1                        # epochs; 0 = only after the last
+    checkpoint_every: int = 1                  # epochs; 0 = only at the end
+    out_dir: str = "runs/train"
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 20                        # optimizer steps
+    max_steps: Optional[int] = None            # stop early (smoke tests); the schedule ignores it
+    shuffle: bool = True
+    drop_last: bool = False
+    find_unused_parameters: bool = False       # DDP option for models with conditional branches
+    device: Optional[str] = None               # None: cuda:LOCAL_RANK when available, else cpu
+    quiet: bool = False                        # no progress bar
+    tensorboard: bool = True                   # also log to out_dir/tb when installed
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                    "log_every": self.log_every, "lr_gamma": self.lr_gamma}
+        non_negative = {"weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
+                        "eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
+                        "seed": self.seed, "num_workers": self.num_workers}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"trainer.{name}: expected a value > 0, got {value}")
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"trainer.{name}: expected a value >= 0, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"trainer.max_steps: expected null or >= 1, got {self.max_steps}")
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ConfigError(f"trainer.lr_milestones: expected increasing epochs, "
+                              f"got {list(self.lr_milestones)}")
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainerConfig,
+                    param_groups: Sequence[Mapping[str, Any]] | None = None
+                    ) -> torch.optim.Optimizer:
+    """Adam/AdamW over ``param_groups``, else ``model.param_groups(lr, text_lr)``, else all
+    trainable parameters at ``config.lr``; frozen parameters and empty groups are dropped."""
+    if param_groups is None and hasattr(model, "param_groups"):
+        text_lr = config.text_lr if config.text_lr is not None else config.lr
+        param_groups = model.param_groups(config.lr, text_lr)
+    if param_groups is None:
+        param_groups = [{"params": list(model.parameters())}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in param_groups]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ConfigError("trainer: the model has no trainable parameters")
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class Trainer:
+    """Trains ``model`` on ``train_dataset``; see the module docstring for the contract.
+
+    Args:
+        model: an ``nn.Module`` obeying the contract above (not yet wrapped in DDP).
+        train_dataset: a map-style dataset (``__len__`` + ``__getitem__``).
+        collate_fn: list of items -> batch.
+        config: the :class:`TrainerConfig`.
+        evaluate_fn: ``model -> {metric: value}``, run on rank 0 only.
+        param_groups: explicit optimizer groups (overrides ``model.param_groups``).
+        model_type: builder name stored in the checkpoint (``"ppmn"``).
+        experiment_config: the full JSON-ready config saved beside the weights (model, data,
+            trainer sections); default ``{"trainer": <config>}``.
+    Under torchrun, the process group is started here, the model is wrapped in DDP and each rank
+    sees its own shard of every epoch; only rank 0 logs and writes files.
+    """
+
+    def __init__(self, model: torch.nn.Module, train_dataset: Dataset, collate_fn: Callable,
+                 config: TrainerConfig, evaluate_fn: Callable[[torch.nn.Module], dict] | None = None,
+                 param_groups: Sequence[Mapping[str, Any]] | None = None, *,
+                 model_type: str = "model", experiment_config: Mapping[str, Any] | None = None):
+        self.config = config
+        self.dist = gdist.init_distributed()
+        self.device = _pick_device(config.device, self.dist.local_rank)
+        self.model = model.to(self.device)
+        self.evaluate_fn = evaluate_fn
+        self.model_type = model_type
+        self.experiment_config = dict(experiment_config or {"trainer": config_to_dict(config)})
+        self.out_dir = Path(config.out_dir)
+
+        self.sampler = _SkippingSampler(DistributedSampler(
+            train_dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
+            shuffle=config.shuffle, seed=config.seed))
+        self._loader_generator = torch.Generator()  # seeds the workers; reseeded every epoch
+        self.loader = DataLoader(
+            train_dataset, batch_size=config.batch_size, sampler=self.sampler,
+            collate_fn=collate_fn, num_workers=config.num_workers, drop_last=config.drop_last,
+            pin_memory=self.device.type == "cuda", generator=self._loader_generator)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"trainer: {len(train_dataset)} training items give no batch of "
+                              f"{config.batch_size} per process (drop_last={config.drop_last})")
+
+        self.optimizer = build_optimizer(self.model, config, param_groups)
+        self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch,
+                                         total_steps=config.epochs * self.steps_per_epoch)
+        self._autocast_dtype = _amp_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self._autocast_dtype == torch.float16)
+        self.train_model = self.model
+        if self.dist.is_distributed:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters)
+        self.logger = MetricsLogger(self.out_dir, enabled=self.dist.is_main,
+                                    tensorboard=config.tensorboard)
+
+        self.epoch = 0          # epochs completed
+        self.step = 0           # optimizer steps completed
+        self.step_in_epoch = 0  # steps of the current, unfinished epoch
+        self.last_metrics: dict[str, float] = {}
+        self._step_lrs: list[float] = []
+        self._elapsed_before = 0.0  # seconds spent by the runs this one resumes
+        self._start = time.time()
+
+    # ------------------------------------------------------------------------- main loop
+
+    def fit(self, resume: bool = False) -> dict[str, float]:
+        """Train until ``config.epochs`` (or ``max_steps``); return the last eval metrics.
+
+        ``resume=True`` continues from ``out_dir/train_state.safetensors`` when it exists (and
+        starts afresh otherwise), so a preempted job can always be relaunched with it.
+        """
+        cfg = self.config
+        if not (resume and self._resume()):
+            seed_everything(cfg.seed + self.dist.rank)
+            self.logger.truncate_after(-1)  # a fresh run in an old out_dir starts a fresh log
+        self._start = time.time()
+        self.train_model.train()
+        while self.epoch < cfg.epochs and not self._out_of_steps():
+            finished = self._train_epoch(self.epoch)
+            if finished:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            last = self.epoch >= cfg.epochs or self._out_of_steps()
+            if last or (finished and _due(self.epoch, cfg.eval_every)):
+                self._evaluate()
+            if last or (finished and _due(self.epoch, cfg.checkpoint_every)):
+                self.save()
+        gdist.barrier()
+        self.logger.close()
+        return self.last_metrics
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """Run the rest of ``epoch``; True when it ran to its end (not stopped by max_steps)."""
+        cfg = self.config
+        self.sampler.set_epoch(epoch, skip=self.step_in_epoch * cfg.batch_size)
+        self._loader_generator.manual_seed(_mix_seed(cfg.seed, epoch, self.dist.rank))
+        window: list[dict[str, torch.Tensor]] = []  # losses since the last log
+        progress = tqdm(self.loader, total=self.steps_per_epoch, initial=self.step_in_epoch,
+                        desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                        disable=cfg.quiet or not self.dist.is_main)
+        for batch in progress:
+            window.append(self._train_step(batch))
+            self.step += 1
+            self.step_in_epoch += 1
+            end = self.step_in_epoch == self.steps_per_epoch or self._out_of_steps()
+            if self.step % cfg.log_every == 0 or end:
+                progress.set_postfix(loss=f"{self._log_window(window):.4f}")
+                window = []
+            if self._out_of_steps() and self.step_in_epoch < self.steps_per_epoch:
+                progress.close()
+                return False
+        progress.close()
+        return True
+
+    def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        batch = move_to_device(batch, self.device)
+        with self._autocast():
+            losses = self.train_model(batch)
+        _check_losses(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        if self.config.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm)
+        self._step_lrs = [g["lr"] for g in self.optimizer.param_groups]  # the lrs of this step
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {name: value.detach().float() for name, value in losses.items()}
+
+    def _autocast(self) -> Any:
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def _log_window(self, window: list[dict[str, torch.Tensor]]) -> float:
+        """Log the mean over steps and ranks of each loss term in ``window``; one sync."""
+        names = sorted(window[-1])
+        sums = torch.stack([sum(losses[n] for losses in window) for n in names])
+        means = gdist.all_reduce_mean(sums / len(window)).tolist()
+        record: dict[str, Any] = {"step": self.step, "epoch": self._epoch_of_last_step(),
+                                  **dict(zip(names, means))}
+        for i, (group, lr) in enumerate(zip(self.optimizer.param_groups, self._step_lrs)):
+            record["lr" if i == 0 else f"lr/{group.get('name', i)}"] = lr
+        record["time"] = round(self._elapsed(), 3)
+        if not math.isfinite(record["loss"]) and self._autocast_dtype != torch.float16:
+            # fp16 AMP skips overflowing steps by itself; anywhere else NaN is fatal.
+            raise FloatingPointError(f"step {self.step}: loss is {record['loss']} ({record})")
+        self.logger.log(record)
+        return record["loss"]
+
+    # ------------------------------------------------------------------------- eval, save, resume
+
+    def _evaluate(self) -> None:
+        if self.evaluate_fn is None:
+            return
+        if self.dist.is_main:
+            self.model.eval()
+            with _rng_preserved(), torch.no_grad():
+                metrics = self.evaluate_fn(self.model)
+            self.train_model.train()
+            self.last_metrics = {str(k): float(v) for k, v in metrics.items()}
+            self.logger.log({"step": self.step, "epoch": self._epoch_of_last_step(),
+                             **{f"eval/{k}": v for k, v in self.last_metrics.items()},
+                             "time": round(self._elapsed(), 3)})
+        gdist.barrier()
+
+    def save(self) -> None:
+        """Write ``model.safetensors`` + ``config.json`` and ``train_state.safetensors``."""
+        rng = gdist.all_gather_objects(capture_rng_state())  # every rank's, for exact resume
+        if self.dist.is_main:
+            meta = {"epoch": self.epoch, "step": self.step, "metrics": self.last_metrics}
+            save_checkpoint(self.out_dir, self.model, self.experiment_config, self.model_type, meta)
+            save_train_state(self.out_dir / TRAIN_STATE_NAME, self._train_state(rng))
+        gdist.barrier()
+
+    def _train_state(self, rng: list[dict]) -> dict[str, Any]:
+        return {"model_type": self.model_type, "epoch": self.epoch, "step": self.step,
+                "step_in_epoch": self.step_in_epoch, "elapsed": self._elapsed(),
+                "world_size": self.dist.world_size, "batch_size": self.config.batch_size,
+                "last_metrics": self.last_metrics, "rng": rng,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def _resume(self) -> bool:
+        """Load ``out_dir/train_state.safetensors`` if present; False when there is none."""
+        path = self.out_dir / TRAIN_STATE_NAME
+        if not path.exists():
+            _log.info("no training state in %s: starting a new run", self.out_dir)
+            return False
+        state = load_train_state(path)
+        if state["model_type"] != self.model_type:
+            raise ConfigError(f"{path}: training state of a {state['model_type']!r} model, "
+                              f"cannot resume a {self.model_type!r} model")
+        layout = (state["world_size"], state["batch_size"])
+        if state["step_in_epoch"] and layout != (self.dist.world_size, self.config.batch_size):
+            raise ConfigError(f"{path}: stopped inside an epoch with (world size, batch size) = "
+                              f"{layout}; resume with the same values")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ConfigError(f"{path}: does not fit this model/optimizer: {e}") from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.step_in_epoch, self._elapsed_before = state["step_in_epoch"], state["elapsed"]
+        self.last_metrics = state["last_metrics"]
+        if len(state["rng"]) == self.dist.world_size:
+            restore_rng_state(state["rng"][self.dist.rank])
+        else:  # another world size: exactness is lost anyway, keep runs reproducible
+            seed_everything(_mix_seed(self.config.seed, self.epoch, self.dist.rank))
+        self.logger.truncate_after(self.step)
+        return True
+
+    def _epoch_of_last_step(self) -> int:
+        """0-based epoch of the latest optimizer step (the one records are logged at)."""
+        return max(0, self.step - 1) // self.steps_per_epoch
+
+    def _out_of_steps(self) -> bool:
+        return self.config.max_steps is not None and self.step >= self.config.max_steps
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.time() - self._start
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class _SkippingSampler(Sampler[int]):
+    """A DistributedSampler whose epoch can start after its first ``skip`` indices (mid-epoch
+    resume); its order depends only on (seed, epoch, rank)."""
+
+    def __init__(self, sampler: DistributedSampler) -> None:
+        self.sampler = sampler
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.sampler.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.sampler)[self.skip:])
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+
+def move_to_device(obj: Any, device: torch.device) -> Any:
+    """Tensors inside (nested) dicts, lists and tuples moved to ``device``; the rest unchanged."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: move_to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to_device(v, device) for v in obj)
+    return obj
+
+
+def _check_losses(losses: Any) -> None:
+    if not isinstance(losses, Mapping) or "loss" not in losses:
+        raise TypeError("model(batch) in train mode must return a dict of scalar loss tensors "
+                        f"with the total under 'loss'; got {type(losses).__name__}"
+                        + (f" with keys {sorted(losses)}" if isinstance(losses, Mapping) else ""))
+
+
+def _pick_device(device: str | None, local_rank: int) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+def _amp_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype | None:
+    if not config.amp:
+        return None
+    if device.type != "cuda":
+        _log.warning("trainer.amp is for CUDA only; training in float32 on %s", device)
+        return None
+    return torch.float16 if config.amp_dtype == "float16" else torch.bfloat16
+
+
+def _due(epoch: int, every: int) -> bool:
+    return every > 0 and epoch % every == 0
+
+
+def _mix_seed(seed: int, epoch: int, rank: int) -> int:
+    """A well-mixed 32-bit seed for (seed, epoch, rank): neighbours give unrelated streams."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+@contextmanager
+def _rng_preserved() -> Iterator[None]:
+    """Restore every global RNG on exit, so that evaluation cannot change the training run."""
+    state = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
