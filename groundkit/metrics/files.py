@@ -155,7 +155,7 @@ def score_panoptic(gt: Any, pred: Any) -> dict:
             raise FormatError(pred.json_path, f"no prediction for image {image_id} of "
                                               f"{gt.json_path}")
         # the PNGs as they are: pq_stats_image makes the official checks, at a fraction of the
-        # cost of PanopticDataset.id_map's (a sort of every pixel of both maps)
+        # cost of PanopticDataset.id_map's (an np.unique over every pixel of both maps)
         gt_ids = read_segment_png(gt.png_dir / ann.file_name)
         pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name)
         if gt_ids.shape != pred_ids.shape:
@@ -202,11 +202,6 @@ def score_referring_files(task: str, refs_path: str | Path, instances_path: str 
     return score_res(samples, instances, predictions, pred_path)
 
 
-def _prediction_for(predictions: Mapping[tuple[int, int], Mapping[str, Any]], sample: Any
-                    ) -> Mapping[str, Any] | None:
-    return predictions.get((sample.ref_id, sample.sent_id))
-
-
 def score_rec(samples: list, instances: Any,
               predictions: Mapping[tuple[int, int], Mapping[str, Any]]) -> tuple[dict, int]:
     """REC Acc@0.5 over ``samples``; predictions ``{(ref_id, sent_id): {"box": xyxy, ...}}``.
@@ -215,7 +210,7 @@ def score_rec(samples: list, instances: Any,
     """
     pred_boxes, gt_boxes, missing = [], [], 0
     for s in samples:
-        p = _prediction_for(predictions, s)
+        p = predictions.get((s.ref_id, s.sent_id))
         missing += p is None
         pred_boxes.append(np.zeros(4) if p is None else np.asarray(p["box"], dtype=np.float64))
         gt_boxes.append(instances.gt_box(s))
@@ -235,7 +230,7 @@ def score_res(samples: list, instances: Any,
     inter, union, missing = [], [], 0
     for s in samples:
         gt = instances.gt_mask(s)
-        p = _prediction_for(predictions, s)
+        p = predictions.get((s.ref_id, s.sent_id))
         if p is None or p.get("mask") is None:
             missing += 1
             pred = np.zeros_like(gt)
