@@ -116,7 +116,8 @@ class MSDeformAttn(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Deformable DETR's init: offsets start from ``initial_offsets``, weights uniform."""
+        """Deformable DETR's init: offsets start at ``initial_offsets`` whatever the query, and the
+        attention weights uniform (zero logits); projections Xavier."""
         nn.init.zeros_(self.sampling_offsets.weight)
         with torch.no_grad():
             start = initial_offsets(self.n_heads, self.n_levels, self.n_points)

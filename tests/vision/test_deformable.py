@@ -102,6 +102,16 @@ def test_initial_offsets_circle_scaled_by_point_index():
     assert not module.sampling_offsets.weight.any() and not module.attention_weights.weight.any()
 
 
+def test_offsets_are_pixels_of_each_level():
+    spatial_shapes = torch.tensor([(4, 8), (2, 2)])  # (H, W)
+    refs = torch.tensor([0.5, 0.25]).view(1, 1, 2)
+    offsets = torch.tensor([1.0, 2.0]).expand(1, 1, 1, 2, 1, 2)  # 1 px right, 2 px down
+    locations = MSDeformAttn.sampling_locations(refs, offsets, spatial_shapes)
+    assert locations.shape == (1, 1, 1, 2, 1, 2)
+    assert torch.allclose(locations[0, 0, 0, :, 0], torch.tensor([[0.5 + 1 / 8, 0.25 + 2 / 4],
+                                                                  [0.5 + 1 / 2, 0.25 + 2 / 2]]))
+
+
 def make_module_inputs(shapes, batch=2, queries=5, channels=16, seed=0):
     gen = torch.Generator().manual_seed(seed)
     tokens = sum(h * w for h, w in shapes)
