@@ -1,0 +1,45 @@
+"""Shared fixtures: the bundled text encoder (loaded once) and a tiny grounding checkpoint."""
+import os
+
+import pytest
+import torch
+
+# Oversubscribed OpenMP threads spin and slow small CPU tests down by an order of magnitude.
+torch.set_num_threads(int(os.environ.get("GROUNDKIT_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from groundkit.text.encoder import TextEncoder
+    return TextEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """A 6/4/2-image synthetic benchmark at 64 px."""
+    from groundkit.data.synthetic import generate_benchmark
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_benchmark(root, seed=3, sizes={"train": 6, "val": 4, "test": 2}, image_size=64,
+                       progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_ppmn_checkpoint(tmp_path_factory, text_encoder, tiny_synthetic):
+    """An untrained tiny PPMN saved as a checkpoint with its experiment config."""
+    from groundkit.config import config_from_dict, config_to_dict
+    from groundkit.engine.checkpoint import save_checkpoint
+    from groundkit.engine.grounding import experiment_class
+    from groundkit.models.grounding import GroundingModel
+    from groundkit.models.ppmn import PPMNHead
+
+    cfg = config_from_dict(experiment_class("ppmn"), {
+        "model": {"backbone": {"depth": 18, "base_width": 8, "fpn_channels": 16, "norm": "gn"},
+                  "neck_channels": 16, "hidden_dim": 16, "rounds": 1, "top_pixels": 4,
+                  "heads": 2, "ffn_dim": 32},
+        "data": {"root": str(tiny_synthetic), "resize": {"short_side": 64, "max_size": 64}}})
+    torch.manual_seed(0)
+    model = GroundingModel(cfg.model, PPMNHead(cfg.model), text_encoder=text_encoder)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_ppmn"
+    save_checkpoint(path, model, config_to_dict(cfg), "ppmn")
+    return path

@@ -1,0 +1,110 @@
+"""Grounder: set_image once, ground many captions; batches; the user's bad input."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from groundkit.api import Grounder, caption_phrases
+from groundkit.errors import ConfigError, InputError
+
+
+@pytest.fixture(scope="module")
+def grounder(tiny_ppmn_checkpoint):
+    return Grounder.from_pretrained(tiny_ppmn_checkpoint, device="cpu")
+
+
+def image(h=48, w=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_ground_returns_one_mask_per_marked_phrase_at_image_size(grounder):
+    grounder.set_image(image())
+    out = grounder.ground("There is [a red circle] next to [the grass].")
+    assert out["caption"] == "There is a red circle next to the grass."
+    assert out["phrases"] == ["a red circle", "the grass"]
+    assert out["spans"] == [(9, 21), (30, 39)]
+    assert out["masks"].shape == (2, 48, 64) and out["masks"].dtype == bool
+    assert out["scores"].shape == (2,)
+
+
+def test_explicit_spans_and_batch_agree_with_set_image(grounder):
+    grounder.set_image(image(seed=1))
+    one = grounder.ground("a star on the sand", spans=[(0, 6), (10, 18)])
+    batch = grounder([image(seed=1), image(40, 40, seed=2)],
+                     ["[a star] on [the sand]", "[the sky]"])
+    assert len(batch) == 2 and batch[1]["masks"].shape == (1, 40, 40)
+    np.testing.assert_array_equal(one["masks"], batch[0]["masks"])
+    np.testing.assert_allclose(one["scores"], batch[0]["scores"], atol=1e-5)
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((30, 30), np.uint8),                       # grayscale
+    np.zeros((30, 30, 4), np.uint8),                    # RGBA
+    np.full((30, 30, 3), 60000, np.uint16),             # 16-bit
+])
+def test_any_image_mode_is_accepted(grounder, array):
+    grounder.set_image(array)
+    assert grounder.ground("[the grass]")["masks"].shape == (1, 30, 30)
+
+
+def test_image_files_of_any_mode(grounder, tmp_path):
+    Image.fromarray(np.zeros((20, 24), np.uint16)).save(tmp_path / "g16.png")
+    grounder.set_image(tmp_path / "g16.png")
+    assert grounder.ground("[the sky]")["masks"].shape == (1, 20, 24)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(InputError, match="bad.png"):
+        grounder.set_image(tmp_path / "bad.png")
+    with pytest.raises(InputError, match="no such image"):
+        grounder.set_image(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("caption, spans, message", [
+    ("There is [a red circle next to the grass.", None, "never closed"),
+    ("a star", [(0, 60)], "outside|beyond|caption"),
+    ("", None, "non-empty"),
+    ("There is a circle.", [], "no phrase"),
+])
+def test_bad_captions_are_clear_errors(caption, spans, message):
+    with pytest.raises(InputError, match=message):
+        caption_phrases(caption, spans)
+
+
+def test_caption_without_marks_needs_spacy_or_brackets():
+    pytest.importorskip("groundkit.text.phrases")
+    try:
+        import spacy  # noqa: F401
+        pytest.skip("spaCy is installed here; the message path is tested in tests/text")
+    except ImportError:
+        with pytest.raises(InputError, match="bracket|spacy|spaCy"):
+            caption_phrases("There is a circle on the grass.")
+
+
+def test_caption_over_the_encoder_limit_is_a_clear_error(grounder):
+    grounder.set_image(image())
+    with pytest.raises(InputError, match="limit|max_queries"):
+        grounder.ground("[a circle] " + "and a very long caption " * 200)
+
+
+def test_ground_before_set_image_is_a_clear_error(tiny_ppmn_checkpoint):
+    fresh = Grounder.from_pretrained(tiny_ppmn_checkpoint, device="cpu")
+    with pytest.raises(InputError, match="set_image"):
+        fresh.ground("[a circle]")
+
+
+def test_checkpoint_of_another_type_is_refused(tmp_path, tiny_ppmn_checkpoint):
+    import json
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(tiny_ppmn_checkpoint, other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["model_type"] = "panoptic"
+    (other / "config.json").write_text(json.dumps(meta))
+    from groundkit.engine.checkpoint import load_checkpoint, save_checkpoint
+    state, _ = load_checkpoint(tiny_ppmn_checkpoint)
+    save_checkpoint(other, state, meta["config"], "panoptic")
+    with pytest.raises(ConfigError, match="not a grounding model"):
+        Grounder.from_pretrained(other)
+
+
+def test_unknown_name_says_how_to_get_a_checkpoint():
+    with pytest.raises(ConfigError, match="bundled"):
+        Grounder.from_pretrained("no-such-model")
