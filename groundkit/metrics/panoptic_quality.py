@@ -141,7 +141,7 @@ def pq_stats_image(gt_ids: np.ndarray, gt_segments: Sequence[Segment], pred_ids:
 
     gt_cat = np.array([s.category_id for s in gt_segments], dtype=np.int64)
     gt_crowd = np.array([bool(s.iscrowd) for s in gt_segments], dtype=bool)
-    gt_area = np.array([s.area for s in gt_segments], dtype=np.int64)
+    gt_area = np.array([s.area for s in gt_segments], dtype=np.float64)  # JSON may hold floats
     pred_cat = np.array([s.category_id for s in pred_segments], dtype=np.int64)
     inter = overlap[1:-1, 1:-1]  # (G, P)
     pred_area = overlap[:, 1:-1].sum(0)
