@@ -73,13 +73,15 @@ def test_reference_points_are_pixel_centres():
     shapes = torch.tensor(SHAPES)
     refs = DeformableEncoder.reference_points(shapes, torch.ones(2, 3, 2))
     assert refs.shape == (2, 64, 3, 2)
-    # token 48 + 6 is level 1 (3 x 4), row 1, column 2: centre ((2 + .5) / 4, (1 + .5) / 3) on every level
+    # token 48 + 6 is level 1 (3 x 4), row 1, column 2: centre (2.5 / 4, 1.5 / 3) on every level
     assert torch.allclose(refs[:, 54], torch.tensor([2.5 / 4, 1.5 / 3]).expand(2, 3, 2))
-    # padding halves the valid width of every level: the same pixel now lies twice as far, in valid units,
-    # then is scaled back by each level's valid ratio
-    ratios = torch.tensor([1.0, 1.0]).repeat(1, 3, 1)
-    ratios[..., 0] = 0.5
-    assert torch.allclose(DeformableEncoder.reference_points(shapes, ratios)[0, 54, 0], refs[0, 54, 0])
+    # level 1 holds image on its left half only (2 of 4 columns), the other levels are unpadded:
+    # a level-1 pixel keeps its own centre on level 1 and means the same image point elsewhere
+    ratios = torch.ones(1, 3, 2)
+    ratios[0, 1, 0] = 0.5
+    padded = DeformableEncoder.reference_points(shapes, ratios)[0, 48 + 1]  # level 1, row 0, column 1
+    assert torch.allclose(padded[1], torch.tensor([1.5 / 4, 0.5 / 3]))
+    assert torch.allclose(padded[0], torch.tensor([1.5 / 2, 0.5 / 3]))  # 3/4 of the image's width
 
 
 def test_encoder_shapes_and_gradient_reaches_every_parameter():
