@@ -5,11 +5,7 @@ Tables print percentages; ``--json`` writes fractions in [0, 1] (formats.md sect
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from typing import Any
-
-SPLIT_NAMES = ("overall", "things", "stuff", "singulars", "plurals")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,55 +52,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pct(x: float) -> str:
-    return "   n/a" if x is None or math.isnan(x) else f"{100 * x:6.2f}"
-
-
 def _png(args: argparse.Namespace) -> tuple[dict, int]:
     from groundkit.metrics.files import score_png_files
+    from groundkit.metrics.report import plot_png_recall, png_table
 
     phrases = score_png_files(args.narratives, args.panoptic_json, args.panoptic_dir, args.pred)
     scores = phrases.scores()
-    print("PNG Average Recall (IoU at the original image resolution)")
-    print(f"{'split':<10} {'AR':>6} {'acc@0.5':>8} {'n':>8}")
-    for name in SPLIT_NAMES:
-        s = scores[name]
-        print(f"{name:<10} {_pct(s['ar'])} {_pct(s['acc@0.5']):>8} {s['n']:>8}")
+    print(png_table(scores))
     if args.plot:
-        _plot(phrases, args.plot)
+        plot_png_recall(phrases, args.plot)
+        print(f"recall curves written to {args.plot}")
     return scores, phrases.missing
-
-
-def _plot(phrases: Any, path: str) -> None:
-    from groundkit.metrics.plots import plot_recall_curves
-    from groundkit.metrics.png_ar import THRESHOLDS, recall_curve, split_masks
-
-    t = THRESHOLDS[::100]  # 1,000 points draw the same curve as 100,000
-    curves = {name: (t, recall_curve(phrases.ious[sel], t))
-              for name, sel in split_masks(phrases.is_thing, phrases.num_segments).items()}
-    plot_recall_curves(curves, path)
-    print(f"recall curves written to {path}")
 
 
 def _panoptic(args: argparse.Namespace) -> tuple[dict, int]:
     from groundkit.metrics.files import score_panoptic_files
+    from groundkit.metrics.report import pq_table
 
     scores = score_panoptic_files(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir)
-    print("Panoptic Quality (COCO panoptic API rules)")
-    print(f"{'':<8} {'PQ':>6} {'SQ':>6} {'RQ':>6} {'n':>5}")
-    for name in ("All", "Things", "Stuff"):
-        s = scores[name]
-        print(f"{name:<8} {_pct(s['pq'])} {_pct(s['sq'])} {_pct(s['rq'])} {s['n']:>5}")
+    print(pq_table(scores))
     return scores, 0
 
 
 def _referring(args: argparse.Namespace) -> tuple[dict, int]:
     from groundkit.metrics.files import score_referring_files
+    from groundkit.metrics.report import pct
 
     scores, missing = score_referring_files(args.task, args.refs, args.instances, args.split,
                                             args.pred)
     names = [k for k in scores if k != "n"]
     print(f"{args.task.upper()} on {args.split} (original image resolution)")
     print(" ".join(f"{k:>7}" for k in names) + f" {'n':>7}")
-    print(" ".join(f"{_pct(scores[k]):>7}" for k in names) + f" {scores['n']:>7}")
+    print(" ".join(f"{pct(scores[k]):>7}" for k in names) + f" {scores['n']:>7}")
     return scores, missing
