@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -32,19 +33,21 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(backend: str | None = None) -> DistInfo:
+def init_distributed(backend: str | None = None, timeout_minutes: float = 60.0) -> DistInfo:
     """Start the process group from the torchrun environment, once; return this process's place.
 
     ``backend`` defaults to NCCL when CUDA is available and gloo otherwise. On CUDA the current
-    device is set to ``cuda:LOCAL_RANK``. Calling it again (or with no torchrun environment) only
-    returns the information.
+    device is set to ``cuda:LOCAL_RANK``. ``timeout_minutes`` bounds a collective: other ranks
+    wait at a barrier while rank 0 evaluates, so it must exceed the evaluation time. Calling it
+    again (or with no torchrun environment) only returns the information.
     """
     info = _env_info()
     if info.is_distributed and not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend or ("nccl" if torch.cuda.is_available() else "gloo"),
-                                rank=info.rank, world_size=info.world_size)
+                                rank=info.rank, world_size=info.world_size,
+                                timeout=timedelta(minutes=timeout_minutes))
     return info
 
 

@@ -28,6 +28,16 @@ uninterrupted run exactly (on a deterministic device) after a run stopped at an 
 anywhere when items are loaded in the main process (``num_workers=0``). A DataLoader worker's RNG
 is seeded from ``(seed, epoch, rank)`` at the start of an epoch, so random augmentations drawn in
 workers repeat exactly per epoch but not from the middle of one.
+
+Typical use (``groundkit train``)::
+
+    cfg = load_config(ExperimentConfig, yaml_path, overrides)   # groundkit.config
+    seed_everything(cfg.trainer.seed)                           # same initial weights everywhere
+    model = build_model(cfg.model)
+    trainer = Trainer(model, dataset, collate_fn, cfg.trainer, evaluate_fn=evaluate,
+                      model_type="ppmn", experiment_config=config_to_dict(cfg))
+    metrics = trainer.fit(resume=True)
+    cleanup_distributed()                                       # once, at the end of the job
 """
 from __future__ import annotations
 
@@ -225,21 +235,19 @@ class Trainer:
         self.sampler.set_epoch(epoch, skip=self.step_in_epoch * cfg.batch_size)
         self._loader_generator.manual_seed(_mix_seed(cfg.seed, epoch, self.dist.rank))
         window: list[dict[str, torch.Tensor]] = []  # losses since the last log
-        progress = tqdm(self.loader, total=self.steps_per_epoch, initial=self.step_in_epoch,
-                        desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-                        disable=cfg.quiet or not self.dist.is_main)
-        for batch in progress:
-            window.append(self._train_step(batch))
-            self.step += 1
-            self.step_in_epoch += 1
-            end = self.step_in_epoch == self.steps_per_epoch or self._out_of_steps()
-            if self.step % cfg.log_every == 0 or end:
-                progress.set_postfix(loss=f"{self._log_window(window):.4f}")
-                window = []
-            if self._out_of_steps() and self.step_in_epoch < self.steps_per_epoch:
-                progress.close()
-                return False
-        progress.close()
+        with tqdm(self.loader, total=self.steps_per_epoch, initial=self.step_in_epoch,
+                  desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
+                  disable=cfg.quiet or not self.dist.is_main) as progress:
+            for batch in progress:
+                window.append(self._train_step(batch))
+                self.step += 1
+                self.step_in_epoch += 1
+                end = self.step_in_epoch == self.steps_per_epoch or self._out_of_steps()
+                if self.step % cfg.log_every == 0 or end:
+                    progress.set_postfix(loss=f"{self._log_window(window):.4f}")
+                    window = []
+                if self._out_of_steps() and self.step_in_epoch < self.steps_per_epoch:
+                    return False
         return True
 
     def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
