@@ -16,7 +16,8 @@ from torch import nn
 
 from groundkit.models.panoptic.semantic_head import FeatureDecoder
 
-ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
+# In place where possible: phi(Q) is the largest tensor of the step, so the activation must not copy it.
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
 
 
 def apply_affinity(a0: torch.Tensor, a1: torch.Tensor, psi: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -27,7 +28,7 @@ def apply_affinity(a0: torch.Tensor, a1: torch.Tensor, psi: torch.Tensor, normal
     context = a1 @ psi.transpose(0, 1)  # (C, K): the only product over the N pixels
     if normalize:
         context = context / psi.shape[1]
-    return psi + context.transpose(0, 1) @ a0  # (K, N)
+    return torch.addmm(psi, context.transpose(0, 1), a0)  # (K, N), one allocation: psi + context^T a0
 
 
 class AffinityHead(nn.Module):

@@ -62,6 +62,7 @@ class PanopticConfig:
     size_limits: tuple[float, ...] = (64, 128, 256, 512)
     center_radius: float = 1.5
     box_loss: Literal["giou", "iou"] = "giou"
+    pre_nms_top_n: int = 1000         # candidates per level before NMS
     nms_thresh: float = 0.6
     max_detections: int = 100
     train_score_thresh: float = 0.05   # detections fed to the panoptic head in training
@@ -300,5 +301,6 @@ def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
     affinity = AffinityHead(decoder(), cfg.affinity_channels, cfg.affinity_activation,
                             cfg.affinity_normalize) if cfg.affinity else None
     detector = FCOS(channels, cfg.num_things, cfg.detector_levels, cfg.detector_convs, cfg.size_limits,
-                    cfg.center_radius, cfg.box_loss, nms_thresh=cfg.nms_thresh, max_detections=cfg.max_detections)
+                    cfg.center_radius, cfg.box_loss, pre_nms_top_n=cfg.pre_nms_top_n, nms_thresh=cfg.nms_thresh,
+                    max_detections=cfg.max_detections)
     return PanopticModel(cfg, build_backbone(cfg.backbone), SemanticHead(decoder(), cfg.num_classes), detector, affinity)
