@@ -82,12 +82,11 @@ def load_checkpoint(dir_or_path: str | Path, expected_model_type: str | None = N
     """
     weights, _ = checkpoint_paths(dir_or_path)
     tensors, meta = _read_safetensors(weights)
-    if expected_model_type is not None and meta.get("model_type") != expected_model_type:
-        found = meta.get("model_type")
-        raise ConfigError(f"{weights}: checkpoint is a {found!r} model, expected a "
-                          f"{expected_model_type!r} model" if found else
-                          f"{weights}: checkpoint has no model type, expected a "
-                          f"{expected_model_type!r} model")
+    found = meta.get("model_type")
+    if expected_model_type is not None and found != expected_model_type:
+        what = f"is a {found!r} model" if found else "has no model type"
+        raise ConfigError(f"{weights}: checkpoint {what}, expected a {expected_model_type!r} "
+                          "model")
     return tensors, meta
 
 

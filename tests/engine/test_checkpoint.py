@@ -44,6 +44,8 @@ def test_checkpoint_file_paths_and_plain_safetensors(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     state, meta = load_checkpoint(tmp_path / "plain.safetensors")
     assert meta == {} and torch.equal(state["w"], torch.zeros(1))
+    with pytest.raises(ConfigError, match="checkpoint has no model type, expected a 'ppmn'"):
+        load_checkpoint(tmp_path / "plain.safetensors", expected_model_type="ppmn")
 
 
 def test_checkpoint_errors_name_file_and_types(tmp_path):
