@@ -12,6 +12,8 @@ from tqdm import tqdm
 from groundkit.config import config_to_dict
 from groundkit.data.formats import grounding_record
 from groundkit.data.grounding import GroundingDataConfig, GroundingDataset, collate_grounding
+from groundkit.engine.checkpoint import seed_everything
+from groundkit.engine.distributed import cleanup_distributed
 from groundkit.engine.trainer import Trainer, TrainerConfig
 from groundkit.metrics.files import PhraseIoUs, grounding_masks, png_phrase_ious
 from groundkit.models import GROUNDING_MODELS, model_spec
@@ -93,6 +95,7 @@ def train_grounding(cfg: Any, resume: bool = False) -> dict[str, float]:
                                            data.max_items)
     val_set = GroundingDataset.from_root(data.root, data.val_split, data.resize, data.cache,
                                          cfg.eval.max_items)
+    seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed
     model = build_grounding_model(cfg.model_type, cfg.model)
     if model.text_cache is not None:  # encode every caption once, before the clock of epoch 1
         model.text_cache.get_or_compute([n.caption for n in train_set.narratives])
@@ -103,7 +106,10 @@ def train_grounding(cfg: Any, resume: bool = False) -> dict[str, float]:
 
     trainer = Trainer(model, train_set, collate_grounding, cfg.trainer, evaluate,
                       model_type=cfg.model_type, experiment_config=config_to_dict(cfg))
-    return trainer.fit(resume=resume)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        cleanup_distributed()
 
 
 def load_grounding_model(checkpoint: str | Path, device: str | torch.device = "cpu"

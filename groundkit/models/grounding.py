@@ -14,6 +14,7 @@ Batch contract (built by ``groundkit.data.grounding.collate_grounding``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -36,7 +37,11 @@ class GroundingModelConfig:
     text_adapter_layers: int = 0      # trainable transformer layers over frozen text (0 = paper)
     neck_channels: int = 256
     hidden_dim: int = 256
-    max_queries: int = 64             # word pieces of grounded phrases per caption
+    # "phrase": one query per phrase, its word pieces mean-pooled (the papers' R, N x C);
+    # "word_piece": one query per word piece, each trained with its phrase's mask and the maps
+    # averaged per phrase at inference (the official PPMN code).
+    query: Literal["phrase", "word_piece"] = "phrase"
+    max_queries: int = 64             # queries (phrases or word pieces) per caption
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     dice_eps: float = 2e-3
@@ -115,6 +120,8 @@ class GroundingModel(nn.Module):
                 index[b, :len(tokens)] = torch.tensor([t for t, _ in tokens], device=device)
                 phrase[b, :len(tokens)] = torch.tensor([p for _, p in tokens], device=device)
         gathered = torch.gather(features, 1, index[..., None].expand(-1, -1, features.shape[-1]))
+        if self.cfg.query == "phrase":
+            gathered, phrase = pool_phrases(gathered, phrase, [len(s) for s in spans])
         return Queries(self.text_proj(gathered), phrase)
 
     def _phrase_tokens(self, caption: str, spans: list[tuple[int, int]], offsets: torch.Tensor
@@ -127,10 +134,11 @@ class GroundingModel(nn.Module):
                 raise InputError(f"phrase {caption[span[0]:span[1]]!r} at characters {span} of the "
                                  f"caption has no word piece within the text encoder's limit")
             tokens += [(i, p) for i in indices]
-        if len(tokens) > self.cfg.max_queries:
-            raise InputError(f"the phrases of this caption have {len(tokens)} word pieces; the model "
-                             f"takes at most {self.cfg.max_queries} (max_queries): ground fewer "
-                             f"phrases per call")
+        count = len(spans) if self.cfg.query == "phrase" else len(tokens)
+        if count > self.cfg.max_queries:
+            unit = "phrases" if self.cfg.query == "phrase" else "word pieces of phrases"
+            raise InputError(f"this caption has {count} {unit}; the model takes at most "
+                             f"{self.cfg.max_queries} (max_queries): ground fewer phrases per call")
         return tokens
 
     # --- training and inference ---------------------------------------------------------------
@@ -191,6 +199,21 @@ def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str, local_metad
 def _allow_missing_text_encoder(module: nn.Module, incompatible_keys) -> None:
     missing = incompatible_keys.missing_keys
     missing[:] = [k for k in missing if not k.startswith("text_encoder.")]
+
+
+def pool_phrases(features: torch.Tensor, phrase: torch.Tensor, num_phrases: list[int]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each phrase's word-piece features.
+
+    features: ``(B, Q, D)``; phrase: ``(B, Q)`` (-1 = padding) -> ``(B, P, D)`` and the phrase
+    index of each pooled query ``(B, P)`` (-1 where an image has fewer than P phrases).
+    """
+    p = max(num_phrases + [1])
+    one_hot = F.one_hot(phrase.clamp(min=0), p).to(features.dtype) * (phrase >= 0)[..., None]
+    pooled = torch.einsum("bqp,bqd->bpd", one_hot, features) / one_hot.sum(1).clamp(min=1)[..., None]
+    index = torch.arange(p, device=phrase.device).expand(len(num_phrases), p)
+    valid = index < torch.tensor(num_phrases, device=phrase.device)[:, None]
+    return pooled, torch.where(valid, index, torch.full_like(index, -1))
 
 
 def phrase_probabilities(probs: torch.Tensor, phrase: torch.Tensor, num_phrases: list[int]

@@ -4,7 +4,7 @@ import torch
 
 from groundkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from groundkit.errors import InputError
-from groundkit.models.grounding import phrase_probabilities, postprocess_grounding
+from groundkit.models.grounding import phrase_probabilities, pool_phrases, postprocess_grounding
 from groundkit.models.ppmn import PPMNConfig, gather_top_pixels, matching_logits
 from groundkit.text.encoder import TextEncoder
 from groundkit.vision.backbone import BackboneConfig
@@ -85,10 +85,26 @@ def test_eval_returns_one_map_per_phrase(encoder):
     assert 0 <= out[0].min() and out[0].max() <= 1
 
 
-def test_too_many_word_pieces_is_a_clear_error(encoder):
-    model = build_ppmn_with(encoder, max_queries=3).eval()
+@pytest.mark.parametrize("query, limit", [("word_piece", 3), ("phrase", 1)])
+def test_too_many_queries_is_a_clear_error(encoder, query, limit):
+    model = build_ppmn_with(encoder, query=query, max_queries=limit).eval()
     with pytest.raises(InputError, match="max_queries"):
         model(tiny_batch(b=1))
+
+
+def test_pool_phrases_averages_word_pieces_per_phrase():
+    features = torch.arange(12.0).reshape(1, 4, 3)
+    pooled, index = pool_phrases(features, torch.tensor([[0, 0, 1, -1]]), [2])
+    assert torch.equal(pooled[0, 0], features[0, :2].mean(0))
+    assert torch.equal(pooled[0, 1], features[0, 2]) and index.tolist() == [[0, 1]]
+
+
+@pytest.mark.parametrize("query", ["phrase", "word_piece"])
+def test_both_query_modes_train_and_predict(encoder, query):
+    model = build_ppmn_with(encoder, query=query)
+    model(tiny_batch())["loss"].backward()
+    with torch.no_grad():
+        assert model.eval()(tiny_batch(b=1))[0].shape == (2, 16, 16)
 
 
 def test_checkpoint_leaves_out_the_frozen_encoder(encoder, tmp_path):
