@@ -6,8 +6,12 @@ affinity ``phi0(Q) phi1(Q)^T`` is ``N x N`` (18 GB in float32 for a 200 x 336 gr
 evaluated right to left: ``phi1(Q)^T Psi`` is only ``C x K``, and the largest new tensors are the
 ``N x C`` maps phi0(Q), phi1(Q) and the ``N x K`` output.
 
-The paper leaves the scale of the sum over N pixels open; by default it is divided by N so that the
-residual term has the same magnitude at every image size (``normalize=False`` gives Eq. 4 verbatim).
+phi = 1x1 conv + activation. The paper names neither the activation nor the scale of the sum over N
+pixels. Element-wise activations (``relu``, the default, ``sigmoid``, ``softplus``) sum over pixels,
+divided by N when ``normalize`` so the term has the same magnitude at every image size
+(``normalize=False`` is Eq. 4 verbatim). ``softmax`` is the efficient attention of the paper's [23]:
+phi0 a softmax over channels at each pixel, phi1 a softmax over pixels in each channel, so the
+context is a weighted *average* of Psi and large channels (stuff) get no advantage from their area.
 """
 from __future__ import annotations
 
@@ -16,8 +20,21 @@ from torch import nn
 
 from groundkit.models.panoptic.semantic_head import FeatureDecoder
 
-# In place where possible: phi(Q) is the largest tensor of the step, so the activation must not copy it.
-ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid, "softplus": nn.Softplus}
+ACTIVATIONS = ("relu", "sigmoid", "softplus", "softmax")
+
+
+def activate(x: torch.Tensor, kind: str, role: int) -> torch.Tensor:
+    """phi's activation of ``x (C, N)``; ``role`` 0 (phi0) or 1 (phi1) picks softmax's axis.
+
+    ReLU works in place: phi(Q) is the largest tensor of the step, so the activation must not copy it.
+    """
+    if kind == "relu":
+        return x.relu_()
+    if kind == "sigmoid":
+        return x.sigmoid()
+    if kind == "softplus":
+        return nn.functional.softplus(x)
+    return x.softmax(dim=role)  # phi0: over channels (dim 0); phi1: over pixels (dim 1)
 
 
 def apply_affinity(a0: torch.Tensor, a1: torch.Tensor, psi: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -42,18 +59,24 @@ class AffinityHead(nn.Module):
                  normalize: bool = True) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"affinity activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(f"affinity activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.decoder = decoder
         self.project = nn.Conv2d(decoder.out_channels, channels, 1)
-        self.phi0 = nn.Sequential(nn.Conv2d(channels, channels, 1), ACTIVATIONS[activation]())
-        self.phi1 = nn.Sequential(nn.Conv2d(channels, channels, 1), ACTIVATIONS[activation]())
-        self.normalize = normalize
+        self.phi0 = nn.Conv2d(channels, channels, 1)
+        self.phi1 = nn.Conv2d(channels, channels, 1)
+        self.activation = activation
+        self.normalize = normalize and activation != "softmax"  # a softmax over pixels already averages
 
     def features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.project(self.decoder(features))
 
+    def phi(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi0(Q), phi1(Q) of one image ``q (C, h, w)``, each ``(C, N)``."""
+        a0 = activate(self.phi0(q[None])[0].flatten(1), self.activation, 0)
+        a1 = activate(self.phi1(q[None])[0].flatten(1), self.activation, 1)
+        return a0, a1
+
     def forward(self, q: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         k, h, w = psi.shape
-        a0 = self.phi0(q[None])[0].flatten(1)  # (C, N)
-        a1 = self.phi1(q[None])[0].flatten(1)
+        a0, a1 = self.phi(q)
         return apply_affinity(a0, a1, psi.reshape(k, h * w), self.normalize).reshape(k, h, w)

@@ -54,8 +54,8 @@ class PanopticConfig:
     decoder_convs: int = 2
     affinity: bool = True              # False: P = Psi (the paper's model A / C2)
     affinity_channels: int = 128       # C
-    affinity_activation: str = "relu"
-    affinity_normalize: bool = True    # divide phi1(Q)^T Psi by the pixel count
+    affinity_activation: str = "relu"  # or sigmoid, softplus, softmax (efficient attention)
+    affinity_normalize: bool = True    # divide phi1(Q)^T Psi by the pixel count (not with softmax)
     potential_variant: Literal["A", "B", "C"] = "C"
     detector_levels: int = 5           # P3..P7
     detector_convs: int = 4
@@ -84,7 +84,7 @@ class PanopticConfig:
         if self.potential_variant not in VARIANTS:
             raise ConfigError(f"panoptic.potential_variant: expected one of {VARIANTS}, got {self.potential_variant!r}")
         if self.affinity_activation not in ACTIVATIONS:
-            raise ConfigError(f"panoptic.affinity_activation: expected one of {sorted(ACTIVATIONS)}, "
+            raise ConfigError(f"panoptic.affinity_activation: expected one of {ACTIVATIONS}, "
                               f"got {self.affinity_activation!r}")
         if len(self.size_limits) != self.detector_levels - 1:
             raise ConfigError(f"panoptic.size_limits: expected {self.detector_levels - 1} limits for "
