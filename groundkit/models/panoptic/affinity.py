@@ -71,10 +71,15 @@ class AffinityHead(nn.Module):
         return self.project(self.decoder(features))
 
     def phi(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """phi0(Q), phi1(Q) of one image ``q (C, h, w)``, each ``(C, N)``."""
-        a0 = activate(self.phi0(q[None])[0].flatten(1), self.activation, 0)
-        a1 = activate(self.phi1(q[None])[0].flatten(1), self.activation, 1)
-        return a0, a1
+        """phi0(Q), phi1(Q) of one image ``q (C, h, w)``, each ``(C, N)``.
+
+        The 1x1 convs run as one matrix product each, whose output is a fresh tensor rather than a
+        view: an in-place activation on a view would make autograd copy the whole base in backward.
+        """
+        flat = q.flatten(1)
+        a0 = torch.addmm(self.phi0.bias[:, None], self.phi0.weight.flatten(1), flat)
+        a1 = torch.addmm(self.phi1.bias[:, None], self.phi1.weight.flatten(1), flat)
+        return activate(a0, self.activation, 0), activate(a1, self.activation, 1)
 
     def forward(self, q: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
         k, h, w = psi.shape
