@@ -62,10 +62,11 @@ def main() -> None:
     avoided = 4 * n * n
     budget = 0.01 * avoided
     analytic = 4 * (2 * n * c + c * k + n * k)
-    print(f"grid {args.height} x {args.width} (N = {n}), Psi channels K = {k}, affinity channels C = {c}")
+    print(f"grid {args.height} x {args.width} (N = {n}), Psi channels K = {k}, "
+          f"affinity channels C = {c}")
     print(f"avoided N x N float32 affinity: {avoided / MB:,.0f} MiB; 1% of it: {budget / MB:,.1f} MiB")
-    print(f"analytic extra, forward (phi0(Q), phi1(Q), C x K context, K x N output): {analytic / MB:.1f} MiB "
-          f"= {100 * analytic / avoided:.3f}%")
+    print(f"analytic extra, forward (phi0(Q), phi1(Q), C x K context, K x N output): "
+          f"{analytic / MB:.1f} MiB = {100 * analytic / avoided:.3f}%")
 
     def inference():
         with torch.no_grad():
@@ -79,15 +80,17 @@ def main() -> None:
         p.sum().backward()
         return q.grad, psi.grad
 
-    for name, step in (("inference forward", inference), ("training forward (graph kept)", training_forward),
-                       ("training forward + backward", training_step)):
+    steps = {"inference forward": inference, "training forward (graph kept)": training_forward,
+             "training forward + backward": training_step}
+    for name, step in steps.items():
         extra = peak_extra_bytes(step)
         q.grad = psi.grad = None
         verdict = "PASS" if extra < budget else "over"
-        print(f"measured peak extra, {name}: {extra / MB:.1f} MiB = {100 * extra / avoided:.3f}% [{verdict}]")
+        print(f"measured peak extra, {name}: {extra / MB:.1f} MiB = "
+              f"{100 * extra / avoided:.3f}% [{verdict}]")
     own = 4 * (n * c + 2 * n * k)
-    print(f"(backward includes the gradients of Q, Psi and of the output P themselves, {own / MB:.1f} MiB, "
-          f"which any differentiable layer with these inputs needs)")
+    print(f"(backward includes the gradients of Q, Psi and of the output P themselves, "
+          f"{own / MB:.1f} MiB, which any differentiable layer with these inputs needs)")
 
 
 if __name__ == "__main__":

@@ -46,16 +46,21 @@ class PanopticSegDataset(Dataset):
     non-crowd thing segments; ``image_id``; ``orig_size (H, W)``; ``input_size (h, w)``.
     """
 
-    def __init__(self, root: str | Path, split: str, resize: ResizeConfig | None = None, flip: bool = False,
-                 cache: bool = False, max_items: int | None = None, thing_ids: Sequence[int] | None = None,
+    def __init__(self, root: str | Path, split: str, resize: ResizeConfig | None = None,
+                 flip: bool = False, cache: bool = False, max_items: int | None = None,
+                 thing_ids: Sequence[int] | None = None,
                  stuff_ids: Sequence[int] | None = None) -> None:
-        self.paths = SplitPaths.from_root(root, split).require("images", "panoptic_json", "panoptic_dir")
+        self.paths = SplitPaths.from_root(root, split).require("images", "panoptic_json",
+                                                                "panoptic_dir")
         self.panoptic = load_panoptic(self.paths.panoptic_json, self.paths.panoptic_dir)
         self.resize = resize or ResizeConfig()
         self.flip = flip
         cats = self.panoptic.categories.values()
-        self.thing_ids = tuple(thing_ids) if thing_ids is not None else tuple(sorted(c.id for c in cats if c.isthing))
-        self.stuff_ids = tuple(stuff_ids) if stuff_ids is not None else tuple(sorted(c.id for c in cats if not c.isthing))
+        if thing_ids is None:
+            thing_ids = sorted(c.id for c in cats if c.isthing)
+        if stuff_ids is None:
+            stuff_ids = sorted(c.id for c in cats if not c.isthing)
+        self.thing_ids, self.stuff_ids = tuple(thing_ids), tuple(stuff_ids)
         self.label_of = {cid: i for i, cid in enumerate(self.thing_ids + self.stuff_ids)}
         self._check_categories()
         self.image_ids = sorted(self.panoptic.annotations)[:max_items]
@@ -66,8 +71,9 @@ class PanopticSegDataset(Dataset):
             expected = self.thing_ids if c.isthing else self.stuff_ids
             if c.id not in expected:
                 kind = "thing" if c.isthing else "stuff"
-                raise FormatError(self.paths.panoptic_json, f"{kind} category {c.id} ({c.name!r}) is not among "
-                                  f"the model's {kind}_ids {list(expected)}", item=f"category {c.id}", field="isthing")
+                raise FormatError(self.paths.panoptic_json, f"{kind} category {c.id} ({c.name!r}) is "
+                                  f"not among the model's {kind}_ids {list(expected)}",
+                                  item=f"category {c.id}", field="isthing")
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -86,19 +92,20 @@ class PanopticSegDataset(Dataset):
         record = self.panoptic.images[image_id]
         image = read_image(self.paths.images / record.file_name)
         if image.shape[:2] != (record.height, record.width):
-            raise FormatError(self.paths.panoptic_json, f"expected {record.height}x{record.width} from the JSON, "
-                              f"the image file is {image.shape[0]}x{image.shape[1]}",
+            raise FormatError(self.paths.panoptic_json, f"expected {record.height}x{record.width} "
+                              f"from the JSON, the image file is {image.shape[0]}x{image.shape[1]}",
                               item=f"image {image_id} ({record.file_name})", field="height/width")
         size = target_size(*image.shape[:2], self.resize)
         ids = torch.from_numpy(self.panoptic.id_map(image_id))
         if tuple(ids.shape) != size:
             ids = F.interpolate(ids[None, None].double(), size=size, mode="nearest")[0, 0].long()
         semantic, classes, masks = self._targets(image_id, ids)
-        return {"image": image_to_tensor(image, size), "semantic": semantic, "boxes": masks_to_boxes(masks),
-                "classes": classes, "masks": masks, "image_id": image_id,
-                "orig_size": (record.height, record.width), "input_size": size}
+        return {"image": image_to_tensor(image, size), "semantic": semantic,
+                "boxes": masks_to_boxes(masks), "classes": classes, "masks": masks,
+                "image_id": image_id, "orig_size": (record.height, record.width), "input_size": size}
 
-    def _targets(self, image_id: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _targets(self, image_id: int, ids: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         semantic = torch.full(ids.shape, IGNORE, dtype=torch.long)
         classes, masks = [], []
         for seg in self.panoptic.annotation(image_id).segments:

@@ -37,7 +37,8 @@ def activate(x: torch.Tensor, kind: str, role: int) -> torch.Tensor:
     return x.softmax(dim=role)  # phi0: over channels (dim 0); phi1: over pixels (dim 1)
 
 
-def apply_affinity(a0: torch.Tensor, a1: torch.Tensor, psi: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+def apply_affinity(a0: torch.Tensor, a1: torch.Tensor, psi: torch.Tensor,
+                   normalize: bool = True) -> torch.Tensor:
     """``Psi + a0^T (a1 Psi^T)`` in channels-first layout, without forming the N x N affinity.
 
     a0, a1: ``(C, N)`` = phi0(Q), phi1(Q) transposed; psi: ``(K, N)``. Returns P ``(K, N)``.

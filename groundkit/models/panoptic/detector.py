@@ -40,8 +40,10 @@ class LevelOutputs:
     level: torch.Tensor
 
 
-def cell_centres(size: tuple[int, int], stride: int, device: torch.device | None = None) -> torch.Tensor:
-    """Centres ``(h*w, 2)`` as ``(x, y)`` pixels of a stride-``stride`` grid of ``size = (h, w)``, row-major."""
+def cell_centres(size: tuple[int, int], stride: int,
+                 device: torch.device | None = None) -> torch.Tensor:
+    """Centres ``(h*w, 2)`` as ``(x, y)`` pixels of a stride-``stride`` grid of ``size = (h, w)``,
+    row-major."""
     h, w = size
     ys = torch.arange(h, device=device, dtype=torch.float32) * stride + stride // 2
     xs = torch.arange(w, device=device, dtype=torch.float32) * stride + stride // 2
@@ -56,11 +58,12 @@ class FCOSHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, strides: tuple[int, ...],
                  num_convs: int = 4, prior_prob: float = 0.01) -> None:
         super().__init__()
-        self.cls_tower = nn.Sequential(*[ConvGNReLU(in_channels, in_channels) for _ in range(num_convs)])
-        self.box_tower = nn.Sequential(*[ConvGNReLU(in_channels, in_channels) for _ in range(num_convs)])
-        self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
-        self.ltrb_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
-        self.ctr_logits = nn.Conv2d(in_channels, 1, 3, padding=1)
+        c = in_channels
+        self.cls_tower = nn.Sequential(*[ConvGNReLU(c, c) for _ in range(num_convs)])
+        self.box_tower = nn.Sequential(*[ConvGNReLU(c, c) for _ in range(num_convs)])
+        self.cls_logits = nn.Conv2d(c, num_classes, 3, padding=1)
+        self.ltrb_pred = nn.Conv2d(c, 4, 3, padding=1)
+        self.ctr_logits = nn.Conv2d(c, 1, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(len(strides)))
         self.strides = strides
         for conv in (self.cls_logits, self.ltrb_pred, self.ctr_logits):
@@ -69,7 +72,8 @@ class FCOSHead(nn.Module):
         # Focal-loss prior: every location starts as background with probability 1 - prior_prob.
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
-    def forward(self, features: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def forward(self, features: list[torch.Tensor]
+                ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         out = []
         for i, (x, stride) in enumerate(zip(features, self.strides)):
             box = self.box_tower(x)
@@ -99,8 +103,8 @@ class FCOS(nn.Module):
             raise ValueError(f"FCOS: box_loss must be 'giou' or 'iou', got {box_loss!r}")
         self.num_classes = num_classes
         self.strides = tuple(8 * 2 ** i for i in range(num_levels))
-        self.limits = [(-1.0 if i == 0 else size_limits[i - 1], INF if i == num_levels - 1 else size_limits[i])
-                       for i in range(num_levels)]
+        bounds = [-1.0, *size_limits, INF]  # level i takes max(l, t, r, b) in (bounds[i], bounds[i+1]]
+        self.limits = list(zip(bounds[:-1], bounds[1:]))
         extra = max(0, num_levels - 3)
         self.extra = nn.ModuleList([nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1)
                                     for _ in range(extra)])
@@ -183,15 +187,16 @@ class FCOS(nn.Module):
             boxes.append(clip_boxes(torch.cat([pts - d[:, :2], pts + d[:, 2:]], dim=1), size))
             classes.append(cand[:, 1])
         boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & (scores.detach() >= score_thresh)
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        valid &= scores.detach() >= score_thresh
         boxes, scores, classes = boxes[valid], scores[valid], classes[valid]
         keep = batched_nms(boxes, scores.detach(), classes, self.nms_thresh)[:self.max_detections]
         return {"boxes": boxes[keep], "scores": scores[keep], "classes": classes[keep]}
 
 
-def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Tensor, gt_boxes: torch.Tensor,
-                   gt_classes: torch.Tensor, num_classes: int, center_radius: float = 1.5
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Tensor,
+                   gt_boxes: torch.Tensor, gt_classes: torch.Tensor, num_classes: int,
+                   center_radius: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
     """FCOS target assignment for one image.
 
     points: ``(N, 2)`` cell centres; strides: ``(N,)``; limits: ``(N, 2)`` the level's ``(lo, hi]``
@@ -206,7 +211,8 @@ def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Te
         return (torch.full((n,), num_classes, dtype=torch.long, device=points.device),
                 torch.zeros(n, 4, device=points.device))
     x, y = points[:, 0, None], points[:, 1, None]  # (N, 1)
-    ltrb = torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1], gt_boxes[:, 2] - x, gt_boxes[:, 3] - y], dim=2)
+    ltrb = torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1],
+                        gt_boxes[:, 2] - x, gt_boxes[:, 3] - y], dim=2)  # (N, G, 4)
     inside = ltrb.min(dim=2).values > 0  # (N, G)
     if center_radius > 0:
         centre = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (G, 2)
@@ -227,8 +233,7 @@ def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Te
 def centerness(ltrb: torch.Tensor) -> torch.Tensor:
     """``(P, 4)`` positive distances -> ``(P,)`` ``sqrt(min(l,r)/max(l,r) * min(t,b)/max(t,b))``."""
     lr, tb = ltrb[:, [0, 2]], ltrb[:, [1, 3]]
-    ratio = (lr.min(dim=1).values / lr.max(dim=1).values) * (tb.min(dim=1).values / tb.max(dim=1).values)
-    return ratio.sqrt()
+    return (lr.amin(1) / lr.amax(1) * tb.amin(1) / tb.amax(1)).sqrt()
 
 
 def ltrb_iou_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "giou") -> torch.Tensor:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 
 
-def heuristic_merge(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, semantic: torch.Tensor,
-                    num_things: int, score_thresh: float = 0.5, overlap_thresh: float = 0.5,
-                    stuff_area_min: int = 4096) -> tuple[torch.Tensor, list[dict]]:
+def heuristic_merge(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
+                    semantic: torch.Tensor, num_things: int, score_thresh: float = 0.5,
+                    overlap_thresh: float = 0.5, stuff_area_min: int = 4096
+                    ) -> tuple[torch.Tensor, list[dict]]:
     """Merge instance and semantic predictions of one image.
 
     masks: ``(D, H, W)`` bool; scores: ``(D,)``; classes: ``(D,)`` thing labels; semantic: ``(H, W)``
@@ -30,7 +31,8 @@ def heuristic_merge(masks: torch.Tensor, scores: torch.Tensor, classes: torch.Te
         free = masks[k] & (id_map == 0)
         if area - int(free.sum()) > overlap_thresh * area:
             continue
-        segments.append({"id": len(segments) + 1, "label": int(classes[k]), "isthing": True, "score": score})
+        segments.append({"id": len(segments) + 1, "label": int(classes[k]), "isthing": True,
+                         "score": score})
         id_map[free] = len(segments)
     for label in torch.unique(semantic).tolist():
         if label < num_things:

@@ -19,7 +19,8 @@ IGNORE = -100  # F.cross_entropy's default ignore_index
 
 
 def match_detections(det_boxes: torch.Tensor, det_classes: torch.Tensor, gt_boxes: torch.Tensor,
-                     gt_classes: torch.Tensor, iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+                     gt_classes: torch.Tensor, iou_threshold: float = 0.5
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Match detections to ground-truth thing segments.
 
     det_boxes: ``(D, 4)`` xyxy; det_classes: ``(D,)``; gt_boxes: ``(G, 4)``; gt_classes: ``(G,)``.

@@ -29,7 +29,8 @@ from groundkit.models.panoptic.detector import FCOS
 from groundkit.models.panoptic.heuristic import heuristic_merge
 from groundkit.models.panoptic.matching import match_detections, panoptic_loss, panoptic_target
 from groundkit.models.panoptic.potential import VARIANTS, box_cells, dynamic_potential
-from groundkit.models.panoptic.semantic_head import FeatureDecoder, SemanticHead, downsample_labels, semantic_loss
+from groundkit.models.panoptic.semantic_head import (FeatureDecoder, SemanticHead, downsample_labels,
+                                                     semantic_loss)
 from groundkit.ops.roi_align import roi_align
 from groundkit.structures import PanopticResult
 from groundkit.vision.backbone import BackboneConfig, ResNetFPN, build_backbone
@@ -37,9 +38,9 @@ from groundkit.vision.backbone import BackboneConfig, ResNetFPN, build_backbone
 STRIDE = 4  # of V, Q, Psi and P
 COCO_THING_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
                   *range(72, 83), *range(84, 91))
-COCO_STUFF_IDS = (92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138, 141, 144, 145,
-                  147, 148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177, 178, 180, 181,
-                  *range(184, 201))
+COCO_STUFF_IDS = (92, 93, 95, 100, 107, 109, 112, 118, 119, 122, 125, 128, 130, 133, 138, 141, 144,
+                  145, 147, 148, 149, 151, 154, 155, 156, 159, 161, 166, 168, 171, 175, 176, 177,
+                  178, 180, 181, *range(184, 201))
 
 
 @dataclass
@@ -78,11 +79,12 @@ class PanopticConfig:
     def __post_init__(self) -> None:
         if not self.thing_ids or not self.stuff_ids:
             raise ConfigError("panoptic: thing_ids and stuff_ids must both be non-empty")
-        if set(self.thing_ids) & set(self.stuff_ids) or len(set(self.thing_ids)) != len(self.thing_ids) \
-                or len(set(self.stuff_ids)) != len(self.stuff_ids):
+        ids = (*self.thing_ids, *self.stuff_ids)
+        if len(set(ids)) != len(ids):
             raise ConfigError("panoptic: thing_ids and stuff_ids must be distinct category ids")
         if self.potential_variant not in VARIANTS:
-            raise ConfigError(f"panoptic.potential_variant: expected one of {VARIANTS}, got {self.potential_variant!r}")
+            raise ConfigError(f"panoptic.potential_variant: expected one of {VARIANTS}, "
+                              f"got {self.potential_variant!r}")
         if self.affinity_activation not in ACTIVATIONS:
             raise ConfigError(f"panoptic.affinity_activation: expected one of {ACTIVATIONS}, "
                               f"got {self.affinity_activation!r}")
@@ -105,8 +107,8 @@ class PanopticModel(nn.Module):
     ``forward(batch)``: losses in train mode (``"loss"`` = weighted total), predictions in eval mode.
     """
 
-    def __init__(self, cfg: PanopticConfig, backbone: ResNetFPN | nn.Module, semantic_head: SemanticHead,
-                 detector: FCOS, affinity: AffinityHead | None) -> None:
+    def __init__(self, cfg: PanopticConfig, backbone: ResNetFPN | nn.Module,
+                 semantic_head: SemanticHead, detector: FCOS, affinity: AffinityHead | None) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
@@ -124,7 +126,8 @@ class PanopticModel(nn.Module):
         q = self.affinity.features(features) if self.affinity is not None else None
         return features, self.semantic_head(features), self.detector(features), q
 
-    def _logits(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor], q: torch.Tensor | None) -> torch.Tensor:
+    def _logits(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor],
+                q: torch.Tensor | None) -> torch.Tensor:
         """P of one image: ``(D + num_stuff, h, w)`` from V ``(L, h, w)`` logits and its detections."""
         psi = dynamic_potential(sem_logits.softmax(0), det["boxes"], det["scores"], det["classes"],
                                 self.cfg.num_things, STRIDE, variant=self.cfg.potential_variant)
@@ -149,13 +152,14 @@ class PanopticModel(nn.Module):
                for i in range(len(images))]
         losses["loss_panoptic"] = torch.stack(pan).mean()
         cfg = self.cfg
-        losses["loss"] = (cfg.detection_weight * (losses["loss_cls"] + losses["loss_box"] + losses["loss_ctr"])
+        detection = losses["loss_cls"] + losses["loss_box"] + losses["loss_ctr"]
+        losses["loss"] = (cfg.detection_weight * detection
                           + cfg.semantic_weight * losses["loss_semantic"]
                           + cfg.panoptic_weight * losses["loss_panoptic"])
         return losses
 
-    def _panoptic_loss(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor], q: torch.Tensor | None,
-                       batch: dict[str, Any], i: int) -> torch.Tensor:
+    def _panoptic_loss(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor],
+                       q: torch.Tensor | None, batch: dict[str, Any], i: int) -> torch.Tensor:
         """Match, drop duplicates, build P from the kept detections, cross-entropy (Sec. 3.5)."""
         keep, det_to_gt = match_detections(det["boxes"], det["classes"], batch["boxes"][i],
                                            batch["classes"][i], self.cfg.match_iou)
@@ -163,7 +167,8 @@ class PanopticModel(nn.Module):
         logits = self._logits(sem_logits, kept, q)
         grid = logits.shape[-2:]
         target = panoptic_target(downsample_labels(batch["semantic"][i], grid),
-                                 downsample_labels(batch["masks"][i], grid), det_to_gt[keep], self.cfg.num_things)
+                                 downsample_labels(batch["masks"][i], grid), det_to_gt[keep],
+                                 self.cfg.num_things)
         return panoptic_loss(logits, target)
 
     # --- inference -----------------------------------------------------------------------------
@@ -181,31 +186,34 @@ class PanopticModel(nn.Module):
         orig_sizes = [tuple(s) for s in (orig_sizes or sizes)]
         _, sem_logits, out, q = self._heads(images)
         dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
-        results = []
+        padded, results = images.shape[-2:], []
         for i, det in enumerate(dets):
             if self.cfg.merge == "heuristic":
-                id_map, segments = self._heuristic(sem_logits[i], det, images.shape[-2:], sizes[i], orig_sizes[i])
+                id_map, segments = self._heuristic(sem_logits[i], det, padded, sizes[i], orig_sizes[i])
             else:
                 logits = self._logits(sem_logits[i], det, None if q is None else q[i])
-                channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], orig_sizes[i])
-                id_map, segments = channels_to_segments(channels, det, self.cfg.num_things, self.cfg.stuff_area_min)
+                channels = upsampled_argmax(logits, padded, sizes[i], orig_sizes[i])
+                id_map, segments = channels_to_segments(channels, det, self.cfg.num_things,
+                                                        self.cfg.stuff_area_min)
             results.append(self._result(id_map, segments))
         return results
 
-    def _heuristic(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor], padded: tuple[int, int],
-                   size: tuple[int, int], orig: tuple[int, int]) -> tuple[torch.Tensor, list[dict]]:
+    def _heuristic(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor],
+                   padded: tuple[int, int], size: tuple[int, int], orig: tuple[int, int]
+                   ) -> tuple[torch.Tensor, list[dict]]:
         """Panoptic FPN merge; a box-only model's instance mask is its box on the semantic argmax."""
         semantic = upsampled_argmax(sem_logits, padded, size, orig)
         scale = torch.tensor([orig[1] / size[1], orig[0] / size[0]] * 2, device=det["boxes"].device)
-        masks = box_cells(det["boxes"] * scale, orig, stride=1).bool() & (semantic[None] == det["classes"][:, None, None])
+        in_box = box_cells(det["boxes"] * scale, orig, stride=1).bool()
+        masks = in_box & (semantic[None] == det["classes"][:, None, None])
         return heuristic_merge(masks, det["scores"], det["classes"], semantic, self.cfg.num_things,
-                               score_thresh=self.cfg.test_score_thresh, stuff_area_min=self.cfg.stuff_area_min)
+                               score_thresh=self.cfg.test_score_thresh,
+                               stuff_area_min=self.cfg.stuff_area_min)
 
     def _result(self, id_map: torch.Tensor, segments: list[dict]) -> PanopticResult:
-        cfg = self.cfg
+        category_ids = (*self.cfg.thing_ids, *self.cfg.stuff_ids)  # indexed by label
         info = [{"id": s["id"], "isthing": s["isthing"], "score": s["score"],
-                 "category_id": cfg.thing_ids[s["label"]] if s["isthing"] else cfg.stuff_ids[s["label"] - cfg.num_things]}
-                for s in segments]
+                 "category_id": category_ids[s["label"]]} for s in segments]
         return PanopticResult(id_map.cpu().numpy().astype(np.int64), info)
 
     @torch.no_grad()
@@ -222,9 +230,11 @@ class PanopticModel(nn.Module):
         for i, det in enumerate(dets):
             logits = self._logits(sem_logits[i], det, None if q is None else q[i])
             channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], sizes[i])
-            det["masks"] = channels[None] == torch.arange(len(det["boxes"]), device=channels.device)[:, None, None]
+            owners = torch.arange(len(det["boxes"]), device=channels.device)
+            det["masks"] = channels[None] == owners[:, None, None]
             det["category_ids"] = ids[det["classes"]]
-            det["features"] = multilevel_roi_align({k: v[i:i + 1] for k, v in features.items()}, det["boxes"], roi_size)
+            one_image = {k: v[i:i + 1] for k, v in features.items()}
+            det["features"] = multilevel_roi_align(one_image, det["boxes"], roi_size)
         return dets
 
 
@@ -244,8 +254,8 @@ def upsampled_argmax(logits: torch.Tensor, padded: tuple[int, int], size: tuple[
     best = torch.full(tuple(out_size), -math.inf, device=logits.device)
     index = torch.zeros(tuple(out_size), dtype=torch.long, device=logits.device)
     for start in range(0, len(logits), chunk):
-        x = F.interpolate(logits[None, start:start + chunk], size=tuple(padded), mode="bilinear", align_corners=False)
-        x = x[..., :size[0], :size[1]]
+        x = F.interpolate(logits[None, start:start + chunk], size=tuple(padded), mode="bilinear",
+                          align_corners=False)[..., :size[0], :size[1]]
         if tuple(size) != tuple(out_size):
             x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
         value, arg = x[0].max(dim=0)
@@ -265,7 +275,7 @@ def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], n
     """
     d = len(det["boxes"])
     present, areas = torch.unique(channels, return_counts=True)
-    id_of = torch.zeros(int(present.max()) + 1 if len(present) else 1, dtype=torch.long, device=channels.device)
+    id_of = torch.zeros(int(channels.max()) + 1, dtype=torch.long, device=channels.device)
     segments: list[dict] = []
     for channel, area in zip(present.tolist(), areas.tolist()):
         isthing = channel < d
@@ -290,7 +300,8 @@ def multilevel_roi_align(features: dict[str, torch.Tensor], boxes: torch.Tensor,
     for k in range(2, 6):
         sel = torch.nonzero(level == k).flatten()
         if len(sel):
-            out[sel] = roi_align(features[f"p{k}"], [boxes[sel]], output_size, 1.0 / 2 ** k, sampling_ratio=2)
+            out[sel] = roi_align(features[f"p{k}"], [boxes[sel]], output_size, 1.0 / 2 ** k,
+                                 sampling_ratio=2)
     return out
 
 
@@ -300,7 +311,8 @@ def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
     decoder = lambda: FeatureDecoder(channels, cfg.decoder_channels, cfg.decoder_convs)  # noqa: E731
     affinity = AffinityHead(decoder(), cfg.affinity_channels, cfg.affinity_activation,
                             cfg.affinity_normalize) if cfg.affinity else None
-    detector = FCOS(channels, cfg.num_things, cfg.detector_levels, cfg.detector_convs, cfg.size_limits,
-                    cfg.center_radius, cfg.box_loss, pre_nms_top_n=cfg.pre_nms_top_n, nms_thresh=cfg.nms_thresh,
-                    max_detections=cfg.max_detections)
-    return PanopticModel(cfg, build_backbone(cfg.backbone), SemanticHead(decoder(), cfg.num_classes), detector, affinity)
+    detector = FCOS(channels, cfg.num_things, cfg.detector_levels, cfg.detector_convs,
+                    cfg.size_limits, cfg.center_radius, cfg.box_loss, pre_nms_top_n=cfg.pre_nms_top_n,
+                    nms_thresh=cfg.nms_thresh, max_detections=cfg.max_detections)
+    semantic = SemanticHead(decoder(), cfg.num_classes)
+    return PanopticModel(cfg, build_backbone(cfg.backbone), semantic, detector, affinity)

@@ -59,8 +59,8 @@ class SemanticHead(nn.Module):
 def semantic_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """Cross-entropy of stride-4 logits against a full-resolution label map.
 
-    logits: ``(B, L, h, w)``; target: ``(B, H, W)`` int64 with ``H = 4h`` (padded batch), ``ignore_index``
-    for void/padding. The target is sampled at the centre pixel of every stride-4 cell.
+    logits: ``(B, L, h, w)``; target: ``(B, H, W)`` int64 with ``H = 4h`` (padded batch),
+    ``ignore_index`` for void/padding. The target is sampled at the centre pixel of every stride-4 cell.
     """
     target = downsample_labels(target, logits.shape[-2:])
     if not (target != ignore_index).any():

@@ -14,9 +14,10 @@ def literal_affinity(a0, a1, psi, normalize):
 
 def test_right_to_left_equals_literal_formula():
     torch.manual_seed(0)
-    a0, a1, psi = torch.rand(6, 35, dtype=torch.float64), torch.rand(6, 35, dtype=torch.float64), torch.rand(4, 35, dtype=torch.float64)
+    a0, a1, psi = (torch.rand(c, 35, dtype=torch.float64) for c in (6, 6, 4))
     for normalize in (True, False):
-        torch.testing.assert_close(apply_affinity(a0, a1, psi, normalize), literal_affinity(a0, a1, psi, normalize))
+        torch.testing.assert_close(apply_affinity(a0, a1, psi, normalize),
+                                   literal_affinity(a0, a1, psi, normalize))
 
 
 def test_head_matches_literal_and_has_gradients():
