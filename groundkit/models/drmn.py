@@ -128,6 +128,7 @@ class DRMNHead(GroundingHead):
         layer = DeformableEncoderLayer(dim, cfg.ffn_dim, cfg.dropout, len(LEVELS), cfg.heads, cfg.points)
         self.encoder = DeformableEncoder(layer, cfg.encoder_layers) if cfg.encoder_layers > 0 else None
         self.neck_proj = (nn.Conv2d(cfg.neck_channels, dim, 1) if cfg.neck_fusion == "add" else None)
+        self.uses_neck = self.neck_proj is not None
         self.rounds = nn.ModuleList(
             RefinementRound(dim, cfg.top_k, cfg.heads, cfg.points, cfg.ffn_dim, cfg.dropout)
             for _ in range(cfg.refine_rounds))

@@ -51,9 +51,11 @@ class GroundingModelConfig:
 class GroundingHead(nn.Module):
     """A method's head: ``forward(features, queries) -> list of (B, Q, h, w) logits``, one per round.
 
-    ``features`` holds ``"p2".."p5"`` (FPN levels) and ``"neck"`` (stride 8); the last round's
-    logits are the prediction; every round is supervised.
+    ``features`` holds ``"p2".."p5"`` (FPN levels) and, when ``uses_neck``, ``"neck"`` (stride 8);
+    the last round's logits are the prediction; every round is supervised.
     """
+
+    uses_neck: bool = True  # a head that never reads features["neck"] sets False: no neck is built
 
 
 @dataclass
@@ -80,7 +82,9 @@ class GroundingModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = build_backbone(cfg.backbone)
-        self.neck = SemanticFPNNeck(cfg.backbone.fpn_channels, cfg.neck_channels)
+        # An unused neck would cost compute and leave DDP with parameters that get no gradient.
+        self.neck = (SemanticFPNNeck(cfg.backbone.fpn_channels, cfg.neck_channels)
+                     if head.uses_neck else None)
         self.text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text)
         self.text_cache = TextFeatureCache(self.text_encoder) if cfg.freeze_text else None
         text_dim = self.text_encoder.dim
@@ -100,7 +104,8 @@ class GroundingModel(nn.Module):
     def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images: ``(B, 3, H, W)`` -> ``{"p2".."p5", "neck": (B, C, H/8, W/8)}``."""
         features = dict(self.backbone(images))
-        features["neck"] = self.neck(features)
+        if self.neck is not None:
+            features["neck"] = self.neck(features)
         return features
 
     def encode_text(self, captions: list[str], spans: list[list[tuple[int, int]]]) -> Queries:

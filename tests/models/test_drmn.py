@@ -90,6 +90,12 @@ def test_neck_fusion_add_trains_the_neck(encoder):
     assert build(encoder).head.neck_proj is None
 
 
+def test_without_neck_fusion_no_neck_is_built(encoder):
+    model = build(encoder)
+    assert model.neck is None and "neck" not in model.encode_images(tiny_batch()["images"])
+    assert not any(k.startswith("neck.") for k in model.state_dict())
+
+
 def test_refinement_round_matches_a_literal_loop_over_queries():
     torch.manual_seed(3)
     c, h, w, k = 8, 4, 5, 3
