@@ -1,0 +1,61 @@
+"""evaluate / predict / train on a tiny checkpoint and a tiny generated split."""
+import json
+
+import pytest
+
+from groundkit.cli import main
+from groundkit.data.formats import read_grounding_predictions
+from groundkit.metrics.files import score_png_files
+
+
+def test_evaluate_writes_predictions_that_score_the_same(tiny_ppmn_checkpoint, tiny_synthetic,
+                                                         tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(tiny_ppmn_checkpoint), "--data",
+                 str(tiny_synthetic), "--split", "val", "--json", str(out / "scores.json"),
+                 "--pred-out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "plurals" in printed
+    assert (out / "recall_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scores = json.loads((out / "scores.json").read_text())
+    ann = tiny_synthetic / "annotations"
+    again = score_png_files(ann / "png_coco_val.json", ann / "panoptic_val.json",
+                            ann / "panoptic_val", out / "predictions.json").scores()
+    assert scores["overall"]["ar"] == pytest.approx(again["overall"]["ar"], abs=1e-12)
+    assert len(read_grounding_predictions(out / "predictions.json")) == 4
+
+
+def test_predict_writes_overlay_and_rle_json(tiny_ppmn_checkpoint, tiny_synthetic, tmp_path):
+    image = next((tiny_synthetic / "images" / "val").iterdir())
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(tiny_ppmn_checkpoint), "--image", str(image),
+                 "--caption", "There is [a red circle] on [the grass].", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert [p["phrase"] for p in result["phrases"]] == ["a red circle", "the grass"]
+    assert result["phrases"][0]["mask"]["size"] == [64, 64]
+    assert (out / "overlay.png").stat().st_size > 0
+
+
+def test_predict_bad_caption_is_an_error_not_a_traceback(tiny_ppmn_checkpoint, tiny_synthetic,
+                                                         tmp_path, capsys):
+    image = next((tiny_synthetic / "images" / "val").iterdir())
+    code = main(["predict", "--checkpoint", str(tiny_ppmn_checkpoint), "--image", str(image),
+                 "--caption", "an [unclosed phrase", "--out", str(tmp_path)])
+    assert code == 2 and "never closed" in capsys.readouterr().err
+
+
+def test_train_resumes_and_rejects_unknown_keys(tiny_synthetic, tmp_path, capsys):
+    from groundkit.engine.checkpoint import load_checkpoint
+    args = ["train", "--config", "configs/ppmn_synthetic.yaml", f"data.root={tiny_synthetic}",
+            "model.backbone.base_width=8", "model.backbone.fpn_channels=16",
+            "model.neck_channels=16", "model.hidden_dim=16", "model.heads=2", "model.rounds=1",
+            "trainer.batch_size=2", "trainer.epochs=1", "trainer.quiet=true",
+            "trainer.tensorboard=false", f"trainer.out_dir={tmp_path / 'run'}"]
+    assert main(args) == 0
+    state, meta = load_checkpoint(tmp_path / "run")
+    assert meta["model_type"] == "ppmn" and meta["meta"]["epoch"] == 1
+    assert 0 <= meta["meta"]["metrics"]["ar"] <= 1  # evaluated on val after the last epoch
+    assert sum(v.numel() for v in state.values()) < 2_000_000  # no text encoder inside
+    assert main(args[:3] + ["model.roundz=2"]) == 2
+    assert "did you mean 'model.rounds'" in capsys.readouterr().err
