@@ -1,8 +1,10 @@
 """evaluate / predict / train on a tiny checkpoint and a tiny generated split."""
 import json
+from pathlib import Path
 
 import pytest
 
+import groundkit
 from groundkit.cli import main
 from groundkit.data.formats import read_grounding_predictions
 from groundkit.metrics.files import score_png_files
@@ -47,7 +49,8 @@ def test_predict_bad_caption_is_an_error_not_a_traceback(tiny_ppmn_checkpoint, t
 
 def test_train_resumes_and_rejects_unknown_keys(tiny_synthetic, tmp_path, capsys):
     from groundkit.engine.checkpoint import load_checkpoint
-    args = ["train", "--config", "configs/ppmn_synthetic.yaml", f"data.root={tiny_synthetic}",
+    config = Path(groundkit.__file__).parent / "configs" / "ppmn_synthetic.yaml"
+    args = ["train", "--config", str(config), f"data.root={tiny_synthetic}",
             "model.backbone.base_width=8", "model.backbone.fpn_channels=16",
             "model.neck_channels=16", "model.hidden_dim=16", "model.heads=2", "model.rounds=1",
             "trainer.batch_size=2", "trainer.epochs=1", "trainer.quiet=true",
