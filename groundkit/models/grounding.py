@@ -36,6 +36,7 @@ class GroundingModelConfig:
     freeze_text: bool = True
     text_adapter_layers: int = 0      # trainable transformer layers over frozen text (0 = paper)
     neck_channels: int = 256
+    neck_stride: int = 8              # 8 as the papers; 4 for small images (objects of a few cells)
     hidden_dim: int = 256
     # "phrase": one query per phrase, its word pieces mean-pooled (the papers' R, N x C);
     # "word_piece": one query per word piece, each trained with its phrase's mask and the maps
@@ -83,8 +84,8 @@ class GroundingModel(nn.Module):
         self.cfg = cfg
         self.backbone = build_backbone(cfg.backbone)
         # An unused neck would cost compute and leave DDP with parameters that get no gradient.
-        self.neck = (SemanticFPNNeck(cfg.backbone.fpn_channels, cfg.neck_channels)
-                     if head.uses_neck else None)
+        self.neck = (SemanticFPNNeck(cfg.backbone.fpn_channels, cfg.neck_channels,
+                                     stride=cfg.neck_stride) if head.uses_neck else None)
         self.text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text)
         self.text_cache = TextFeatureCache(self.text_encoder) if cfg.freeze_text else None
         text_dim = self.text_encoder.dim
@@ -158,8 +159,10 @@ class GroundingModel(nn.Module):
 
     def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
         """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""
-        return [F.interpolate(l, scale_factor=2, mode="bilinear", align_corners=False)
-                for l in self.head(features, queries.features)]
+        logits = self.head(features, queries.features)
+        size = features["p2"].shape[-2:]  # the stride-4 grid
+        return [l if l.shape[-2:] == size else
+                F.interpolate(l, size=size, mode="bilinear", align_corners=False) for l in logits]
 
     def phrase_maps(self, features: dict[str, torch.Tensor], captions: list[str],
                     spans: list[list[tuple[int, int]]]) -> list[torch.Tensor]:

@@ -19,6 +19,25 @@ def test_output_is_stride_8(h, w):
     assert out.shape == (2, 20, -(-h // 8), -(-w // 8))
 
 
+@pytest.mark.parametrize("h,w", [(64, 96), (100, 132)])
+def test_stride_4_output_is_on_the_p2_grid(h, w):
+    neck = SemanticFPNNeck(in_channels=16, channels=24, stride=4)
+    features = pyramid(16, h, w)
+    assert neck(features).shape == (2, 24, *features["p2"].shape[-2:])
+    assert neck.branches["p2"][0][0].stride == (1, 1)
+
+
+def test_stride_4_upsamples_after_every_conv(monkeypatch):
+    """Panoptic FPN's layout: P3 conv-up; P4 (conv-up) x 2; P5 (conv-up) x 3, ending on P2's grid."""
+    import groundkit.vision.neck as module
+    neck = SemanticFPNNeck(in_channels=8, channels=8, stride=4)
+    calls, interpolate = [], module.F.interpolate
+    monkeypatch.setattr(module.F, "interpolate",
+                        lambda x, size, mode: calls.append(tuple(size)) or interpolate(x, size=size, mode=mode))
+    neck(pyramid(8, 64, 64))
+    assert calls == [(16, 16), (8, 8), (16, 16), (4, 4), (8, 8), (16, 16)]
+
+
 def test_output_width_defaults_to_branch_width():
     assert SemanticFPNNeck(in_channels=16, channels=24).out_channels == 24
 
