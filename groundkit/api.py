@@ -21,7 +21,8 @@ from groundkit.data.images import read_image, to_rgb_array
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, pad_batch, target_size
 from groundkit.errors import InputError
 from groundkit.models.grounding import GroundingModel, postprocess_grounding
-from groundkit.structures import GroundingResult
+from groundkit.models.panoptic import PanopticModel
+from groundkit.structures import Category, GroundingResult, PanopticResult
 from groundkit.text.phrases import check_spans, noun_chunk_spans, parse_marked_caption
 
 ImageLike = Any  # np.ndarray (H, W[, C]), PIL.Image, or a path
@@ -134,3 +135,68 @@ class Grounder:
         masks, scores = postprocess_grounding(probs.cpu(), input_size, orig_size, self.threshold)
         return {"caption": caption, "phrases": [caption[s:e] for s, e in spans], "spans": spans,
                 "masks": masks.numpy(), "scores": scores.numpy()}
+
+
+class Segmenter:
+    """Panoptic segmentation: a panoptic map of each image, and its detections as proposals.
+
+    >>> s = Segmenter.from_pretrained("panoptic-synthetic")
+    >>> result = s.segment("scene.png")           # id_map (H, W), segments_info
+    >>> [s.categories[i["category_id"]].name for i in result.segments_info]
+
+    Args:
+        model: a :class:`~groundkit.models.panoptic.PanopticModel`.
+        resize: how images are sized for the model (the one it was trained with).
+        categories: ``{category_id: Category}`` of the classes the model predicts (names, colours).
+        device: where the model runs (default: CUDA when available).
+    """
+
+    def __init__(self, model: PanopticModel, resize: ResizeConfig | None = None,
+                 categories: dict[int, Category] | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.resize = resize or ResizeConfig()
+        self.categories = categories or {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "panoptic-synthetic",
+                        device: str | torch.device | None = None) -> "Segmenter":
+        """A bundled checkpoint name (``panoptic-synthetic``) or a checkpoint path."""
+        from groundkit.engine.panoptic import load_panoptic_model, model_categories
+
+        model, cfg = load_panoptic_model(name_or_path)
+        return cls(model, cfg.data.resize, model_categories(cfg), device)
+
+    def segment(self, image: ImageLike) -> PanopticResult:
+        """The panoptic map of one image: ``id_map (H, W) int64`` at the image's size (0 = void)
+        and ``segments_info [{"id", "category_id", "isthing", "score"}]``."""
+        return self([image])[0]
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[ImageLike]) -> list[PanopticResult]:
+        """:meth:`segment` of every image, run as one padded batch."""
+        if not images:
+            return []
+        rgbs = [as_rgb(im) for im in images]
+        batch, sizes = self._batch(rgbs)
+        return self.model.predict(batch, sizes, [rgb.shape[:2] for rgb in rgbs])
+
+    @torch.no_grad()
+    def detections(self, image: ImageLike, roi_size: int = 7) -> dict[str, torch.Tensor]:
+        """The model's thing detections on one image, as proposals for other models.
+
+        Returns tensors on :attr:`device`: ``boxes (K, 4)`` xyxy in image pixels, ``scores (K,)``,
+        ``classes (K,)`` thing labels, ``category_ids (K,)``, ``masks (K, H, W) bool`` (each
+        detection's pixels in the panoptic argmax, at the image's size) and
+        ``roi_features (K, C, roi_size, roi_size)`` (RoIAlign on the FPN level of each box).
+        """
+        rgb = as_rgb(image)
+        batch, sizes = self._batch([rgb])
+        return self.model.detections(batch, sizes, [rgb.shape[:2]], roi_size)[0]
+
+    def _batch(self, rgbs: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Resized, normalised and padded ``(B, 3, H, W)`` and the size of each image inside."""
+        sizes = [target_size(*rgb.shape[:2], self.resize) for rgb in rgbs]
+        tensors = [image_to_tensor(rgb, size) for rgb, size in zip(rgbs, sizes)]
+        return pad_batch(tensors, self.resize.size_divisor).to(self.device), sizes

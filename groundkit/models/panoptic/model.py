@@ -218,23 +218,29 @@ class PanopticModel(nn.Module):
 
     @torch.no_grad()
     def detections(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
-                   roi_size: int = 7) -> list[dict[str, torch.Tensor]]:
+                   orig_sizes: list[tuple[int, int]] | None = None, roi_size: int = 7
+                   ) -> list[dict[str, torch.Tensor]]:
         """Detections as proposals for other models, one dict per image:
         ``boxes (D, 4)`` xyxy, ``scores (D,)``, ``classes (D,)`` thing labels, ``category_ids (D,)``,
-        ``masks (D, h, w) bool`` (the detection's pixels in the argmax over P, at ``image_sizes``)
-        and ``features (D, C, roi_size, roi_size)`` RoIAlign-ed from the FPN level of each box."""
+        ``masks (D, H0, W0) bool`` (the detection's pixels in the argmax over P) and
+        ``roi_features (D, C, roi_size, roi_size)`` RoIAlign-ed from the FPN level of each box.
+        Boxes and masks are at ``orig_sizes`` (default: ``image_sizes``), as :meth:`predict`'s maps.
+        """
         sizes = _sizes(image_sizes, images)
+        orig_sizes = [tuple(s) for s in (orig_sizes or sizes)]
         features, sem_logits, out, q = self._heads(images)
         dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
         ids = torch.tensor(self.cfg.thing_ids, device=images.device)
         for i, det in enumerate(dets):
             logits = self._logits(sem_logits[i], det, None if q is None else q[i])
-            channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], sizes[i])
+            channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], orig_sizes[i])
             owners = torch.arange(len(det["boxes"]), device=channels.device)
             det["masks"] = channels[None] == owners[:, None, None]
             det["category_ids"] = ids[det["classes"]]
             one_image = {k: v[i:i + 1] for k, v in features.items()}
-            det["features"] = multilevel_roi_align(one_image, det["boxes"], roi_size)
+            det["roi_features"] = multilevel_roi_align(one_image, det["boxes"], roi_size)
+            (h, w), (h0, w0) = sizes[i], orig_sizes[i]
+            det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w0 / w, h0 / h] * 2)
         return dets
 
 

@@ -70,7 +70,7 @@ def test_detections_for_other_models(batch, make_model):
     assert n > 0
     assert d["masks"].shape == (n, 60, 90) and d["masks"].dtype == torch.bool
     assert d["masks"].sum(0).max() <= 1  # one owner per pixel
-    assert d["features"].shape == (n, 16, 7, 7) and d["scores"].shape == (n,)
+    assert d["roi_features"].shape == (n, 16, 7, 7) and d["scores"].shape == (n,)
     assert set(d["category_ids"].tolist()) <= {1, 2, 3}
 
 
