@@ -1,5 +1,7 @@
 """DRMN: round shapes and losses, gradients to every stage, the batched refinement against a literal
-per-query loop, independence of queries, the T = 0 ablation, checkpoints through the registry."""
+per-query loop, independence of queries, the T = 0 ablation, checkpoints through the registry; each
+on the paper's stride-8 matching grid and, where the grid matters, on the stride-4 one."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,24 +50,41 @@ def tiny_batch(b=2, size=64):
                       for _ in range(b)]}
 
 
+def tiny_model_features(encoder):
+    return build(encoder).encode_images(tiny_batch()["images"])
+
+
 def head_outputs(model, batch):
     features = model.encode_images(batch["images"])
     queries = model.encode_text(batch["captions"], batch["spans"])
     return model.head(features, queries.features), queries
 
 
-@pytest.mark.parametrize("rounds", [0, 2])
-def test_every_round_is_a_stride_8_map_per_query(encoder, rounds):
-    model = build(encoder, refine_rounds=rounds).eval()
+@pytest.mark.parametrize("rounds, stride", [(0, 8), (2, 8), (2, 4)])
+def test_every_round_is_a_map_per_query_on_the_matching_grid(encoder, rounds, stride):
+    model = build(encoder, refine_rounds=rounds, neck_stride=stride).eval()
     with torch.no_grad():
         outputs, queries = head_outputs(model, tiny_batch(size=96))
     assert len(outputs) == rounds + 1
-    assert all(o.shape == (2, queries.features.shape[1], 12, 12) for o in outputs)
+    side = 96 // stride
+    assert all(o.shape == (2, queries.features.shape[1], side, side) for o in outputs)
 
 
-@pytest.mark.parametrize("encoder_layers", [1, 0])
-def test_train_step_supervises_every_round_and_reaches_every_stage(encoder, encoder_layers):
-    model = build(encoder, encoder_layers=encoder_layers).train()
+def test_stride_4_logits_reach_the_loss_unresized(encoder):
+    model = build(encoder, neck_stride=4).eval()
+    batch = tiny_batch()
+    with torch.no_grad():
+        outputs, queries = head_outputs(model, batch)
+        rounds = model.round_logits(model.encode_images(batch["images"]), queries)
+    assert all(torch.equal(a, b) for a, b in zip(outputs, rounds))
+
+
+@pytest.mark.parametrize("encoder_layers, stride, encoder_levels", [(1, 8, 4), (0, 8, 4), (1, 4, 4),
+                                                                   (1, 4, 3)])
+def test_train_step_supervises_every_round_and_reaches_every_stage(encoder, encoder_layers, stride,
+                                                                   encoder_levels):
+    model = build(encoder, encoder_layers=encoder_layers, neck_stride=stride,
+                  encoder_levels=encoder_levels).train()
     losses = model(tiny_batch())
     assert {f"{n}_{r}" for n in ("bce", "dice") for r in range(3)} < set(losses)
     assert torch.isclose(losses["loss"], sum(v for k, v in losses.items() if k != "loss"))
@@ -77,13 +96,14 @@ def test_train_step_supervises_every_round_and_reaches_every_stage(encoder, enco
     for refine in head.rounds:
         assert refine.reencode.self_attn.sampling_offsets.weight.grad.abs().sum() > 0
         assert refine.cross_attn.in_proj_weight.grad.abs().sum() > 0
-    assert head.input_proj[0][0].weight.grad.abs().sum() > 0
+    assert all(proj[0].weight.grad.abs().sum() > 0 for proj in head.input_proj)
     assert model.backbone.body.conv1.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.text_encoder.parameters())
 
 
-def test_neck_fusion_add_trains_the_neck(encoder):
-    model = build(encoder, neck_fusion="add").train()
+@pytest.mark.parametrize("stride", [8, 4])
+def test_neck_fusion_add_trains_the_neck(encoder, stride):
+    model = build(encoder, neck_fusion="add", neck_stride=stride).train()
     model(tiny_batch())["loss"].backward()
     assert model.head.neck_proj.weight.grad.abs().sum() > 0
     assert model.neck.head[0].weight.grad.abs().sum() > 0
@@ -96,9 +116,11 @@ def test_without_neck_fusion_no_neck_is_built(encoder):
     assert not any(k.startswith("neck.") for k in model.state_dict())
 
 
-def test_refinement_round_matches_a_literal_loop_over_queries():
+# The round reads the pyramid below whatever the grid: P3's (stride 8) or P2's (stride 4) size.
+@pytest.mark.parametrize("h, w", [(4, 4), (8, 8), (4, 5)])
+def test_refinement_round_matches_a_literal_loop_over_queries(h, w):
     torch.manual_seed(3)
-    c, h, w, k = 8, 4, 5, 3
+    c, k = 8, 3
     refine = RefinementRound(c, k, heads=2, points=2, ffn_dim=16, dropout=0.0).eval()
     queries, pixels = torch.randn(2, 3, c), torch.randn(2, c, h, w)
     grid, logits = torch.randn(2, c + 2, h, w), torch.randn(2, 3, h, w)
@@ -130,6 +152,31 @@ def test_fuse_averages_levels_on_the_stride_8_grid(encoder):
     assert torch.allclose(fused[0, :, 0, 0], torch.tensor((4.0 + 1 + 2 + 3) / 4))  # P2 cell mean 4
 
 
+def test_fuse_at_stride_4_averages_levels_on_the_p2_grid(encoder):
+    head = build(encoder, neck_stride=4).head
+    levels = [torch.full((1, 16, 16 // 2 ** i, 16 // 2 ** i), float(i)) for i in range(4)]
+    levels[0][..., :2, :2] = torch.tensor([[1.0, 3.0], [5.0, 7.0]])  # P2 pixels kept as they are
+    fused = head.fuse(levels, {})
+    assert fused.shape == (1, 16, 16, 16)
+    assert torch.allclose(fused[0, :, 2:, 2:], torch.tensor(1.5))     # mean of 0, 1, 2, 3
+    want = (torch.tensor([[1.0, 3.0], [5.0, 7.0]]) + 1 + 2 + 3) / 4
+    assert torch.allclose(fused[0, :, :2, :2], want.expand(16, 2, 2))
+
+
+def test_encoder_levels_3_encodes_p3_to_p5_and_keeps_p2_projected(encoder):
+    head = build(encoder, encoder_levels=3, neck_stride=4).head.eval()
+    features = tiny_model_features(encoder)
+    with torch.no_grad():
+        levels = head.encode_levels(features)
+        projected = [proj(features[f"p{i + 2}"]) for i, proj in enumerate(head.input_proj)]
+        # the encoder alone on P3..P5 gives the same maps: P2 is neither a query nor a value
+        encoded = head.encoder.encode_maps(projected[1:], [head.position(x) for x in projected[1:]])
+    assert torch.equal(levels[0], projected[0])
+    assert all(torch.allclose(a, b) for a, b in zip(levels[1:], encoded))
+    assert head.encoder.layers[0].self_attn.n_levels == 3
+    assert all(r.reencode.self_attn.n_levels == 3 for r in head.rounds)
+
+
 def test_pixel_grid_holds_sine_code_and_pixel_centres(encoder):
     head = build(encoder).head
     grid = head.pixel_grid(torch.zeros(2, 16, 3, 4))
@@ -148,8 +195,9 @@ def test_queries_do_not_depend_on_the_rest_of_the_batch(encoder):
     assert torch.allclose(together[0], alone[0], atol=1e-5)
 
 
-def test_eval_returns_one_map_per_phrase(encoder):
-    model = build(encoder).eval()
+@pytest.mark.parametrize("stride", [8, 4])
+def test_eval_returns_one_stride_4_map_per_phrase(encoder, stride):
+    model = build(encoder, neck_stride=stride).eval()
     with torch.no_grad():
         out = model(tiny_batch(b=1))
     assert len(out) == 1 and out[0].shape == (2, 16, 16)
@@ -157,15 +205,20 @@ def test_eval_returns_one_map_per_phrase(encoder):
 
 
 @pytest.mark.parametrize("bad", [dict(hidden_dim=18, heads=2), dict(hidden_dim=12, heads=8),
-                                 dict(refine_rounds=-1), dict(top_k=0)])
+                                 dict(refine_rounds=-1), dict(top_k=0), dict(neck_stride=16),
+                                 dict(encoder_levels=0), dict(encoder_levels=5)])
 def test_bad_config_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="DRMN"):
         tiny_config(**bad)
 
 
-def test_synthetic_config_loads():
+def test_synthetic_config_loads_and_trains_as_the_ppmn_one():
     cfg = load_config(experiment_class("drmn"), REPO / "groundkit/configs/drmn_synthetic.yaml")
     assert isinstance(cfg.model, DRMNConfig) and cfg.model.encoder_layers == 2
+    assert cfg.model.neck_stride == 4
+    ppmn = load_config(experiment_class("ppmn"), REPO / "groundkit/configs/ppmn_synthetic.yaml")
+    assert cfg.data == ppmn.data and cfg.eval == ppmn.eval
+    assert replace(cfg.trainer, out_dir="") == replace(ppmn.trainer, out_dir="")
 
 
 def test_checkpoint_round_trip_through_the_registry(encoder, tmp_path, monkeypatch):
