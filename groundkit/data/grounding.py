@@ -10,11 +10,10 @@ import torch
 from torch.utils.data import Dataset
 
 from groundkit.data.formats import check_narratives, load_narratives, load_panoptic
-from groundkit.data.images import read_image
+from groundkit.data.images import read_record_image
 from groundkit.data.layout import SplitPaths
 from groundkit.data.transforms import (ResizeConfig, image_to_tensor, masks_to_targets, pad_batch,
                                        pad_maps, target_size)
-from groundkit.errors import FormatError
 from groundkit.structures import Narrative
 
 
@@ -68,13 +67,8 @@ class GroundingDataset(Dataset):
 
     def load_image(self, image_id: int) -> np.ndarray:
         """``(H, W, 3) uint8`` image, checked against its panoptic record."""
-        record = self.panoptic.images[image_id]
-        image = read_image(self.paths.images / record.file_name)
-        if image.shape[:2] != (record.height, record.width):
-            raise FormatError(self.paths.panoptic_json, f"expected {record.height}x{record.width} "
-                              f"from the JSON, the image file is {image.shape[0]}x{image.shape[1]}",
-                              item=f"image {image_id} ({record.file_name})", field="height/width")
-        return image
+        return read_record_image(self.paths.images, self.panoptic.images[image_id],
+                                 self.paths.panoptic_json)
 
     def _load(self, narrative: Narrative) -> dict[str, Any]:
         image = self.load_image(narrative.image_id)

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from groundkit.errors import InputError
+from groundkit.errors import FormatError, InputError
+from groundkit.structures import ImageRecord
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -57,3 +58,13 @@ def _to_uint8(array: np.ndarray, source: str) -> np.ndarray:
             raise InputError(f"{source}: image has NaN or infinite values")
         return (array.clip(0, 1) * 255).round().astype(np.uint8)
     raise InputError(f"{source}: unsupported pixel type {array.dtype}")
+
+
+def read_record_image(folder: str | Path, record: ImageRecord, json_path: str | Path) -> np.ndarray:
+    """The image of a COCO ``record`` in ``folder``, checked against the size its JSON gives."""
+    image = read_image(Path(folder) / record.file_name)
+    if image.shape[:2] != (record.height, record.width):
+        raise FormatError(json_path, f"expected {record.height}x{record.width} from the JSON, the "
+                          f"image file is {image.shape[0]}x{image.shape[1]}",
+                          item=f"image {record.id} ({record.file_name})", field="height/width")
+    return image

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from groundkit.data.formats import load_panoptic
-from groundkit.data.images import read_image
+from groundkit.data.images import read_record_image
 from groundkit.data.layout import SplitPaths
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, pad_batch, pad_maps, target_size
 from groundkit.errors import FormatError
@@ -90,11 +90,7 @@ class PanopticSegDataset(Dataset):
 
     def _load(self, image_id: int) -> dict[str, Any]:
         record = self.panoptic.images[image_id]
-        image = read_image(self.paths.images / record.file_name)
-        if image.shape[:2] != (record.height, record.width):
-            raise FormatError(self.paths.panoptic_json, f"expected {record.height}x{record.width} "
-                              f"from the JSON, the image file is {image.shape[0]}x{image.shape[1]}",
-                              item=f"image {image_id} ({record.file_name})", field="height/width")
+        image = read_record_image(self.paths.images, record, self.paths.panoptic_json)
         size = target_size(*image.shape[:2], self.resize)
         ids = torch.from_numpy(self.panoptic.id_map(image_id))
         if tuple(ids.shape) != size:

@@ -36,7 +36,7 @@ class GroundingModelConfig:
     freeze_text: bool = True
     text_adapter_layers: int = 0      # trainable transformer layers over frozen text (0 = paper)
     neck_channels: int = 256
-    neck_stride: int = 8              # 8 as the papers; 4 for small images (objects of a few cells)
+    neck_stride: int = 8              # stride of the matching grid: 8 as the papers; 4 for small images
     hidden_dim: int = 256
     # "phrase": one query per phrase, its word pieces mean-pooled (the papers' R, N x C);
     # "word_piece": one query per word piece, each trained with its phrase's mask and the maps
