@@ -7,6 +7,7 @@ and ``eval`` sections; ``key=value`` overrides any of them (``trainer.epochs=2``
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"{args.config}: model_type: expected one of {model_types()}, "
                           f"got {model_type!r}")
-    print(f"trained {model_type}; checkpoint in {cfg.trainer.out_dir}")
-    for name, value in metrics.items():
-        print(f"  {name}: {value:.4f}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
+        print(f"trained {model_type}; checkpoint in {cfg.trainer.out_dir}")
+        for name, value in metrics.items():
+            print(f"  {name}: {value:.4f}")
     return 0
