@@ -1,8 +1,8 @@
 """Training and evaluation of the unified panoptic segmentation model on a COCO panoptic split.
 
-Evaluation writes the predictions as COCO panoptic files (one JSON + one PNG per image) and scores
-those files, so the PQ printed by ``groundkit evaluate`` is exactly what ``groundkit score panoptic``
-(or the official ``pq_compute``) reports on them.
+Evaluation writes the predictions as COCO panoptic files (one JSON + one PNG per image) and
+scores those files, so the PQ printed by ``groundkit evaluate`` is exactly what
+``groundkit score panoptic`` (or the official ``pq_compute``) reports on them.
 
 Usage::
 
@@ -82,9 +82,10 @@ def predict_panoptic_split(model: PanopticModel, dataset: PanopticSegDataset, ba
 
 def evaluate_panoptic(model: PanopticModel, dataset: PanopticSegDataset, pred_dir: str | Path,
                       batch_size: int = 8, progress: bool = True) -> dict:
-    """Predict ``dataset``, write ``pred_dir/panoptic_<split>.json`` + ``pred_dir/panoptic_<split>/``
-    (COCO panoptic PNGs) and return the PQ of those files (:func:`metrics.files.score_panoptic`:
-    ``{"All"|"Things"|"Stuff": {"pq", "sq", "rq", "n"}, "per_class": ...}``)."""
+    """Predict ``dataset``, write ``pred_dir/panoptic_<split>.json`` and the COCO panoptic PNGs
+    in ``pred_dir/panoptic_<split>/``, and return the PQ of those files
+    (:func:`metrics.files.score_panoptic`: ``{"All"|"Things"|"Stuff": {"pq", "sq", "rq", "n"},
+    "per_class": ...}``)."""
     results = predict_panoptic_split(model, dataset, batch_size, progress)
     gt = _ground_truth(dataset)
     json_path = Path(pred_dir) / dataset.paths.panoptic_json.name
@@ -117,7 +118,8 @@ def train_panoptic(cfg: Any, resume: bool = False) -> dict[str, float]:
     """Train on ``cfg.data``'s train split, evaluating PQ on its val split every
     ``cfg.trainer.eval_every`` epochs; returns the last evaluation's :func:`flat_scores`."""
     data = cfg.data
-    train_set = split_dataset(cfg, data.root, data.train_split, train=True, max_items=data.max_items)
+    train_set = split_dataset(cfg, data.root, data.train_split, train=True,
+                              max_items=data.max_items)
     val_set = split_dataset(cfg, data.root, data.val_split, max_items=cfg.eval.max_items)
     if not cfg.categories:
         found = sorted(train_set.panoptic.categories.values(), key=lambda c: c.id)
@@ -159,9 +161,12 @@ def model_categories(cfg: Any) -> dict[int, Category]:
     known = {c.id: c for c in cfg.categories}
     ids = [*cfg.model.thing_ids, *cfg.model.stuff_ids]
     colours = phrase_colors(len(ids))
-    return {cid: known.get(cid) or Category(cid, f"{'thing' if k < cfg.model.num_things else 'stuff'}"
-                                                 f" {cid}", k < cfg.model.num_things, colours[k])
-            for k, cid in enumerate(ids)}
+    out = {}
+    for k, cid in enumerate(ids):
+        isthing = k < cfg.model.num_things
+        out[cid] = known.get(cid) or Category(cid, f"{'thing' if isthing else 'stuff'} {cid}",
+                                              isthing, colours[k])
+    return out
 
 
 # --- commands (parsed by groundkit.commands.evaluate / predict) -------------------------------
@@ -206,6 +211,7 @@ def predict_command(args: argparse.Namespace) -> int:
     write_json(out / "result.json", {"image": str(args.image), "height": image.shape[0],
                                      "width": image.shape[1], "segments_info": segments}, indent=2)
     for s in segments:
-        print(f"segment {s['id']:3d}  {s['category']:12} score {s['score']:.3f}  area {s['area']} px")
+        print(f"segment {s['id']:3d}  {s['category']:12} score {s['score']:.3f}  "
+              f"area {s['area']} px")
     print(f"wrote {out / 'overlay.png'}, {out / 'panoptic.png'} and {out / 'result.json'}")
     return 0
