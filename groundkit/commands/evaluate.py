@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-items", type=int, help="evaluate the first N narratives only")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--merge", choices=("argmax", "heuristic"),
+                        help="panoptic only: argmax over P (the paper) or Panoptic FPN's heuristic "
+                             "merge (default: the checkpoint's setting)")
     parser.set_defaults(func=run)
 
 

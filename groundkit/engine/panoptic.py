@@ -178,6 +178,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from groundkit.metrics.report import pq_table
 
     model, cfg = load_panoptic_model(args.checkpoint, args.device or default_device())
+    if getattr(args, "merge", None):
+        model.cfg.merge = args.merge  # an inference option: the same weights, another merge
     dataset = split_dataset(cfg, args.data, args.split, max_items=args.max_items)
     keep = nullcontext(args.pred_out) if args.pred_out else tempfile.TemporaryDirectory()
     with keep as pred_dir:

@@ -63,6 +63,19 @@ def test_evaluate_prints_the_pq_of_the_files_it_writes(trained, tiny_synthetic, 
     assert read_segment_png(out / "panoptic_val" / first.file_name).shape == (64, 64)
 
 
+def test_evaluate_merge_option_switches_the_inference_merge(trained, tiny_synthetic, tmp_path,
+                                                            monkeypatch):
+    from groundkit.models.panoptic import model as panoptic_model
+    used = []
+    original = panoptic_model.heuristic_merge
+    monkeypatch.setattr(panoptic_model, "heuristic_merge",
+                        lambda *a, **k: used.append(1) or original(*a, **k))
+    base = ["evaluate", "--checkpoint", str(trained), "--data", str(tiny_synthetic), "--split",
+            "val", "--device", "cpu"]
+    assert main(base) == 0 and not used
+    assert main(base + ["--merge", "heuristic"]) == 0 and len(used) == 4
+
+
 def test_evaluate_first_items_scores_only_those(trained, tiny_synthetic, tmp_path):
     model, cfg = load_panoptic_model(trained)
     dataset = PanopticSegDataset(tiny_synthetic, "val", ResizeConfig(64, 64), max_items=2,
