@@ -24,3 +24,9 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     raise ConfigError(f"no checkpoint {str(name_or_path)!r}: not a file or folder, and not a bundled "
                       f"name (bundled: {', '.join(bundled_names()) or 'none'}). Nothing is "
                       f"downloaded: train one with `groundkit train` and pass its folder.")
+
+
+def resolve_weights_file(name_or_path: str | Path) -> Path:
+    """Like :func:`resolve_checkpoint`, but a checkpoint folder gives its ``model.safetensors``."""
+    path = resolve_checkpoint(name_or_path)
+    return path / "model.safetensors" if path.is_dir() else path

@@ -93,7 +93,14 @@ def build_backbone(cfg: BackboneConfig) -> ResNetFPN:
 
 
 def _load_backbone_weights(model: ResNetFPN, path: str) -> None:
-    state = read_state_dict(path)
+    """A torchvision ResNet file, a ResNetFPN state dict, or a whole groundkit checkpoint (its
+    ``backbone.*`` entries: e.g. the bundled ``panoptic-synthetic``, as the papers start from a
+    panoptic-trained FPN)."""
+    from groundkit.hub import resolve_weights_file
+
+    state = read_state_dict(resolve_weights_file(path))
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     whole = any(k.startswith("fpn.") for k in state)
     report = load_weights(model, state) if whole else load_resnet_weights(model.body, state)
     if not report.ok:

@@ -74,3 +74,21 @@ def test_bn_weights_into_gn_backbone_warn(tmp_path):
 def test_bad_config_raises(change):
     with pytest.raises(ConfigError):
         build_backbone(BackboneConfig(**{**TINY, **change}))
+
+
+def test_backbone_starts_from_a_whole_checkpoint_frozen(tmp_path):
+    """The papers' frozen panoptic-trained FPN: ``weights`` may name a groundkit checkpoint."""
+    import torch
+    from groundkit.engine.checkpoint import save_checkpoint
+    from groundkit.vision.backbone import BackboneConfig, build_backbone
+
+    cfg = BackboneConfig(depth=18, base_width=8, fpn_channels=16, norm="gn")
+    donor = build_backbone(cfg)
+    whole = {f"backbone.{k}": v for k, v in donor.state_dict().items()}
+    whole["head.weight"] = torch.zeros(3)  # the rest of the donor model is ignored
+    save_checkpoint(tmp_path / "donor", whole, {}, "panoptic")
+    frozen = build_backbone(BackboneConfig(depth=18, base_width=8, fpn_channels=16, norm="gn",
+                                           weights=str(tmp_path / "donor"), freeze=True))
+    assert all(torch.equal(a, b) for a, b in zip(donor.state_dict().values(),
+                                                 frozen.state_dict().values()))
+    assert not any(p.requires_grad for p in frozen.parameters())
