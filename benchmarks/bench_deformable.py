@@ -13,30 +13,15 @@ thread by default, so that other jobs on a shared machine do not blur them.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch import nn
 
 from groundkit.vision.deformable import MSDeformAttn
 from groundkit.vision.deformable_encoder import flatten_levels
+from timing import best_cpu_seconds
 
 D_MODEL, HEADS, LEVELS = 256, 8, 4
-
-
-def best_seconds(step, repeats: int) -> float:
-    """Best CPU time of ``step()`` after one warm-up call.
-
-    CPU time of this process, not wall time, and the minimum: on a shared machine other jobs only
-    add wall time, and with one thread (the default) CPU time is the work done.
-    """
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        step()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def deformable_step(pyramid, queries: int, points: int):
@@ -81,14 +66,14 @@ def run(sizes: list[int], queries: list[int], points: list[int], repeats: int,
         rate = None  # dense seconds per query x pixel pair, to estimate the runs that are skipped
         for n_queries in [q if q > 0 else tokens for q in queries]:
             if n_queries * tokens <= dense_max_pairs:
-                dense = best_seconds(dense_step(pyramid, n_queries), repeats)
+                dense = best_cpu_seconds(dense_step(pyramid, n_queries), repeats)
                 rate = dense / (n_queries * tokens)
                 dense_text = f"{dense * 1e3:10.1f}"
             else:
                 dense = None if rate is None else rate * n_queries * tokens
                 dense_text = f"{'skipped' if dense is None else f'~{dense * 1e3:.0f}':>10}"
             for n_points in points:
-                deform = best_seconds(deformable_step(pyramid, n_queries, n_points), repeats)
+                deform = best_cpu_seconds(deformable_step(pyramid, n_queries, n_points), repeats)
                 samples = n_queries * HEADS * LEVELS * n_points
                 ratio = "" if dense is None else f"{dense / deform:12.1f}"
                 print(f"{base:>5} {tokens:>6} {n_queries:>6} {n_points:>2} {samples:>9} "

@@ -15,26 +15,14 @@ matches on P2's grid, ``--encoder-levels 3`` encodes P3..P5 only (S then counts 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from groundkit.models.drmn import LEVELS, DRMNConfig, DRMNHead
 from groundkit.vision.backbone import BackboneConfig
+from timing import best_cpu_seconds
 
 FPN, HIDDEN, HEADS = 32, 64, 4
-
-
-def best_cpu_seconds(step, repeats: int) -> float:
-    """Least CPU time of ``step()`` over ``repeats`` calls after a warm-up: on a shared machine
-    other jobs add wall time, not this process's CPU time."""
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        step()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def head_step(cfg: DRMNConfig, size: int, batch: int, queries: int):
