@@ -5,8 +5,8 @@ the step's peak extra memory is below 1% of the float32 N x N affinity (N = 67,2
 
 Measured: the process's resident-set high-water mark (Linux VmHWM, reset through
 /proc/self/clear_refs) above the resident size before the step, once the inputs exist. Analytic: the
-tensors the step allocates (phi0(Q), phi1(Q), the C x K context and the K x N output; training also
-keeps what autograd saves, and backward adds the input gradients). CPU only.
+tensors the step allocates: the K x N output, the C x K context and one chunk of phi0(Q) / phi1(Q)
+at a time (backward recomputes them per chunk and adds the gradients of Q and Psi). CPU only.
 
     python benchmarks/bench_affinity_memory.py [--height 200] [--width 336] [--psi 150] [--channels 128]
 """
@@ -61,11 +61,12 @@ def main() -> None:
 
     avoided = 4 * n * n
     budget = 0.01 * avoided
-    analytic = 4 * (2 * n * c + c * k + n * k)
+    chunk = head.chunk
+    analytic = 4 * (n * k + c * k + 2 * chunk * (c + k))
     print(f"grid {args.height} x {args.width} (N = {n}), Psi channels K = {k}, "
           f"affinity channels C = {c}")
     print(f"avoided N x N float32 affinity: {avoided / MB:,.0f} MiB; 1% of it: {budget / MB:,.1f} MiB")
-    print(f"analytic extra, forward (phi0(Q), phi1(Q), C x K context, K x N output): "
+    print(f"analytic extra, forward (K x N output, C x K context, chunks of {chunk} pixels): "
           f"{analytic / MB:.1f} MiB = {100 * analytic / avoided:.3f}%")
 
     def inference():
@@ -89,8 +90,8 @@ def main() -> None:
         print(f"measured peak extra, {name}: {extra / MB:.1f} MiB = "
               f"{100 * extra / avoided:.3f}% [{verdict}]")
     own = 4 * (n * c + 2 * n * k)
-    print(f"(backward includes the gradients of Q, Psi and of the output P themselves, "
-          f"{own / MB:.1f} MiB, which any differentiable layer with these inputs needs)")
+    print(f"(training includes P and the gradients of Q and Psi, {own / MB:.1f} MiB, which any "
+          f"differentiable layer with these inputs and output needs)")
 
 
 if __name__ == "__main__":

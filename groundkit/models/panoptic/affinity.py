@@ -3,86 +3,190 @@
 ``P = Psi + phi0(Q) (phi1(Q)^T Psi)``: Q is an ``N x C`` feature matrix (N = h*w pixels of the
 stride-4 grid), Psi the ``N x K`` dynamic potential (K = detections + stuff classes). The pairwise
 affinity ``phi0(Q) phi1(Q)^T`` is ``N x N`` (18 GB in float32 for a 200 x 336 grid), so the product is
-evaluated right to left: ``phi1(Q)^T Psi`` is only ``C x K``, and the largest new tensors are the
-``N x C`` maps phi0(Q), phi1(Q) and the ``N x K`` output.
+evaluated right to left: ``phi1(Q)^T Psi`` is only ``C x K``. :class:`ChunkedAffinity` goes further
+and walks the pixels in chunks, forward and backward (recomputing phi per chunk), so the only
+full-size tensors it allocates are its output P and, in backward, the gradients of Q and Psi.
 
-phi = 1x1 conv + activation. The paper names neither the activation nor the scale of the sum over N
-pixels. Element-wise activations (``relu``, the default, ``sigmoid``, ``softplus``) sum over pixels,
-divided by N when ``normalize`` so the term has the same magnitude at every image size
-(``normalize=False`` is Eq. 4 verbatim). ``softmax`` is the efficient attention of the paper's [23]:
-phi0 a softmax over channels at each pixel, phi1 a softmax over pixels in each channel, so the
-context is a weighted *average* of Psi and large channels (stuff) get no advantage from their area.
+phi = 1x1 conv + an element-wise activation (``relu`` by default; the paper names none). The sum
+over N pixels is divided by N when ``normalize``, so the term has the same magnitude at every image
+size (``normalize=False`` is Eq. 4 verbatim).
+
+Two options the paper does not have, off by default (Eq. 4 verbatim), measured in the README:
+- ``region="box"``: a detection's channel gets the affinity term only inside its box, where its
+  potential lives; on the whole image the term lets a detection claim look-alike pixels of other
+  instances of its class anywhere.
+- ``gate``: the term is scaled by a learned scalar that starts at 0, so training starts from
+  ``P = Psi`` and the affinity grows only as far as it lowers the loss.
+- ``coords``: two channels of normalised (x, y) position are appended to Q's decoder features, so
+  that phi can tell two instances of the same class apart.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from groundkit.models.panoptic.semantic_head import FeatureDecoder
 
-ACTIVATIONS = ("relu", "sigmoid", "softplus", "softmax")
+ACTIVATIONS = ("relu", "sigmoid", "softplus")
+REGIONS = ("image", "box")
 
 
-def activate(x: torch.Tensor, kind: str, role: int) -> torch.Tensor:
-    """phi's activation of ``x (C, N)``; ``role`` 0 (phi0) or 1 (phi1) picks softmax's axis.
-
-    ReLU works in place: phi(Q) is the largest tensor of the step, so the activation must not copy it.
-    """
+def activate(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "relu":
-        return x.relu_()
+        return x.relu()
     if kind == "sigmoid":
         return x.sigmoid()
-    if kind == "softplus":
-        return nn.functional.softplus(x)
-    return x.softmax(dim=role)  # phi0: over channels (dim 0); phi1: over pixels (dim 1)
+    return nn.functional.softplus(x)
 
 
-def apply_affinity(a0: torch.Tensor, a1: torch.Tensor, psi: torch.Tensor,
-                   normalize: bool = True) -> torch.Tensor:
-    """``Psi + a0^T (a1 Psi^T)`` in channels-first layout, without forming the N x N affinity.
+def activation_grad(pre: torch.Tensor, kind: str) -> torch.Tensor:
+    """d activate(pre) / d pre, element-wise."""
+    if kind == "relu":
+        return (pre > 0).to(pre.dtype)
+    if kind == "sigmoid":
+        s = pre.sigmoid()
+        return s * (1 - s)
+    return pre.sigmoid()  # softplus' = sigmoid
 
-    a0, a1: ``(C, N)`` = phi0(Q), phi1(Q) transposed; psi: ``(K, N)``. Returns P ``(K, N)``.
+
+def region_mask(cells: torch.Tensor | None, width: int, start: int, stop: int) -> torch.Tensor | None:
+    """Which of pixels ``start..stop`` (row-major, grid ``width``) lie in each channel's cell range.
+
+    cells: ``(K, 4)`` int64 ``[y0, y1, x0, x1)`` per channel, or None (no restriction).
+    Returns ``(K, stop - start)`` bool or None.
     """
-    context = a1 @ psi.transpose(0, 1)  # (C, K): the only product over the N pixels
-    if normalize:
-        context = context / psi.shape[1]
-    return torch.addmm(psi, context.transpose(0, 1), a0)  # (K, N), one allocation: psi + context^T a0
+    if cells is None:
+        return None
+    index = torch.arange(start, stop, device=cells.device)
+    y, x = (index // width)[None], (index % width)[None]
+    return (y >= cells[:, :1]) & (y < cells[:, 1:2]) & (x >= cells[:, 2:3]) & (x < cells[:, 3:])
+
+
+class ChunkedAffinity(torch.autograd.Function):
+    """``P = Psi + gain * R * (phi0(Q)^T phi1(Q) Psi^T / N)^T`` pixel chunk by pixel chunk.
+
+    q: ``(C, N)`` affinity features; w0, w1: ``(C, C)``, b0, b1: ``(C,)`` the 1x1 convs of phi0,
+    phi1; psi: ``(K, N)``; gain: a 0-d tensor; cells: ``(K, 4)`` or None, the region R of each channel
+    (:func:`region_mask`); width: the grid width. Returns P ``(K, N)``. Backward recomputes phi per
+    chunk instead of saving the ``C x N`` activations.
+    """
+
+    @staticmethod
+    def forward(ctx, q, w0, b0, w1, b1, psi, gain, cells, width, kind, normalize, chunk):
+        n = q.shape[1]
+        context = psi.new_zeros(q.shape[0], psi.shape[0])  # (C, K): phi1(Q)^T Psi
+        for s in range(0, n, chunk):
+            a1 = activate(torch.addmm(b1[:, None], w1, q[:, s:s + chunk]), kind)
+            context.addmm_(a1, psi[:, s:s + chunk].transpose(0, 1))
+        if normalize:
+            context /= n
+        out = torch.empty_like(psi)
+        for s in range(0, n, chunk):
+            a0 = activate(torch.addmm(b0[:, None], w0, q[:, s:s + chunk]), kind)
+            term = context.transpose(0, 1) @ a0                     # (K, chunk)
+            region = region_mask(cells, width, s, min(s + chunk, n))
+            if region is not None:
+                term *= region
+            out[:, s:s + chunk] = psi[:, s:s + chunk] + term.mul_(gain)
+        ctx.save_for_backward(q, w0, b0, w1, b1, psi, gain, context)
+        ctx.cells, ctx.width, ctx.kind, ctx.normalize, ctx.chunk = cells, width, kind, normalize, chunk
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, w0, b0, w1, b1, psi, gain, context = ctx.saved_tensors
+        cells, width, kind, chunk = ctx.cells, ctx.width, ctx.kind, ctx.chunk
+        n = q.shape[1]
+        grads = {name: torch.zeros_like(t) for name, t in
+                 (("q", q), ("w0", w0), ("b0", b0), ("w1", w1), ("b1", b1))}
+        grad_context = torch.zeros_like(context)
+        grad_gain = torch.zeros_like(gain)
+        # Pass 1, through phi0: P depends on a0 = phi0(Q) and on the context.
+        for s in range(0, n, chunk):
+            q_c = q[:, s:s + chunk]
+            pre0 = torch.addmm(b0[:, None], w0, q_c)
+            a0 = activate(pre0, kind)
+            grad_term = grad_out[:, s:s + chunk].clone()                   # (K, chunk)
+            region = region_mask(cells, width, s, min(s + chunk, n))
+            if region is not None:
+                grad_term *= region
+            grad_gain += (grad_term * (context.transpose(0, 1) @ a0)).sum()
+            grad_term *= gain
+            grad_context.addmm_(a0, grad_term.transpose(0, 1))
+            grad_pre0 = (context @ grad_term) * activation_grad(pre0, kind)  # (C, chunk)
+            _linear_grads(grads, "0", grad_pre0, q_c, w0, s, chunk)
+        if ctx.normalize:
+            grad_context /= n
+        # Pass 2, through phi1 and Psi: context = phi1(Q) Psi^T (/ N), and P = Psi + ...
+        grad_psi = torch.empty_like(psi)
+        for s in range(0, n, chunk):
+            q_c = q[:, s:s + chunk]
+            pre1 = torch.addmm(b1[:, None], w1, q_c)
+            torch.addmm(grad_out[:, s:s + chunk], grad_context.transpose(0, 1), activate(pre1, kind),
+                        out=grad_psi[:, s:s + chunk])
+            grad_pre1 = (grad_context @ psi[:, s:s + chunk]) * activation_grad(pre1, kind)
+            _linear_grads(grads, "1", grad_pre1, q_c, w1, s, chunk)
+        return (grads["q"], grads["w0"], grads["b0"], grads["w1"], grads["b1"], grad_psi, grad_gain,
+                None, None, None, None, None)
+
+
+def _linear_grads(grads: dict[str, torch.Tensor], which: str, grad_pre: torch.Tensor,
+                  q_chunk: torch.Tensor, weight: torch.Tensor, start: int, chunk: int) -> None:
+    """Accumulate the gradients of ``pre = W q + b`` given ``grad_pre (C, chunk)``."""
+    grads["w" + which].addmm_(grad_pre, q_chunk.transpose(0, 1))
+    grads["b" + which] += grad_pre.sum(1)
+    grads["q"][:, start:start + chunk].addmm_(weight.transpose(0, 1), grad_pre)
+
+
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """Normalised (x, y) positions in [-1, 1] of a ``(B, C, h, w)`` map: ``(B, 2, h, w)``."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, h, w): x then y
+    return grid.expand(b, -1, -1, -1)
 
 
 class AffinityHead(nn.Module):
     """Affinity features Q and the affinity applier.
 
-    ``features``: FPN dict -> Q ``(B, C, H/4, W/4)``; ``forward(q, psi)``: Q of one image ``(C, h, w)``
-    and its potential ``(K, h, w)`` -> P ``(K, h, w)``. K varies per image, so images go one at a time.
+    ``features``: FPN dict -> Q ``(B, C, H/4, W/4)``; ``forward(q, psi, cells)``: Q of one image
+    ``(C, h, w)``, its potential ``(K, h, w)`` and (with ``region="box"``) each channel's cell range
+    ``(K, 4)`` -> P ``(K, h, w)``. K varies per image, so images go one at a time.
     """
 
     def __init__(self, decoder: FeatureDecoder, channels: int = 128, activation: str = "relu",
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, region: Literal["image", "box"] = "image",
+                 gate: bool = False, coords: bool = False, chunk: int = 4096) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"affinity activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if region not in REGIONS:
+            raise ValueError(f"affinity region must be one of {REGIONS}, got {region!r}")
         self.decoder = decoder
-        self.project = nn.Conv2d(decoder.out_channels, channels, 1)
+        self.coords = coords
+        self.project = nn.Conv2d(decoder.out_channels + 2 * coords, channels, 1)
         self.phi0 = nn.Conv2d(channels, channels, 1)
         self.phi1 = nn.Conv2d(channels, channels, 1)
-        self.activation = activation
-        self.normalize = normalize and activation != "softmax"  # a softmax over pixels already averages
+        self.gain = nn.Parameter(torch.zeros(())) if gate else None
+        self.activation, self.normalize, self.region, self.chunk = activation, normalize, region, chunk
 
     def features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.project(self.decoder(features))
+        x = self.decoder(features)
+        if self.coords:
+            x = torch.cat([x, coordinate_channels(x)], dim=1)
+        return self.project(x)
 
-    def phi(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """phi0(Q), phi1(Q) of one image ``q (C, h, w)``, each ``(C, N)``.
-
-        The 1x1 convs run as one matrix product each, whose output is a fresh tensor rather than a
-        view: an in-place activation on a view would make autograd copy the whole base in backward.
-        """
-        flat = q.flatten(1)
-        a0 = torch.addmm(self.phi0.bias[:, None], self.phi0.weight.flatten(1), flat)
-        a1 = torch.addmm(self.phi1.bias[:, None], self.phi1.weight.flatten(1), flat)
-        return activate(a0, self.activation, 0), activate(a1, self.activation, 1)
-
-    def forward(self, q: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, psi: torch.Tensor, cells: torch.Tensor | None = None
+                ) -> torch.Tensor:
         k, h, w = psi.shape
-        a0, a1 = self.phi(q)
-        return apply_affinity(a0, a1, psi.reshape(k, h * w), self.normalize).reshape(k, h, w)
+        gain = self.gain if self.gain is not None else psi.new_ones(())
+        p = ChunkedAffinity.apply(q.flatten(1), self.phi0.weight.flatten(1), self.phi0.bias,
+                                  self.phi1.weight.flatten(1), self.phi1.bias, psi.reshape(k, h * w),
+                                  gain, cells if self.region == "box" else None, w, self.activation,
+                                  self.normalize, self.chunk)
+        return p.reshape(k, h, w)

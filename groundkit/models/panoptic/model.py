@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundkit.errors import ConfigError, InputError
-from groundkit.models.panoptic.affinity import ACTIVATIONS, AffinityHead
+from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, AffinityHead
 from groundkit.models.panoptic.detector import FCOS
 from groundkit.models.panoptic.heuristic import heuristic_merge
 from groundkit.models.panoptic.matching import match_detections, panoptic_loss, panoptic_target
-from groundkit.models.panoptic.potential import VARIANTS, box_cells, dynamic_potential
+from groundkit.models.panoptic.potential import (VARIANTS, box_cell_ranges, box_cells,
+                                                dynamic_potential)
 from groundkit.models.panoptic.semantic_head import (FeatureDecoder, SemanticHead, downsample_labels,
                                                      semantic_loss)
 from groundkit.ops.roi_align import roi_align
@@ -55,8 +56,13 @@ class PanopticConfig:
     decoder_convs: int = 2
     affinity: bool = True              # False: P = Psi (the paper's model A / C2)
     affinity_channels: int = 128       # C
-    affinity_activation: str = "relu"  # or sigmoid, softplus, softmax (efficient attention)
-    affinity_normalize: bool = True    # divide phi1(Q)^T Psi by the pixel count (not with softmax)
+    affinity_activation: str = "relu"  # or sigmoid, softplus
+    affinity_normalize: bool = True    # divide phi1(Q)^T Psi by the pixel count
+    # Not in the paper (affinity.py says why; off = Eq. 4 verbatim): the affinity term only inside
+    # each detection's box, a learned gate starting at 0, (x, y) channels in Q.
+    affinity_region: Literal["image", "box"] = "image"
+    affinity_gate: bool = False
+    affinity_coords: bool = False
     potential_variant: Literal["A", "B", "C"] = "C"
     detector_levels: int = 5           # P3..P7
     detector_convs: int = 4
@@ -88,6 +94,9 @@ class PanopticConfig:
         if self.affinity_activation not in ACTIVATIONS:
             raise ConfigError(f"panoptic.affinity_activation: expected one of {ACTIVATIONS}, "
                               f"got {self.affinity_activation!r}")
+        if self.affinity_region not in REGIONS:
+            raise ConfigError(f"panoptic.affinity_region: expected one of {REGIONS}, "
+                              f"got {self.affinity_region!r}")
         if len(self.size_limits) != self.detector_levels - 1:
             raise ConfigError(f"panoptic.size_limits: expected {self.detector_levels - 1} limits for "
                               f"{self.detector_levels} detector levels, got {list(self.size_limits)}")
@@ -131,7 +140,13 @@ class PanopticModel(nn.Module):
         """P of one image: ``(D + num_stuff, h, w)`` from V ``(L, h, w)`` logits and its detections."""
         psi = dynamic_potential(sem_logits.softmax(0), det["boxes"], det["scores"], det["classes"],
                                 self.cfg.num_things, STRIDE, variant=self.cfg.potential_variant)
-        return psi if q is None else self.affinity(q, psi)
+        if q is None:
+            return psi
+        grid = tuple(psi.shape[-2:])
+        whole = det["boxes"].new_tensor([0, grid[0], 0, grid[1]]).long()
+        cells = torch.cat([box_cell_ranges(det["boxes"], grid, STRIDE),  # stuff: the whole image
+                           whole.expand(len(psi) - len(det["boxes"]), 4)])
+        return self.affinity(q, psi, cells)
 
     # --- training ------------------------------------------------------------------------------
 
@@ -316,7 +331,8 @@ def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
     channels = cfg.backbone.fpn_channels
     decoder = lambda: FeatureDecoder(channels, cfg.decoder_channels, cfg.decoder_convs)  # noqa: E731
     affinity = AffinityHead(decoder(), cfg.affinity_channels, cfg.affinity_activation,
-                            cfg.affinity_normalize) if cfg.affinity else None
+                            cfg.affinity_normalize, cfg.affinity_region, cfg.affinity_gate,
+                            cfg.affinity_coords) if cfg.affinity else None
     detector = FCOS(channels, cfg.num_things, cfg.detector_levels, cfg.detector_convs,
                     cfg.size_limits, cfg.center_radius, cfg.box_loss, pre_nms_top_n=cfg.pre_nms_top_n,
                     nms_thresh=cfg.nms_thresh, max_detections=cfg.max_detections)

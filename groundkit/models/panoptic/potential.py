@@ -15,18 +15,31 @@ import torch
 VARIANTS = ("A", "B", "C")
 
 
-def box_cells(boxes: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
-    """Which cells of a stride-``stride`` grid each box overlaps.
+def box_cell_ranges(boxes: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
+    """The cells of a stride-``stride`` grid ``size = (h, w)`` each box overlaps, as ranges.
 
-    boxes: ``(D, 4)`` xyxy image pixels; size: grid ``(h, w)``. Returns ``(D, h, w)`` float 0/1.
-    Overlap rather than centre-inside, so that a box smaller than a cell still owns a cell.
+    boxes: ``(D, 4)`` xyxy image pixels. Returns ``(D, 4)`` int64 ``[y0, y1, x0, x1)``. Overlap
+    rather than centre-inside, so that a box smaller than a cell still owns a cell: cell ``i`` spans
+    ``[i * stride, (i + 1) * stride)`` and overlaps ``(b0, b1)`` when ``(i + 1) * stride > b0`` and
+    ``i * stride < b1``.
     """
     h, w = size
-    starts_y = torch.arange(h, device=boxes.device, dtype=boxes.dtype) * stride
-    starts_x = torch.arange(w, device=boxes.device, dtype=boxes.dtype) * stride
-    b = boxes.detach()[:, :, None]  # (D, 4, 1)
-    in_x = (starts_x + stride > b[:, 0]) & (starts_x < b[:, 2])  # (D, w)
-    in_y = (starts_y + stride > b[:, 1]) & (starts_y < b[:, 3])  # (D, h)
+    b = boxes.detach() / stride
+    x0, y0 = b[:, 0].floor().clamp(0, w), b[:, 1].floor().clamp(0, h)
+    x1, y1 = b[:, 2].ceil().clamp(0, w), b[:, 3].ceil().clamp(0, h)
+    return torch.stack([y0, y1, x0, x1], dim=1).long()
+
+
+def box_cells(boxes: torch.Tensor, size: tuple[int, int], stride: int) -> torch.Tensor:
+    """Which cells of a stride-``stride`` grid each box overlaps (:func:`box_cell_ranges`).
+
+    boxes: ``(D, 4)`` xyxy image pixels; size: grid ``(h, w)``. Returns ``(D, h, w)`` float 0/1.
+    """
+    ranges = box_cell_ranges(boxes, size, stride)
+    ys = torch.arange(size[0], device=boxes.device)
+    xs = torch.arange(size[1], device=boxes.device)
+    in_y = (ys >= ranges[:, 0:1]) & (ys < ranges[:, 1:2])  # (D, h)
+    in_x = (xs >= ranges[:, 2:3]) & (xs < ranges[:, 3:4])  # (D, w)
     return (in_y[:, :, None] & in_x[:, None, :]).to(boxes.dtype)
 
 

@@ -42,6 +42,20 @@ def test_variants_train(batch, make_model, overrides):
     assert torch.isfinite(losses["loss"])
 
 
+def test_box_gated_affinity_trains_the_gate_first(batch, make_model):
+    """With the gate closed P = Psi, so the panoptic loss reaches the gate but not yet phi."""
+    model = make_model(train_score_thresh=0.0, affinity_region="box", affinity_gate=True,
+                       affinity_coords=True)
+    model(batch)["loss_panoptic"].backward()
+    assert model.affinity.gain.grad.abs() > 0
+    assert model.affinity.phi0.weight.grad.abs().sum() == 0
+    with torch.no_grad():
+        model.affinity.gain.fill_(0.5)
+    model.zero_grad()
+    model(batch)["loss_panoptic"].backward()
+    assert model.affinity.phi0.weight.grad.abs().sum() > 0
+
+
 def test_predict_format(batch, make_model):
     model = make_model(test_score_thresh=0.0).eval()
     results = model.predict(batch["images"], [(64, 96), (60, 90)], [(128, 192), (60, 90)])
