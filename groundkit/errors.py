@@ -1,6 +1,7 @@
 """Errors a user can act on: each names the file, the item and the field at fault."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 
@@ -18,10 +19,16 @@ class FormatError(GroundkitError, ValueError):
     def __init__(self, file: str | Path | None, message: str, *, item: str | None = None,
                  field: str | None = None) -> None:
         self.file = None if file is None else str(file)
+        self.message = message
         self.item = item
         self.field = field
         where = [p for p in (self.file, item, f"field '{field}'" if field else None) if p]
         super().__init__(": ".join(where + [message]))
+
+    def __reduce__(self):
+        # The default rebuilds from the joined message alone; a worker process's error must
+        # arrive whole (e.g. from a multiprocessing pool).
+        return (partial(FormatError, item=self.item, field=self.field), (self.file, self.message))
 
 
 class ConfigError(GroundkitError, ValueError):

@@ -61,8 +61,10 @@ def locate(caption: str, utterance: str, start: int = 0) -> tuple[int, int] | No
 
 
 def _lower(text: str) -> str:
-    # Lower-case character by character, keeping a character whose lower case is longer (e.g. 'İ'),
-    # so that positions in the lowered caption are positions in the caption.
+    """Lower case with positions kept: a character whose lower case is longer (e.g. 'İ') stays."""
+    lowered = text.lower()
+    if len(lowered) == len(text):  # no character changed length (lower() never drops one)
+        return lowered
     return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
 
 
