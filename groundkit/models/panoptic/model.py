@@ -27,12 +27,12 @@ from groundkit.errors import ConfigError, InputError
 from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, AffinityHead
 from groundkit.models.panoptic.detector import FCOS
 from groundkit.models.panoptic.heuristic import heuristic_merge
+from groundkit.models.panoptic.mask_head import MaskHead, multilevel_roi_align, paste_masks
 from groundkit.models.panoptic.matching import match_detections, panoptic_loss, panoptic_target
 from groundkit.models.panoptic.potential import (VARIANTS, box_cell_ranges, box_cells,
                                                 dynamic_potential)
 from groundkit.models.panoptic.semantic_head import (FeatureDecoder, SemanticHead, downsample_labels,
                                                      semantic_loss)
-from groundkit.ops.roi_align import roi_align
 from groundkit.structures import PanopticResult
 from groundkit.vision.backbone import BackboneConfig, ResNetFPN, build_backbone
 
@@ -64,6 +64,11 @@ class PanopticConfig:
     affinity_gate: bool = False
     affinity_coords: bool = False
     potential_variant: Literal["A", "B", "C"] = "C"
+    # The "with masks" rows of Table 1: a Mask R-CNN mask head whose pasted masks enter Psi (Eq. 2).
+    mask_head: bool = False
+    mask_channels: int = 256
+    mask_convs: int = 4
+    mask_size: int = 28                # M x M masks from an M/2 x M/2 RoIAlign patch (Mask R-CNN)
     detector_levels: int = 5           # P3..P7
     detector_convs: int = 4
     size_limits: tuple[float, ...] = (64, 128, 256, 512)
@@ -79,6 +84,7 @@ class PanopticConfig:
     detection_weight: float = 1.0
     semantic_weight: float = 0.2
     panoptic_weight: float = 0.1
+    mask_weight: float = 1.0
     merge: Literal["argmax", "heuristic"] = "argmax"
     stuff_area_min: int = 4096         # stuff segments smaller than this become void (App. C)
 
@@ -97,6 +103,11 @@ class PanopticConfig:
         if self.affinity_region not in REGIONS:
             raise ConfigError(f"panoptic.affinity_region: expected one of {REGIONS}, "
                               f"got {self.affinity_region!r}")
+        if self.mask_head and (self.mask_channels < 1 or self.mask_convs < 0 or self.mask_size < 2
+                               or self.mask_size % 2):
+            raise ConfigError(f"panoptic: expected mask_channels >= 1, mask_convs >= 0 and an even "
+                              f"mask_size >= 2, got {self.mask_channels}, {self.mask_convs}, "
+                              f"{self.mask_size}")
         if len(self.size_limits) != self.detector_levels - 1:
             raise ConfigError(f"panoptic.size_limits: expected {self.detector_levels - 1} limits for "
                               f"{self.detector_levels} detector levels, got {list(self.size_limits)}")
@@ -111,19 +122,21 @@ class PanopticConfig:
 
 
 class PanopticModel(nn.Module):
-    """Backbone + semantic head + FCOS + dynamic potential + dense affinity (Fig. 2).
+    """Backbone + semantic head + FCOS (+ mask head) + dynamic potential + dense affinity (Fig. 2).
 
     ``forward(batch)``: losses in train mode (``"loss"`` = weighted total), predictions in eval mode.
     """
 
     def __init__(self, cfg: PanopticConfig, backbone: ResNetFPN | nn.Module,
-                 semantic_head: SemanticHead, detector: FCOS, affinity: AffinityHead | None) -> None:
+                 semantic_head: SemanticHead, detector: FCOS, affinity: AffinityHead | None,
+                 mask_head: MaskHead | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         self.semantic_head = semantic_head
         self.detector = detector
         self.affinity = affinity
+        self.mask_head = mask_head
 
     # --- shared pieces -------------------------------------------------------------------------
 
@@ -136,17 +149,28 @@ class PanopticModel(nn.Module):
         return features, self.semantic_head(features), self.detector(features), q
 
     def _logits(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor],
-                q: torch.Tensor | None) -> torch.Tensor:
-        """P of one image: ``(D + num_stuff, h, w)`` from V ``(L, h, w)`` logits and its detections."""
+                q: torch.Tensor | None, mask_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """P of one image: ``(D + num_stuff, h, w)`` from V ``(L, h, w)`` logits, its detections and
+        (with a mask head) their mask probabilities ``(D, M, M)``, pasted into Psi (Eq. 2)."""
+        grid = tuple(sem_logits.shape[-2:])
+        masks = None if mask_probs is None else paste_masks(mask_probs, det["boxes"], grid, STRIDE)
         psi = dynamic_potential(sem_logits.softmax(0), det["boxes"], det["scores"], det["classes"],
-                                self.cfg.num_things, STRIDE, variant=self.cfg.potential_variant)
+                                self.cfg.num_things, STRIDE, masks, self.cfg.potential_variant)
         if q is None:
             return psi
-        grid = tuple(psi.shape[-2:])
         whole = det["boxes"].new_tensor([0, grid[0], 0, grid[1]]).long()
         cells = torch.cat([box_cell_ranges(det["boxes"], grid, STRIDE),  # stuff: the whole image
                            whole.expand(len(psi) - len(det["boxes"]), 4)])
         return self.affinity(q, psi, cells)
+
+    def _mask_probs(self, features: dict[str, torch.Tensor], dets: list[dict[str, torch.Tensor]]
+                    ) -> list[torch.Tensor | None]:
+        """Mask probabilities ``(D_i, M, M)`` of each image's detections; None without a mask head."""
+        if self.mask_head is None:
+            return [None] * len(dets)
+        logits = self.mask_head(features, [d["boxes"] for d in dets],
+                                torch.cat([d["classes"] for d in dets]))
+        return list(logits.sigmoid().split([len(d["boxes"]) for d in dets]))
 
     # --- training ------------------------------------------------------------------------------
 
@@ -155,36 +179,50 @@ class PanopticModel(nn.Module):
             return self.predict(batch["images"], batch.get("image_sizes"), batch.get("orig_sizes"))
         images = batch["images"]
         features, sem_logits, out, q = self._heads(images)
-        sizes = _sizes(batch.get("image_sizes"), images)
         losses = self.detector.losses(out, batch["boxes"], batch["classes"])
         losses["loss_semantic"] = semantic_loss(sem_logits, batch["semantic"])
         if self.cfg.train_detections == "ground_truth":  # App. A.4 baseline: GT boxes, score 1
             dets = [{"boxes": b, "scores": torch.ones(len(b), device=b.device), "classes": c}
                     for b, c in zip(batch["boxes"], batch["classes"])]
         else:
-            dets = self.detector.detect(out, sizes, self.cfg.train_score_thresh)
-        pan = [self._panoptic_loss(sem_logits[i], dets[i], None if q is None else q[i], batch, i)
-               for i in range(len(images))]
-        losses["loss_panoptic"] = torch.stack(pan).mean()
+            dets = self.detector.detect(out, _sizes(batch.get("image_sizes"), images),
+                                        self.cfg.train_score_thresh)
+        losses.update(self._panoptic_losses(features, sem_logits, dets, q, batch))
         cfg = self.cfg
         detection = losses["loss_cls"] + losses["loss_box"] + losses["loss_ctr"]
         losses["loss"] = (cfg.detection_weight * detection
                           + cfg.semantic_weight * losses["loss_semantic"]
                           + cfg.panoptic_weight * losses["loss_panoptic"])
+        if "loss_mask" in losses:
+            losses["loss"] = losses["loss"] + cfg.mask_weight * losses["loss_mask"]
         return losses
 
-    def _panoptic_loss(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor],
-                       q: torch.Tensor | None, batch: dict[str, Any], i: int) -> torch.Tensor:
-        """Match, drop duplicates, build P from the kept detections, cross-entropy (Sec. 3.5)."""
-        keep, det_to_gt = match_detections(det["boxes"], det["classes"], batch["boxes"][i],
+    def _panoptic_losses(self, features: dict[str, torch.Tensor], sem_logits: torch.Tensor,
+                         dets: list[dict[str, torch.Tensor]], q: torch.Tensor | None,
+                         batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Sec. 3.5: match, drop duplicates, build P from the kept detections (and their masks),
+        cross-entropy per image; with a mask head, also the mask loss of its positives."""
+        kept, det_to_gt = [], []
+        for i, det in enumerate(dets):
+            keep, to_gt = match_detections(det["boxes"], det["classes"], batch["boxes"][i],
                                            batch["classes"][i], self.cfg.match_iou)
-        kept = {k: v[keep] for k, v in det.items()}
-        logits = self._logits(sem_logits, kept, q)
-        grid = logits.shape[-2:]
-        target = panoptic_target(downsample_labels(batch["semantic"][i], grid),
-                                 downsample_labels(batch["masks"][i], grid), det_to_gt[keep],
-                                 self.cfg.num_things)
-        return panoptic_loss(logits, target)
+            kept.append({k: v[keep] for k, v in det.items()})
+            det_to_gt.append(to_gt[keep])
+        losses, probs = {}, [None] * len(dets)
+        if self.mask_head is not None:
+            probs, losses["loss_mask"] = self.mask_head.training_outputs(
+                features, [k["boxes"] for k in kept], [k["classes"] for k in kept], det_to_gt,
+                batch["boxes"], batch["classes"], batch["masks"])
+        panoptic = []
+        for i in range(len(dets)):
+            logits = self._logits(sem_logits[i], kept[i], None if q is None else q[i], probs[i])
+            grid = logits.shape[-2:]
+            target = panoptic_target(downsample_labels(batch["semantic"][i], grid),
+                                     downsample_labels(batch["masks"][i], grid), det_to_gt[i],
+                                     self.cfg.num_things)
+            panoptic.append(panoptic_loss(logits, target))
+        losses["loss_panoptic"] = torch.stack(panoptic).mean()
+        return losses
 
     # --- inference -----------------------------------------------------------------------------
 
@@ -199,14 +237,15 @@ class PanopticModel(nn.Module):
         """
         sizes = _sizes(image_sizes, images)
         orig_sizes = [tuple(s) for s in (orig_sizes or sizes)]
-        _, sem_logits, out, q = self._heads(images)
+        features, sem_logits, out, q = self._heads(images)
         dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
         padded, results = images.shape[-2:], []
-        for i, det in enumerate(dets):
+        for i, (det, probs) in enumerate(zip(dets, self._mask_probs(features, dets))):
             if self.cfg.merge == "heuristic":
-                id_map, segments = self._heuristic(sem_logits[i], det, padded, sizes[i], orig_sizes[i])
+                id_map, segments = self._heuristic(sem_logits[i], det, probs, padded, sizes[i],
+                                                   orig_sizes[i])
             else:
-                logits = self._logits(sem_logits[i], det, None if q is None else q[i])
+                logits = self._logits(sem_logits[i], det, None if q is None else q[i], probs)
                 channels = upsampled_argmax(logits, padded, sizes[i], orig_sizes[i])
                 id_map, segments = channels_to_segments(channels, det, self.cfg.num_things,
                                                         self.cfg.stuff_area_min)
@@ -214,13 +253,18 @@ class PanopticModel(nn.Module):
         return results
 
     def _heuristic(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor],
-                   padded: tuple[int, int], size: tuple[int, int], orig: tuple[int, int]
-                   ) -> tuple[torch.Tensor, list[dict]]:
-        """Panoptic FPN merge; a box-only model's instance mask is its box on the semantic argmax."""
+                   mask_probs: torch.Tensor | None, padded: tuple[int, int], size: tuple[int, int],
+                   orig: tuple[int, int]) -> tuple[torch.Tensor, list[dict]]:
+        """Panoptic FPN merge. Instance masks: the mask head's (``> 0.5`` pasted at the output size)
+        or, for a box-only model, each box on the semantic argmax."""
         semantic = upsampled_argmax(sem_logits, padded, size, orig)
         scale = torch.tensor([orig[1] / size[1], orig[0] / size[0]] * 2, device=det["boxes"].device)
-        in_box = box_cells(det["boxes"] * scale, orig, stride=1).bool()
-        masks = in_box & (semantic[None] == det["classes"][:, None, None])
+        boxes = det["boxes"] * scale
+        if mask_probs is None:
+            in_box = box_cells(boxes, orig, stride=1).bool()
+            masks = in_box & (semantic[None] == det["classes"][:, None, None])
+        else:
+            masks = paste_masks(mask_probs, boxes, orig, stride=1) > 0.5
         return heuristic_merge(masks, det["scores"], det["classes"], semantic, self.cfg.num_things,
                                score_thresh=self.cfg.test_score_thresh,
                                stuff_area_min=self.cfg.stuff_area_min)
@@ -246,14 +290,14 @@ class PanopticModel(nn.Module):
         features, sem_logits, out, q = self._heads(images)
         dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
         ids = torch.tensor(self.cfg.thing_ids, device=images.device)
-        for i, det in enumerate(dets):
-            logits = self._logits(sem_logits[i], det, None if q is None else q[i])
+        for i, (det, probs) in enumerate(zip(dets, self._mask_probs(features, dets))):
+            logits = self._logits(sem_logits[i], det, None if q is None else q[i], probs)
             channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], orig_sizes[i])
             owners = torch.arange(len(det["boxes"]), device=channels.device)
             det["masks"] = channels[None] == owners[:, None, None]
             det["category_ids"] = ids[det["classes"]]
             one_image = {k: v[i:i + 1] for k, v in features.items()}
-            det["roi_features"] = multilevel_roi_align(one_image, det["boxes"], roi_size)
+            det["roi_features"] = multilevel_roi_align(one_image, [det["boxes"]], roi_size)
             (h, w), (h0, w0) = sizes[i], orig_sizes[i]
             det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w0 / w, h0 / h] * 2)
         return dets
@@ -309,23 +353,6 @@ def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], n
     return id_of[channels], segments
 
 
-def multilevel_roi_align(features: dict[str, torch.Tensor], boxes: torch.Tensor, output_size: int = 7
-                         ) -> torch.Tensor:
-    """RoIAlign each box ``(D, 4)`` on the FPN level of its size (``k = 4 + log2(sqrt(area) / 224)``,
-    clamped to P2..P5, as in FPN) of one image's features ``{"p2": (1, C, H/4, W/4), ...}``.
-    Returns ``(D, C, output_size, output_size)``."""
-    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
-    level = (4 + torch.log2(area.sqrt() / 224)).floor().clamp(2, 5).long()
-    c = features["p2"].shape[1]
-    out = boxes.new_zeros((len(boxes), c, output_size, output_size))
-    for k in range(2, 6):
-        sel = torch.nonzero(level == k).flatten()
-        if len(sel):
-            out[sel] = roi_align(features[f"p{k}"], [boxes[sel]], output_size, 1.0 / 2 ** k,
-                                 sampling_ratio=2)
-    return out
-
-
 def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
     """Compose the model of ``cfg``."""
     channels = cfg.backbone.fpn_channels
@@ -337,4 +364,6 @@ def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
                     cfg.size_limits, cfg.center_radius, cfg.box_loss, pre_nms_top_n=cfg.pre_nms_top_n,
                     nms_thresh=cfg.nms_thresh, max_detections=cfg.max_detections)
     semantic = SemanticHead(decoder(), cfg.num_classes)
-    return PanopticModel(cfg, build_backbone(cfg.backbone), semantic, detector, affinity)
+    masks = MaskHead(channels, cfg.num_things, cfg.mask_channels, cfg.mask_convs,
+                     cfg.mask_size) if cfg.mask_head else None
+    return PanopticModel(cfg, build_backbone(cfg.backbone), semantic, detector, affinity, masks)

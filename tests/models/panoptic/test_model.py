@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from groundkit.errors import ConfigError, InputError
+from groundkit.engine.panoptic import load_panoptic_model
 from groundkit.models.panoptic import build_panoptic
-from groundkit.models.panoptic.model import (
-    channels_to_segments, multilevel_roi_align, upsampled_argmax)
-from groundkit.ops.roi_align import roi_align
+from groundkit.models.panoptic.model import channels_to_segments, upsampled_argmax
+
+MASKS = dict(mask_head=True, mask_channels=8, mask_convs=1)  # a CPU-sized mask head
 
 
 @pytest.fixture
@@ -56,8 +57,49 @@ def test_box_gated_affinity_trains_the_gate_first(batch, make_model):
     assert model.affinity.phi0.weight.grad.abs().sum() > 0
 
 
-def test_predict_format(batch, make_model):
-    model = make_model(test_score_thresh=0.0).eval()
+def test_mask_loss_and_panoptic_loss_both_train_the_mask_head(batch, make_model):
+    model = make_model(train_score_thresh=0.0, mask_weight=2.0, **MASKS)
+    losses = model(batch)
+    assert losses["loss_mask"] > 0 and torch.isfinite(losses["loss_mask"])
+    detection = losses["loss_cls"] + losses["loss_box"] + losses["loss_ctr"]
+    torch.testing.assert_close(losses["loss"], detection + 0.2 * losses["loss_semantic"]
+                               + 0.1 * losses["loss_panoptic"] + 2.0 * losses["loss_mask"])
+    head = model.mask_head
+    for name in ("loss_mask", "loss_panoptic"):
+        model.zero_grad()
+        losses[name].backward(retain_graph=True)
+        for module in (head.predictor, head.upsample, head.convs):
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), \
+                (name, module)
+
+
+@pytest.mark.parametrize("variant", ["A", "B", "C"])
+def test_potential_variants_train_with_masks(batch, make_model, variant):
+    model = make_model(train_score_thresh=0.0, potential_variant=variant, **MASKS)
+    losses = model(batch)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"])
+    model.zero_grad()
+    model(batch)["loss_panoptic"].backward()
+    assert model.mask_head.predictor.weight.grad.abs().sum() > 0
+
+
+def test_no_mask_head_by_default(batch, make_model):
+    model = make_model()
+    assert model.mask_head is None and not any(k.startswith("mask_head") for k in model.state_dict())
+    assert "loss_mask" not in model(batch)
+
+
+def test_bundled_checkpoint_still_loads_and_predicts():
+    model, cfg = load_panoptic_model("panoptic-synthetic")  # strict: no missing or unexpected key
+    assert model.mask_head is None and not cfg.model.mask_head
+    result = model.predict(torch.zeros(1, 3, 64, 96))[0]
+    assert result.id_map.shape == (64, 96)
+
+
+@pytest.mark.parametrize("overrides", [{}, MASKS, dict(MASKS, mask_size=14)])
+def test_predict_format(batch, make_model, overrides):
+    model = make_model(test_score_thresh=0.0, **overrides).eval()
     results = model.predict(batch["images"], [(64, 96), (60, 90)], [(128, 192), (60, 90)])
     for result, size in zip(results, [(128, 192), (60, 90)]):
         assert result.id_map.shape == size and result.id_map.dtype == np.int64
@@ -76,8 +118,26 @@ def test_heuristic_merge_mode(batch, make_model):
     assert set(np.unique(result.id_map).tolist()) <= {0, *[s["id"] for s in result.segments_info]}
 
 
-def test_detections_for_other_models(batch, make_model):
-    model = make_model(test_score_thresh=0.0).eval()
+def test_heuristic_merge_uses_the_predicted_masks(batch, make_model):
+    model = make_model(test_score_thresh=0.0, merge="heuristic", **MASKS).eval()
+    with torch.no_grad():
+        model.mask_head.predictor.bias.fill_(-30.0)  # every mask empty: no thing segment
+    assert not any(s["isthing"] for s in model.predict(batch["images"])[0].segments_info)
+    with torch.no_grad():
+        model.mask_head.predictor.bias.fill_(30.0)  # every mask fills its box
+    result = model.predict(batch["images"])[0]
+    det = model.detections(batch["images"])[0]
+    x1, y1, x2, y2 = det["boxes"][det["scores"].argmax()].tolist()
+    ys, xs = torch.arange(64)[:, None] + 0.5, torch.arange(96)[None] + 0.5
+    in_box = (xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)
+    # the top-scoring detection is visited first and takes every pixel of its pasted mask
+    assert result.segments_info[0]["isthing"]
+    assert in_box.any() and (torch.as_tensor(result.id_map) == 1).equal(in_box)
+
+
+@pytest.mark.parametrize("overrides", [{}, MASKS])
+def test_detections_for_other_models(batch, make_model, overrides):
+    model = make_model(test_score_thresh=0.0, **overrides).eval()
     dets = model.detections(batch["images"], [(64, 96), (60, 90)])
     d = dets[1]
     n = len(d["boxes"])
@@ -109,15 +169,6 @@ def test_upsampled_argmax_matches_full_upsampling():
     torch.testing.assert_close(upsampled_argmax(logits, (32, 48), (30, 45), (60, 90), chunk=8), cropped.argmax(0))
 
 
-def test_multilevel_roi_align_picks_levels():
-    torch.manual_seed(0)
-    feats = {f"p{k}": torch.randn(1, 4, 512 >> k, 512 >> k) for k in range(2, 6)}
-    boxes = torch.tensor([[0.0, 0, 50, 50], [0, 0, 224, 224], [0, 0, 500, 500]])  # levels 2, 4, 5
-    out = multilevel_roi_align(feats, boxes, 3)
-    for box, k, got in zip(boxes, (2, 4, 5), out):
-        torch.testing.assert_close(got, roi_align(feats[f"p{k}"], [box[None]], 3, 1 / 2 ** k, sampling_ratio=2)[0])
-
-
 def test_config_and_input_errors(make_config, make_model):
     with pytest.raises(ConfigError, match="size_limits"):
         make_config(size_limits=(32,))
@@ -125,16 +176,21 @@ def test_config_and_input_errors(make_config, make_model):
         make_config(stuff_ids=(1, 101))
     with pytest.raises(ConfigError, match="potential_variant"):
         make_config(potential_variant="D")
+    with pytest.raises(ConfigError, match="mask_channels"):
+        make_config(mask_head=True, mask_channels=0)
+    with pytest.raises(ConfigError, match="even mask_size"):
+        make_config(mask_head=True, mask_size=15)
     model = make_model().eval()
     with pytest.raises(InputError, match="multiples of 32"):
         model.predict(torch.zeros(1, 3, 50, 64))
 
 
-def test_overfit_two_tiny_images(make_config, make_batch):
-    """A few steps on two images: the total and the panoptic loss go down."""
+@pytest.mark.parametrize("overrides", [{}, MASKS])
+def test_overfit_two_tiny_images(make_config, make_batch, overrides):
+    """A few steps on two images: the total and the panoptic loss go down (and the mask loss)."""
     torch.manual_seed(0)
     model = build_panoptic(make_config(train_score_thresh=0.0, detection_weight=1.0, semantic_weight=1.0,
-                                       panoptic_weight=1.0))
+                                       panoptic_weight=1.0, **overrides))
     model.detector.pre_nms_thresh, model.detector.max_detections = 0.0, 10
     batch = make_batch()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -148,3 +204,5 @@ def test_overfit_two_tiny_images(make_config, make_batch):
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert history[-1]["loss_panoptic"] < history[0]["loss_panoptic"]
     assert history[-1]["loss_semantic"] < history[0]["loss_semantic"]
+    if "mask_head" in overrides:
+        assert history[-1]["loss_mask"] < history[0]["loss_mask"]
