@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundkit.errors import ConfigError, InputError
-from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, AffinityHead
+from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, SCALES, AffinityHead
 from groundkit.models.panoptic.detector import FCOS
 from groundkit.models.panoptic.heuristic import heuristic_merge
 from groundkit.models.panoptic.mask_head import MaskHead, multilevel_roi_align, paste_masks
@@ -57,7 +57,8 @@ class PanopticConfig:
     affinity: bool = True              # False: P = Psi (the paper's model A / C2)
     affinity_channels: int = 128       # C
     affinity_activation: str = "relu"  # or sigmoid, softplus
-    affinity_normalize: bool = True    # divide phi1(Q)^T Psi by the pixel count
+    affinity_normalize: bool = True    # divide phi1(Q)^T Psi by affinity_scale (False: Eq. 4)
+    affinity_scale: Literal["pixels", "mass"] = "pixels"  # N, or each channel's sum of Psi
     # Not in the paper (affinity.py says why; off = Eq. 4 verbatim): the affinity term only inside
     # each detection's box, a learned gate starting at 0, (x, y) channels in Q.
     affinity_region: Literal["image", "box"] = "image"
@@ -103,6 +104,9 @@ class PanopticConfig:
         if self.affinity_region not in REGIONS:
             raise ConfigError(f"panoptic.affinity_region: expected one of {REGIONS}, "
                               f"got {self.affinity_region!r}")
+        if self.affinity_scale not in SCALES:
+            raise ConfigError(f"panoptic.affinity_scale: expected one of {SCALES}, "
+                              f"got {self.affinity_scale!r}")
         if self.mask_head and (self.mask_channels < 1 or self.mask_convs < 0 or self.mask_size < 2
                                or self.mask_size % 2):
             raise ConfigError(f"panoptic: expected mask_channels >= 1, mask_convs >= 0 and an even "
@@ -359,7 +363,7 @@ def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
     decoder = lambda: FeatureDecoder(channels, cfg.decoder_channels, cfg.decoder_convs)  # noqa: E731
     affinity = AffinityHead(decoder(), cfg.affinity_channels, cfg.affinity_activation,
                             cfg.affinity_normalize, cfg.affinity_region, cfg.affinity_gate,
-                            cfg.affinity_coords) if cfg.affinity else None
+                            cfg.affinity_coords, cfg.affinity_scale) if cfg.affinity else None
     detector = FCOS(channels, cfg.num_things, cfg.detector_levels, cfg.detector_convs,
                     cfg.size_limits, cfg.center_radius, cfg.box_loss, pre_nms_top_n=cfg.pre_nms_top_n,
                     nms_thresh=cfg.nms_thresh, max_detections=cfg.max_detections)

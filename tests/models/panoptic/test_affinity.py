@@ -6,15 +6,16 @@ from groundkit.models.panoptic.potential import box_cell_ranges, box_cells
 from groundkit.models.panoptic.semantic_head import FeatureDecoder
 
 
-def literal_affinity(q, head, psi, inside=None, gain=1.0):
+def literal_affinity(q, head, psi, inside=None, gain=1.0, scale="pixels"):
     """Eq. 4 as written, forming the N x N affinity (row-major, N x C), then the options.
 
     q: (C, N); psi: (K, N); inside: (K, N) 0/1 or None.
     """
     a0 = torch.relu(head.phi0.weight.flatten(1) @ q + head.phi0.bias[:, None]).T  # (N, C)
     a1 = torch.relu(head.phi1.weight.flatten(1) @ q + head.phi1.bias[:, None]).T
-    affinity = a0 @ a1.T / q.shape[1]  # (N, N)
+    affinity = a0 @ a1.T  # (N, N)
     term = (affinity @ psi.T).T  # (K, N)
+    term = term / (q.shape[1] if scale == "pixels" else psi.sum(1, keepdim=True) + 1e-6)
     if inside is not None:
         term = term * inside
     return psi + gain * term
@@ -51,15 +52,28 @@ def test_box_region_and_gate_match_literal():
     torch.testing.assert_close(head(q, psi, cells)[:2][outside], psi[:2][outside])
 
 
+def test_mass_scale_makes_the_term_independent_of_a_channel_area():
+    """A channel's term is the Psi-weighted mean affinity over its region: spread the same values
+    over twice the pixels and the term is unchanged (with the pixel count it would double)."""
+    head = _head(scale="mass")
+    q = torch.randn(5, 2, 4, dtype=torch.float64)
+    q[:, 1] = q[:, 0]  # the bottom row repeats the top row
+    small = torch.zeros(1, 2, 4, dtype=torch.float64)
+    small[0, 0] = torch.rand(4, dtype=torch.float64)
+    large = small.clone()
+    large[0, 1] = small[0, 0]
+    torch.testing.assert_close((head(q, small) - small)[0, 0], (head(q, large) - large)[0, 0])
+
+
 def test_gate_starts_closed_so_p_equals_psi():
     head = _head(gate=True)
     q, psi = torch.randn(5, 3, 4, dtype=torch.float64), torch.rand(4, 3, 4, dtype=torch.float64)
     torch.testing.assert_close(head(q, psi), psi)
 
 
-@pytest.mark.parametrize("region", ["image", "box"])
-def test_gradients_match_autograd_of_the_literal_formula(region):
-    head = _head(chunk=5, region=region, gate=True)
+@pytest.mark.parametrize("region,scale", [("image", "pixels"), ("box", "pixels"), ("box", "mass")])
+def test_gradients_match_autograd_of_the_literal_formula(region, scale):
+    head = _head(chunk=5, region=region, gate=True, scale=scale)
     with torch.no_grad():
         head.gain.fill_(1.3)
     q = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -75,7 +89,7 @@ def test_gradients_match_autograd_of_the_literal_formula(region):
         p.grad = None
     inside = (torch.cat([box_cells(boxes, (3, 4), 4), torch.ones(1, 3, 4, dtype=torch.float64)])
               .flatten(1) if region == "box" else None)
-    literal = literal_affinity(q.flatten(1), head, psi.flatten(1), inside, head.gain)
+    literal = literal_affinity(q.flatten(1), head, psi.flatten(1), inside, head.gain, scale)
     (literal * weights.flatten(1)).sum().backward()
     for got, p in zip(chunked, params):
         torch.testing.assert_close(got, p.grad)
@@ -90,9 +104,10 @@ def test_gradcheck():
     psi = torch.rand(k, n, dtype=torch.float64, requires_grad=True)
     gain = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
     cells = torch.tensor([[0, 1, 1, 4], [0, 2, 0, 5], [1, 2, 2, 3], [0, 2, 0, 5]])
-    for kind in ("sigmoid", "softplus"):  # smooth, so finite differences hold everywhere
+    for kind, scale in (("sigmoid", "pixels"), ("softplus", "mass"), ("sigmoid", None)):
+        # smooth activations, so finite differences hold everywhere
         assert torch.autograd.gradcheck(
-            lambda *t: ChunkedAffinity.apply(*t, cells, 5, kind, True, 3),
+            lambda *t: ChunkedAffinity.apply(*t, cells, 5, kind, scale, 3),
             (q, w0, b0, w1, b1, psi, gain))
 
 
@@ -123,3 +138,5 @@ def test_unknown_options_are_rejected():
         _head(activation="softmax")
     with pytest.raises(ValueError, match="region"):
         _head(region="everywhere")
+    with pytest.raises(ValueError, match="scale"):
+        _head(scale="area")
