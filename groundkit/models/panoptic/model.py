@@ -95,18 +95,11 @@ class PanopticConfig:
         ids = (*self.thing_ids, *self.stuff_ids)
         if len(set(ids)) != len(ids):
             raise ConfigError("panoptic: thing_ids and stuff_ids must be distinct category ids")
-        if self.potential_variant not in VARIANTS:
-            raise ConfigError(f"panoptic.potential_variant: expected one of {VARIANTS}, "
-                              f"got {self.potential_variant!r}")
-        if self.affinity_activation not in ACTIVATIONS:
-            raise ConfigError(f"panoptic.affinity_activation: expected one of {ACTIVATIONS}, "
-                              f"got {self.affinity_activation!r}")
-        if self.affinity_region not in REGIONS:
-            raise ConfigError(f"panoptic.affinity_region: expected one of {REGIONS}, "
-                              f"got {self.affinity_region!r}")
-        if self.affinity_scale not in SCALES:
-            raise ConfigError(f"panoptic.affinity_scale: expected one of {SCALES}, "
-                              f"got {self.affinity_scale!r}")
+        for name, choices in (("potential_variant", VARIANTS), ("affinity_activation", ACTIVATIONS),
+                              ("affinity_region", REGIONS), ("affinity_scale", SCALES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"panoptic.{name}: expected one of {choices}, "
+                                  f"got {getattr(self, name)!r}")
         if self.mask_head and (self.mask_channels < 1 or self.mask_convs < 0 or self.mask_size < 2
                                or self.mask_size % 2):
             raise ConfigError(f"panoptic: expected mask_channels >= 1, mask_convs >= 0 and an even "
