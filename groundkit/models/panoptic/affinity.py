@@ -85,21 +85,17 @@ class ChunkedAffinity(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, w0, b0, w1, b1, psi, gain, cells, width, kind, scale, chunk):
-        n = q.shape[1]
         context = psi.new_zeros(q.shape[0], psi.shape[0])  # (C, K): phi1(Q)^T Psi
-        for s in range(0, n, chunk):
-            a1 = activate(torch.addmm(b1[:, None], w1, q[:, s:s + chunk]), kind)
-            context.addmm_(a1, psi[:, s:s + chunk].transpose(0, 1))
+        for part, q_c, _ in _chunks(q, None, width, chunk):
+            context.addmm_(activate(_pre(w1, b1, q_c), kind), psi[:, part].transpose(0, 1))
         divisor = _divisor(psi, scale)
         context /= divisor
         out = torch.empty_like(psi)
-        for s in range(0, n, chunk):
-            a0 = activate(torch.addmm(b0[:, None], w0, q[:, s:s + chunk]), kind)
-            term = context.transpose(0, 1) @ a0                     # (K, chunk)
-            region = region_mask(cells, width, s, min(s + chunk, n))
+        for part, q_c, region in _chunks(q, cells, width, chunk):
+            term = context.transpose(0, 1) @ activate(_pre(w0, b0, q_c), kind)  # (K, chunk)
             if region is not None:
                 term *= region
-            out[:, s:s + chunk] = psi[:, s:s + chunk] + term.mul_(gain)
+            out[:, part] = psi[:, part] + term.mul_(gain)
         ctx.save_for_backward(q, w0, b0, w1, b1, psi, gain, context, divisor)
         ctx.cells, ctx.width, ctx.kind, ctx.scale, ctx.chunk = cells, width, kind, scale, chunk
         return out
@@ -109,41 +105,50 @@ class ChunkedAffinity(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, w0, b0, w1, b1, psi, gain, context, divisor = ctx.saved_tensors
         cells, width, kind, chunk = ctx.cells, ctx.width, ctx.kind, ctx.chunk
-        n = q.shape[1]
         grads = {name: torch.zeros_like(t) for name, t in
                  (("q", q), ("w0", w0), ("b0", b0), ("w1", w1), ("b1", b1))}
         grad_context = torch.zeros_like(context)
         grad_gain = torch.zeros_like(gain)
         # Pass 1, through phi0: P depends on a0 = phi0(Q) and on the context.
-        for s in range(0, n, chunk):
-            q_c = q[:, s:s + chunk]
-            pre0 = torch.addmm(b0[:, None], w0, q_c)
+        for part, q_c, region in _chunks(q, cells, width, chunk):
+            pre0 = _pre(w0, b0, q_c)
             a0 = activate(pre0, kind)
-            grad_term = grad_out[:, s:s + chunk].clone()                   # (K, chunk)
-            region = region_mask(cells, width, s, min(s + chunk, n))
+            grad_term = grad_out[:, part].clone()                          # (K, chunk)
             if region is not None:
                 grad_term *= region
             grad_gain += (grad_term * (context.transpose(0, 1) @ a0)).sum()
             grad_term *= gain
             grad_context.addmm_(a0, grad_term.transpose(0, 1))
             grad_pre0 = (context @ grad_term) * activation_grad(pre0, kind)  # (C, chunk)
-            _linear_grads(grads, "0", grad_pre0, q_c, w0, s, chunk)
+            _linear_grads(grads, "0", grad_pre0, q_c, w0, part)
         # context = sums / divisor: the divisor of a "mass" channel depends on Psi too
         grad_divisor = -(grad_context * context).sum(0) / divisor[0]        # (K,)
         grad_context /= divisor
         # Pass 2, through phi1 and Psi: sums = phi1(Q) Psi^T, and P = Psi + ...
         grad_psi = torch.empty_like(psi)
-        for s in range(0, n, chunk):
-            q_c = q[:, s:s + chunk]
-            pre1 = torch.addmm(b1[:, None], w1, q_c)
-            torch.addmm(grad_out[:, s:s + chunk], grad_context.transpose(0, 1), activate(pre1, kind),
-                        out=grad_psi[:, s:s + chunk])
+        for part, q_c, _ in _chunks(q, None, width, chunk):
+            pre1 = _pre(w1, b1, q_c)
+            torch.addmm(grad_out[:, part], grad_context.transpose(0, 1), activate(pre1, kind),
+                        out=grad_psi[:, part])
             if ctx.scale == "mass":
-                grad_psi[:, s:s + chunk] += grad_divisor[:, None]
-            grad_pre1 = (grad_context @ psi[:, s:s + chunk]) * activation_grad(pre1, kind)
-            _linear_grads(grads, "1", grad_pre1, q_c, w1, s, chunk)
+                grad_psi[:, part] += grad_divisor[:, None]
+            grad_pre1 = (grad_context @ psi[:, part]) * activation_grad(pre1, kind)
+            _linear_grads(grads, "1", grad_pre1, q_c, w1, part)
         return (grads["q"], grads["w0"], grads["b0"], grads["w1"], grads["b1"], grad_psi, grad_gain,
                 None, None, None, None, None)
+
+
+def _chunks(q: torch.Tensor, cells: torch.Tensor | None, width: int, chunk: int):
+    """``(slice, q[:, slice], region_mask)`` over the N pixels of ``q (C, N)``, chunk by chunk."""
+    n = q.shape[1]
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        yield slice(start, stop), q[:, start:stop], region_mask(cells, width, start, stop)
+
+
+def _pre(weight: torch.Tensor, bias: torch.Tensor, q_chunk: torch.Tensor) -> torch.Tensor:
+    """phi's 1x1 conv before its activation: ``W q + b``, ``(C, chunk)``."""
+    return torch.addmm(bias[:, None], weight, q_chunk)
 
 
 def _divisor(psi: torch.Tensor, scale: str | None) -> torch.Tensor:
@@ -154,11 +159,11 @@ def _divisor(psi: torch.Tensor, scale: str | None) -> torch.Tensor:
 
 
 def _linear_grads(grads: dict[str, torch.Tensor], which: str, grad_pre: torch.Tensor,
-                  q_chunk: torch.Tensor, weight: torch.Tensor, start: int, chunk: int) -> None:
+                  q_chunk: torch.Tensor, weight: torch.Tensor, part: slice) -> None:
     """Accumulate the gradients of ``pre = W q + b`` given ``grad_pre (C, chunk)``."""
     grads["w" + which].addmm_(grad_pre, q_chunk.transpose(0, 1))
     grads["b" + which] += grad_pre.sum(1)
-    grads["q"][:, start:start + chunk].addmm_(weight.transpose(0, 1), grad_pre)
+    grads["q"][:, part].addmm_(weight.transpose(0, 1), grad_pre)
 
 
 def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
