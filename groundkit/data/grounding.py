@@ -27,9 +27,6 @@ class GroundingDataConfig:
     resize: ResizeConfig = field(default_factory=ResizeConfig)
     cache: bool = False          # keep decoded items in memory (small datasets, many epochs)
     max_items: int | None = None  # use only the first N narratives (quick runs)
-    # Also load every panoptic segment of the image (``segments``), for the instance-embedding
-    # auxiliary loss (``model.instance_aux_weight``); set by the trainer when that loss is on.
-    segment_targets: bool = False
 
 
 class GroundingDataset(Dataset):
@@ -38,29 +35,24 @@ class GroundingDataset(Dataset):
     An item: ``image (3, h, w)`` normalised; ``caption``; ``spans`` of the grounded phrases;
     ``masks (P, ceil(h/4), ceil(w/4))`` float, each phrase's union of segments at stride 4;
     ``image_id``; ``segment_indices`` (index of each phrase in the narrative's utterances);
-    ``orig_size (H, W)``; ``input_size (h, w)``; with ``segment_targets`` also ``segments
-    (K, ceil(h/4), ceil(w/4))`` float, the covered fraction of each cell by each of the image's K
-    panoptic segments.
+    ``orig_size (H, W)``; ``input_size (h, w)``.
     """
 
     def __init__(self, paths: SplitPaths, resize: ResizeConfig | None = None,
-                 cache: bool = False, max_items: int | None = None,
-                 segment_targets: bool = False) -> None:
+                 cache: bool = False, max_items: int | None = None) -> None:
         self.paths = paths.require("images", "panoptic_json", "panoptic_dir", "narratives")
         self.resize = resize or ResizeConfig()
         self.panoptic = load_panoptic(self.paths.panoptic_json, self.paths.panoptic_dir)
         narratives = load_narratives(self.paths.narratives)
         check_narratives(narratives, self.panoptic, self.paths.narratives)
         self.narratives: list[Narrative] = [n for n in narratives if n.grounded()][:max_items]
-        self.segment_targets = segment_targets
         self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     @classmethod
     def from_root(cls, root: str | Path, split: str, resize: ResizeConfig | None = None,
-                  cache: bool = False, max_items: int | None = None,
-                  segment_targets: bool = False) -> "GroundingDataset":
+                  cache: bool = False, max_items: int | None = None) -> "GroundingDataset":
         """The split ``split`` of a folder in the COCO / PNG layout (see :mod:`groundkit.data.layout`)."""
-        return cls(SplitPaths.from_root(root, split), resize, cache, max_items, segment_targets)
+        return cls(SplitPaths.from_root(root, split), resize, cache, max_items)
 
     def __len__(self) -> int:
         return len(self.narratives)
@@ -82,24 +74,18 @@ class GroundingDataset(Dataset):
         image = self.load_image(narrative.image_id)
         size = target_size(*image.shape[:2], self.resize)
         grounded = narrative.grounded()
-        groups = [u.segment_ids for _, u in grounded]
-        if self.segment_targets:
-            groups += [[s.id] for s in self.panoptic.annotation(narrative.image_id).segments]
-        masks = masks_to_targets(self.panoptic.union_masks(narrative.image_id, groups),
-                                 (-(-size[0] // 4), -(-size[1] // 4)))
-        item = {
+        masks = np.stack([self.panoptic.union_mask(narrative.image_id, u.segment_ids)
+                          for _, u in grounded])
+        return {
             "image": image_to_tensor(image, size),
             "caption": narrative.caption,
             "spans": [u.span for _, u in grounded],
-            "masks": masks[:len(grounded)],
+            "masks": masks_to_targets(masks, (-(-size[0] // 4), -(-size[1] // 4))),
             "image_id": narrative.image_id,
             "segment_indices": [i for i, _ in grounded],
             "orig_size": image.shape[:2],
             "input_size": size,
         }
-        if self.segment_targets:
-            item["segments"] = masks[len(grounded):]
-        return item
 
 
 def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[str, Any]:
@@ -116,7 +102,6 @@ def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[st
     }
     for key in ("spans", "segment_indices", "orig_size", "input_size"):
         batch[key] = [it[key] for it in items]
-    for key in ("masks", "segments"):
-        if key in items[0]:
-            batch[key] = [pad_maps(it[key], quarter) for it in items]
+    if "masks" in items[0]:
+        batch["masks"] = [pad_maps(it["masks"], quarter) for it in items]
     return batch

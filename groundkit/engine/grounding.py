@@ -91,9 +91,8 @@ def flat_scores(phrases: PhraseIoUs) -> dict[str, float]:
 def train_grounding(cfg: Any, resume: bool = False) -> dict[str, float]:
     """Train ``cfg.model_type`` on ``cfg.data`` with periodic evaluation on the val split."""
     data = cfg.data
-    segments = data.segment_targets or cfg.model.instance_aux_weight > 0
     train_set = GroundingDataset.from_root(data.root, data.train_split, data.resize, data.cache,
-                                           data.max_items, segment_targets=segments)
+                                           data.max_items)
     val_set = GroundingDataset.from_root(data.root, data.val_split, data.resize, data.cache,
                                          cfg.eval.max_items)
     seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed

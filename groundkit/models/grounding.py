@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from groundkit.errors import InputError
-from groundkit.models.losses import bce_dice_loss, discriminative_loss
+from groundkit.models.losses import bce_dice_loss
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, span_to_token_indices
 from groundkit.vision.backbone import BackboneConfig, build_backbone
 from groundkit.vision.neck import SemanticFPNNeck
@@ -47,11 +47,6 @@ class GroundingModelConfig:
     dice_weight: float = 1.0
     dice_eps: float = 2e-3
     threshold: float = 0.5
-    # Not in the papers: an instance-embedding loss (De Brabandere et al. 2017) on the matching grid,
-    # from the panoptic segments of the training images. It stands in for the panoptic pre-training
-    # of the papers' backbone when a model is trained from scratch; 0 turns it off.
-    instance_aux_weight: float = 0.0
-    instance_aux_dim: int = 8
 
 
 class GroundingHead(nn.Module):
@@ -100,9 +95,6 @@ class GroundingModel(nn.Module):
             cfg.text_adapter_layers) if cfg.text_adapter_layers > 0 else None)
         self.text_proj = nn.Linear(text_dim, cfg.hidden_dim)               # W2 of PPMN Eq. (1)
         self.head = head
-        grid_channels = cfg.neck_channels if head.uses_neck else cfg.backbone.fpn_channels
-        self.instance_embed = (nn.Conv2d(grid_channels, cfg.instance_aux_dim, 1)
-                               if cfg.instance_aux_weight > 0 else None)
         if self.text_encoder.frozen:
             # A frozen encoder is the installed one: checkpoints leave it out and stay small.
             self.text_encoder.register_state_dict_post_hook(_drop_own_keys)
@@ -163,12 +155,7 @@ class GroundingModel(nn.Module):
         if not self.training:
             return self.phrase_maps(features, batch["captions"], batch["spans"])
         queries = self.encode_text(batch["captions"], batch["spans"])
-        losses = self.loss(self.round_logits(features, queries), queries, batch["masks"])
-        if self.instance_embed is not None:
-            aux = self.instance_loss(features, batch)
-            losses.update(aux)
-            losses["loss"] = losses["loss"] + sum(aux.values())
-        return losses
+        return self.loss(self.round_logits(features, queries), queries, batch["masks"])
 
     def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
         """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""
@@ -200,25 +187,6 @@ class GroundingModel(nn.Module):
                 losses[f"{name}_{r}"] = value
         losses["loss"] = sum(losses.values())
         return losses
-
-    def instance_loss(self, features: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        """The weighted instance-embedding loss, averaged over the batch's images.
-
-        Reads ``batch["segments"]``: B x ``(K_i, H/4, W/4)`` (``GroundingDataset(segment_targets=True)``).
-        """
-        if "segments" not in batch:
-            raise InputError("model.instance_aux_weight > 0 needs the panoptic segments of each "
-                             "training image in the batch: build the dataset with segment_targets=True")
-        grid = features.get("neck", features["p2"])
-        embeddings = self.instance_embed(grid)                             # (B, D, h, w)
-        totals: dict[str, torch.Tensor] = {}
-        for b, segments in enumerate(batch["segments"]):
-            if segments.shape[-2:] != embeddings.shape[-2:]:                # a stride-8 grid
-                segments = F.interpolate(segments[None], size=embeddings.shape[-2:], mode="area")[0]
-            for name, value in discriminative_loss(embeddings[b], segments.to(embeddings.device)).items():
-                totals[f"inst_{name}"] = totals.get(f"inst_{name}", 0) + value
-        scale = self.cfg.instance_aux_weight / len(batch["segments"])
-        return {name: scale * value for name, value in totals.items()}
 
     def param_groups(self, lr: float, text_lr: float | None = None) -> list[dict]:
         """Trainable parameters; the text encoder (when not frozen) gets ``text_lr``."""

@@ -63,17 +63,3 @@ def test_missing_split_is_a_clear_error(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(InputError, match="missing"):
         GroundingDataset.from_root(tmp_path / "d", "val")
-
-
-def test_segment_targets_cover_every_panoptic_segment_once():
-    data = GroundingDataset(sample_paths(), ResizeConfig(short_side=200, max_size=333),
-                            segment_targets=True)
-    item = data[0]
-    segments = data.panoptic.annotation(item["image_id"]).segments
-    assert item["segments"].shape == (len(segments), 50, 75)
-    # each cell's coverage sums to its labelled share (void cells, id 0, belong to no segment)
-    labelled = data.panoptic.id_map(item["image_id"]) > 0
-    assert item["segments"].sum(0).mean().item() == pytest.approx(labelled.mean(), abs=0.01)
-    assert torch.equal(item["masks"], GroundingDataset(sample_paths(), data.resize)[0]["masks"])
-    batch = collate_grounding([data[0], data[1]])
-    assert [s.shape[-2:] for s in batch["segments"]] == [(56, 88), (56, 88)]

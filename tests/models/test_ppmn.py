@@ -107,23 +107,6 @@ def test_both_query_modes_train_and_predict(encoder, query):
         assert model.eval()(tiny_batch(b=1))[0].shape == (2, 16, 16)
 
 
-def test_instance_auxiliary_loss_trains_the_matching_grid(encoder):
-    model = build_ppmn_with(encoder, instance_aux_weight=0.5)
-    batch = tiny_batch()
-    with pytest.raises(InputError, match="segment_targets"):
-        model(batch)
-    labels = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(2))
-    batch["segments"] = [torch.stack([l == k for k in range(3)]).float() for l in labels]
-    losses = model(batch)
-    assert {"inst_var", "inst_dist", "inst_reg"} <= set(losses)
-    grounding = sum(v for k, v in losses.items() if k.startswith(("bce", "dice")))
-    assert losses["loss"].item() == pytest.approx(
-        (grounding + losses["inst_var"] + losses["inst_dist"] + losses["inst_reg"]).item())
-    losses["loss"].backward()
-    assert model.instance_embed.weight.grad.abs().sum() > 0
-    assert build_ppmn_with(encoder).instance_embed is None  # off by default (the papers)
-
-
 def test_checkpoint_leaves_out_the_frozen_encoder(encoder, tmp_path):
     model = build_ppmn_with(encoder)
     path = save_checkpoint(tmp_path, model, {}, "ppmn")
