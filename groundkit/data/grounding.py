@@ -74,8 +74,7 @@ class GroundingDataset(Dataset):
         image = self.load_image(narrative.image_id)
         size = target_size(*image.shape[:2], self.resize)
         grounded = narrative.grounded()
-        masks = np.stack([self.panoptic.union_mask(narrative.image_id, u.segment_ids)
-                          for _, u in grounded])
+        masks = self.panoptic.union_masks(narrative.image_id, [u.segment_ids for _, u in grounded])
         return {
             "image": image_to_tensor(image, size),
             "caption": narrative.caption,
