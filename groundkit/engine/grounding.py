@@ -1,7 +1,7 @@
 """Training and evaluation of the one-stage grounding models (PPMN, DRMN) on a PNG-format split."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,10 @@ def load_grounding_model(checkpoint: str | Path, device: str | torch.device = "c
         raise ConfigError(f"{checkpoint}: a {model_type!r} checkpoint is not a grounding model "
                           f"(expected one of {list(GROUNDING_MODELS)})")
     cfg = config_from_dict(experiment_class(model_type), meta["config"], source=str(checkpoint))
-    model = build_grounding_model(model_type, cfg.model)
+    # The checkpoint holds every weight: the backbone file it started from (``backbone.weights``,
+    # kept in cfg as a record) is neither read nor needed on this machine.
+    initial = replace(cfg.model, backbone=replace(cfg.model.backbone, weights=None))
+    model = build_grounding_model(model_type, initial)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), cfg
 

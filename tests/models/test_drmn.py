@@ -232,3 +232,17 @@ def test_checkpoint_round_trip_through_the_registry(encoder, tmp_path, monkeypat
     batch = tiny_batch(b=1)
     with torch.no_grad():
         assert torch.equal(model(batch)[0], loaded(batch)[0])
+
+
+def test_checkpoint_loads_without_the_backbone_file_it_started_from(encoder, tmp_path, monkeypatch):
+    model = build(encoder).eval()
+    started_from = replace(model.cfg, backbone=replace(model.cfg.backbone,
+                                                       weights=str(tmp_path / "gone.safetensors")))
+    save_checkpoint(tmp_path, model, config_to_dict(experiment_class("drmn")(model=started_from)),
+                    "drmn")
+    monkeypatch.setattr("groundkit.models.grounding.TextEncoder", lambda *a, **kw: encoder)
+    loaded, cfg = load_grounding_model(tmp_path)
+    assert cfg.model.backbone.weights.endswith("gone.safetensors")  # kept as the record
+    batch = tiny_batch(b=1)
+    with torch.no_grad():
+        assert torch.equal(model(batch)[0], loaded(batch)[0])
