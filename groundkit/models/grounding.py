@@ -95,6 +95,9 @@ class GroundingModel(nn.Module):
             cfg.text_adapter_layers) if cfg.text_adapter_layers > 0 else None)
         self.text_proj = nn.Linear(text_dim, cfg.hidden_dim)               # W2 of PPMN Eq. (1)
         self.head = head
+        # Which round's maps are the prediction: the last (-1), as the papers; an earlier round
+        # scores what the refinement rounds add (benchmarks/bench_rounds.py).
+        self.predict_round = -1
         if self.text_encoder.frozen:
             # A frozen encoder is the installed one: checkpoints leave it out and stay small.
             self.text_encoder.register_state_dict_post_hook(_drop_own_keys)
@@ -166,12 +169,13 @@ class GroundingModel(nn.Module):
 
     def phrase_maps(self, features: dict[str, torch.Tensor], captions: list[str],
                     spans: list[list[tuple[int, int]]]) -> list[torch.Tensor]:
-        """Last-round probabilities averaged over each phrase's word pieces: B x ``(P_i, H/4, W/4)``.
+        """Probabilities of round ``predict_round`` (the last by default) averaged over each phrase's
+        word pieces: B x ``(P_i, H/4, W/4)``.
 
         ``features`` may be computed once per image (``encode_images``) and reused for many captions.
         """
         queries = self.encode_text(captions, spans)
-        last = self.round_logits(features, queries)[-1].sigmoid()
+        last = self.round_logits(features, queries)[self.predict_round].sigmoid()
         return phrase_probabilities(last, queries.phrase, [len(s) for s in spans])
 
     def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]

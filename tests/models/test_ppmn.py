@@ -85,6 +85,19 @@ def test_eval_returns_one_map_per_phrase(encoder):
     assert 0 <= out[0].min() and out[0].max() <= 1
 
 
+def test_predict_round_selects_which_rounds_maps_are_returned(encoder):
+    model = build_ppmn_with(encoder).eval()
+    batch = tiny_batch(b=1)
+    with torch.no_grad():
+        features = model.encode_images(batch["images"])
+        rounds = model.round_logits(features, model.encode_text(batch["captions"], batch["spans"]))
+        last = model(batch)[0]
+        model.predict_round = 0
+        first = model(batch)[0]
+    assert torch.allclose(first, rounds[0][0].sigmoid()) and torch.allclose(last, rounds[-1][0].sigmoid())
+    assert not torch.allclose(first, last)
+
+
 @pytest.mark.parametrize("query, limit", [("word_piece", 3), ("phrase", 1)])
 def test_too_many_queries_is_a_clear_error(encoder, query, limit):
     model = build_ppmn_with(encoder, query=query, max_queries=limit).eval()
