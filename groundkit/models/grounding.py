@@ -96,7 +96,7 @@ class GroundingModel(nn.Module):
         self.text_proj = nn.Linear(text_dim, cfg.hidden_dim)               # W2 of PPMN Eq. (1)
         self.head = head
         # Which round's maps are the prediction: the last (-1), as the papers; an earlier round
-        # scores what the refinement rounds add (benchmarks/bench_rounds.py).
+        # scores what the refinement rounds add (benchmarks/analyze_grounding.py).
         self.predict_round = -1
         if self.text_encoder.frozen:
             # A frozen encoder is the installed one: checkpoints leave it out and stay small.
