@@ -74,6 +74,7 @@ def type_row(name: str, ious: np.ndarray) -> str:
 
 def ceiling_ious(dataset) -> np.ndarray:
     """IoU of each grounded phrase's own stride-4 target, post-processed as a prediction."""
+    from groundkit.metrics.png_ar import mask_ious
     from groundkit.models.grounding import postprocess_grounding
 
     out = []
@@ -82,8 +83,8 @@ def ceiling_ious(dataset) -> np.ndarray:
         masks, _ = postprocess_grounding(item["masks"], item["input_size"], item["orig_size"])
         truth = dataset.panoptic.union_masks(narrative.image_id,
                                              [u.segment_ids for _, u in narrative.grounded()])
-        out += [(p & t).sum() / max((p | t).sum(), 1) for p, t in zip(masks.numpy(), truth)]
-    return np.array(out)
+        out.append(mask_ious(masks.numpy(), truth))
+    return np.concatenate(out)
 
 
 def main() -> None:

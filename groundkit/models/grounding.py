@@ -175,8 +175,8 @@ class GroundingModel(nn.Module):
         ``features`` may be computed once per image (``encode_images``) and reused for many captions.
         """
         queries = self.encode_text(captions, spans)
-        last = self.round_logits(features, queries)[self.predict_round].sigmoid()
-        return phrase_probabilities(last, queries.phrase, [len(s) for s in spans])
+        probs = self.round_logits(features, queries)[self.predict_round].sigmoid()
+        return phrase_probabilities(probs, queries.phrase, [len(s) for s in spans])
 
     def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]
              ) -> dict[str, torch.Tensor]:
