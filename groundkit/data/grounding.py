@@ -29,30 +29,45 @@ class GroundingDataConfig:
     max_items: int | None = None  # use only the first N narratives (quick runs)
 
 
+SEMANTIC_IGNORE = 255  # label of cells no category covers to one half (void, borders, padding)
+
+
 class GroundingDataset(Dataset):
     """Narratives of one split with their images and ground-truth phrase masks.
 
     An item: ``image (3, h, w)`` normalised; ``caption``; ``spans`` of the grounded phrases;
     ``masks (P, ceil(h/4), ceil(w/4))`` float, each phrase's union of segments at stride 4;
     ``image_id``; ``segment_indices`` (index of each phrase in the narrative's utterances);
-    ``orig_size (H, W)``; ``input_size (h, w)``.
+    ``orig_size (H, W)``; ``input_size (h, w)``; with ``semantic`` also ``semantic (ceil(h/4),
+    ceil(w/4))`` int64, the category label of each cell (:meth:`category_ids` order, things then
+    stuff) or ``SEMANTIC_IGNORE`` where no category covers half of it: the targets of the
+    semantic auxiliary loss (``model.semantic_classes``).
     """
 
     def __init__(self, paths: SplitPaths, resize: ResizeConfig | None = None,
-                 cache: bool = False, max_items: int | None = None) -> None:
+                 cache: bool = False, max_items: int | None = None,
+                 semantic: bool = False) -> None:
         self.paths = paths.require("images", "panoptic_json", "panoptic_dir", "narratives")
         self.resize = resize or ResizeConfig()
         self.panoptic = load_panoptic(self.paths.panoptic_json, self.paths.panoptic_dir)
         narratives = load_narratives(self.paths.narratives)
         check_narratives(narratives, self.panoptic, self.paths.narratives)
         self.narratives: list[Narrative] = [n for n in narratives if n.grounded()][:max_items]
+        self.semantic = semantic
         self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     @classmethod
     def from_root(cls, root: str | Path, split: str, resize: ResizeConfig | None = None,
-                  cache: bool = False, max_items: int | None = None) -> "GroundingDataset":
+                  cache: bool = False, max_items: int | None = None,
+                  semantic: bool = False) -> "GroundingDataset":
         """The split ``split`` of a folder in the COCO / PNG layout (see :mod:`groundkit.data.layout`)."""
-        return cls(SplitPaths.from_root(root, split), resize, cache, max_items)
+        return cls(SplitPaths.from_root(root, split), resize, cache, max_items, semantic)
+
+    def category_ids(self) -> list[int]:
+        """The panoptic category ids in label order: things, then stuff, each sorted by id (the
+        order of :class:`groundkit.data.panoptic_dataset.PanopticSegDataset`)."""
+        cats = self.panoptic.categories.values()
+        return sorted(c.id for c in cats if c.isthing) + sorted(c.id for c in cats if not c.isthing)
 
     def __len__(self) -> int:
         return len(self.narratives)
@@ -74,17 +89,32 @@ class GroundingDataset(Dataset):
         image = self.load_image(narrative.image_id)
         size = target_size(*image.shape[:2], self.resize)
         grounded = narrative.grounded()
-        masks = self.panoptic.union_masks(narrative.image_id, [u.segment_ids for _, u in grounded])
-        return {
+        groups = [u.segment_ids for _, u in grounded]
+        if self.semantic:  # one more group per category: its segments in this image (maybe none)
+            segments = self.panoptic.annotation(narrative.image_id).segments
+            groups += [[s.id for s in segments if s.category_id == c] for c in self.category_ids()]
+        quarter = (-(-size[0] // 4), -(-size[1] // 4))
+        masks = masks_to_targets(self.panoptic.union_masks(narrative.image_id, groups), quarter)
+        item = {
             "image": image_to_tensor(image, size),
             "caption": narrative.caption,
             "spans": [u.span for _, u in grounded],
-            "masks": masks_to_targets(masks, (-(-size[0] // 4), -(-size[1] // 4))),
+            "masks": masks[:len(grounded)],
             "image_id": narrative.image_id,
             "segment_indices": [i for i, _ in grounded],
             "orig_size": image.shape[:2],
             "input_size": size,
         }
+        if self.semantic:
+            item["semantic"] = cell_labels(masks[len(grounded):])
+        return item
+
+
+def cell_labels(coverage: torch.Tensor) -> torch.Tensor:
+    """``(C, h, w)`` covered fraction of each cell by each category -> ``(h, w)`` int64 labels:
+    the category covering more than half of the cell, else ``SEMANTIC_IGNORE``."""
+    best, label = coverage.max(0)
+    return torch.where(best > 0.5, label, torch.full_like(label, SEMANTIC_IGNORE))
 
 
 def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[str, Any]:
@@ -103,4 +133,7 @@ def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[st
         batch[key] = [it[key] for it in items]
     if "masks" in items[0]:
         batch["masks"] = [pad_maps(it["masks"], quarter) for it in items]
+    if "semantic" in items[0]:
+        batch["semantic"] = torch.stack([pad_maps(it["semantic"], quarter, SEMANTIC_IGNORE)
+                                         for it in items])
     return batch

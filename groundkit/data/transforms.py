@@ -61,6 +61,6 @@ def pad_batch(images: list[torch.Tensor], divisor: int = 32) -> torch.Tensor:
     return out
 
 
-def pad_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(..., h, w)`` -> ``(..., H, W)`` zero-padded at the bottom/right."""
-    return F.pad(maps, (0, size[1] - maps.shape[-1], 0, size[0] - maps.shape[-2]))
+def pad_maps(maps: torch.Tensor, size: tuple[int, int], value: float = 0) -> torch.Tensor:
+    """``(..., h, w)`` -> ``(..., H, W)`` padded with ``value`` at the bottom/right."""
+    return F.pad(maps, (0, size[1] - maps.shape[-1], 0, size[0] - maps.shape[-2]), value=value)

@@ -91,8 +91,14 @@ def flat_scores(phrases: PhraseIoUs) -> dict[str, float]:
 def train_grounding(cfg: Any, resume: bool = False) -> dict[str, float]:
     """Train ``cfg.model_type`` on ``cfg.data`` with periodic evaluation on the val split."""
     data = cfg.data
+    semantic = cfg.model.semantic_classes > 0
     train_set = GroundingDataset.from_root(data.root, data.train_split, data.resize, data.cache,
-                                           data.max_items)
+                                           data.max_items, semantic=semantic)
+    if semantic and len(train_set.category_ids()) != cfg.model.semantic_classes:
+        from groundkit.errors import ConfigError
+        raise ConfigError(f"model.semantic_classes is {cfg.model.semantic_classes} but "
+                          f"{train_set.paths.panoptic_json} has {len(train_set.category_ids())} "
+                          f"categories: set it to that number (or 0 to train without the loss)")
     val_set = GroundingDataset.from_root(data.root, data.val_split, data.resize, data.cache,
                                          cfg.eval.max_items)
     seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed

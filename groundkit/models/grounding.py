@@ -10,6 +10,7 @@ Batch contract (built by ``groundkit.data.grounding.collate_grounding``):
     captions: list of B str
     spans:   list of B lists of (start, end) character spans of the phrases to ground
     masks:   list of B tensors (P_i, H/4, W/4) float in [0, 1] (training only)
+    semantic: (B, H/4, W/4) int64 category labels, 255 ignored (training with semantic_classes > 0)
 """
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ class GroundingModelConfig:
     dice_weight: float = 1.0
     dice_eps: float = 2e-3
     threshold: float = 0.5
+    # A semantic-segmentation auxiliary loss (cross-entropy over the panoptic categories on the
+    # stride-4 grid) standing in for the papers' panoptic pre-training when training from random
+    # weights: the number of categories of the data (0 = off, the papers) and its weight.
+    semantic_classes: int = 0
+    semantic_weight: float = 1.0
 
 
 class GroundingHead(nn.Module):
@@ -95,6 +101,10 @@ class GroundingModel(nn.Module):
             cfg.text_adapter_layers) if cfg.text_adapter_layers > 0 else None)
         self.text_proj = nn.Linear(text_dim, cfg.hidden_dim)               # W2 of PPMN Eq. (1)
         self.head = head
+        # Reads the neck, or the stride-4 FPN level P2 of a head without one (DRMN).
+        self.semantic_head = (nn.Conv2d(cfg.neck_channels if self.neck is not None
+                                        else cfg.backbone.fpn_channels, cfg.semantic_classes, 1)
+                              if cfg.semantic_classes > 0 else None)
         # Which round's maps are the prediction: the last (-1), as the papers; an earlier round
         # scores what the refinement rounds add (benchmarks/analyze_grounding.py).
         self.predict_round = -1
@@ -158,7 +168,20 @@ class GroundingModel(nn.Module):
         if not self.training:
             return self.phrase_maps(features, batch["captions"], batch["spans"])
         queries = self.encode_text(batch["captions"], batch["spans"])
-        return self.loss(self.round_logits(features, queries), queries, batch["masks"])
+        losses = self.loss(self.round_logits(features, queries), queries, batch["masks"])
+        if self.semantic_head is not None:
+            losses["semantic"] = self.cfg.semantic_weight * self.semantic_loss(features,
+                                                                                batch["semantic"])
+            losses["loss"] = losses["loss"] + losses["semantic"]
+        return losses
+
+    def semantic_loss(self, features: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the auxiliary category map. labels: ``(B, H/4, W/4)``, 255 ignored."""
+        logits = self.semantic_head(features["neck"] if self.neck is not None else features["p2"])
+        if logits.shape[-2:] != labels.shape[-2:]:  # a stride-8 neck
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        return F.cross_entropy(logits, labels, ignore_index=255)
 
     def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
         """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""

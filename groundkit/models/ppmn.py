@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from groundkit.models.grounding import GroundingHead, GroundingModelConfig, GroundingModel
+from groundkit.vision.position import coordinate_channels
 
 
 @dataclass
@@ -29,6 +30,10 @@ class PPMNConfig(GroundingModelConfig):
     ffn_dim: int = 2048
     dropout: float = 0.0
     kernel_mlp_layers: int = 3
+    # Append normalised (x, y) to the pixel features before the projection W1 (CoordConv, as
+    # SOLO's mask branch): position becomes linear in the pixel embedding, for phrases that name
+    # a place ("the topmost star", "left of the circle"). Not in the paper.
+    pixel_coords: bool = False
 
 
 def _conv_gn_relu(channels: int, out: int, groups: int = 32) -> nn.Sequential:
@@ -108,14 +113,18 @@ class PPMNHead(GroundingHead):
     def __init__(self, cfg: PPMNConfig) -> None:
         super().__init__()
         dim = cfg.hidden_dim
-        self.pixel_proj = nn.Conv2d(cfg.neck_channels, dim, 1)             # W1 of Eq. (1)
+        self.pixel_coords = cfg.pixel_coords
+        self.pixel_proj = nn.Conv2d(cfg.neck_channels + 2 * cfg.pixel_coords, dim, 1)  # W1 of Eq. (1)
         self.rounds = nn.ModuleList(
             LCPARound(dim, cfg.top_pixels, cfg.heads, cfg.ffn_dim, cfg.dropout, cfg.kernel_mlp_layers)
             for _ in range(cfg.rounds))
 
     def forward(self, features: dict[str, torch.Tensor], queries: torch.Tensor) -> list[torch.Tensor]:
         """features["neck"]: ``(B, C_v, h, w)``; queries: ``(B, Q, C)`` -> L+1 x ``(B, Q, h, w)``."""
-        pixels = self.pixel_proj(features["neck"])
+        neck = features["neck"]
+        if self.pixel_coords:
+            neck = torch.cat([neck, coordinate_channels(neck)], dim=1)
+        pixels = self.pixel_proj(neck)
         logits = matching_logits(queries, pixels)
         outputs = [logits]
         for lcpa in self.rounds:

@@ -73,3 +73,12 @@ class LevelEmbedding(nn.Module):
         """pos: (B, dim, H, W) positional code of level ``level`` -> (B, dim, H, W) with the
         level's vector added."""
         return pos + self.weight[level].view(1, -1, 1, 1).to(pos.dtype)
+
+
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """Normalised (x, y) positions in [-1, 1] of a ``(B, C, h, w)`` map: ``(B, 2, h, w)``."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, h, w): x then y
+    return grid.expand(b, -1, -1, -1)

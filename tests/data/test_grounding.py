@@ -63,3 +63,34 @@ def test_missing_split_is_a_clear_error(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(InputError, match="missing"):
         GroundingDataset.from_root(tmp_path / "d", "val")
+
+
+def test_semantic_labels_are_the_category_covering_most_of_each_cell():
+    dataset = GroundingDataset(sample_paths(), ResizeConfig(short_side=200, max_size=333),
+                               semantic=True)
+    item = dataset[0]
+    labels = item["semantic"]
+    assert labels.shape == item["masks"].shape[-2:] == (50, 75)
+    # literal reference: the image's id map at 200 x 300 (nearest), each 4 x 4 cell's majority
+    ids = dataset.panoptic.id_map(item["image_id"])
+    category_of = {s.id: s.category_id for s in dataset.panoptic.annotation(item["image_id"]).segments}
+    label_of = {c: i for i, c in enumerate(dataset.category_ids())}
+    full = np.vectorize(lambda i: label_of.get(category_of.get(int(i), -1), -1))(ids)
+    agree = checked = 0
+    for y in range(50):
+        for x in range(75):
+            cell = full[int(y * 427 / 50):int((y + 1) * 427 / 50), int(x * 640 / 75):int((x + 1) * 640 / 75)]
+            values, counts = np.unique(cell, return_counts=True)
+            if counts.max() > 0.6 * cell.size and values[counts.argmax()] >= 0:
+                checked += 1
+                agree += int(labels[y, x]) == values[counts.argmax()]
+    assert checked > 2000 and agree / checked > 0.97
+    assert set(labels.unique().tolist()) <= set(range(len(label_of))) | {255}
+
+
+def test_collate_pads_semantic_labels_with_the_ignore_label():
+    dataset = GroundingDataset(sample_paths(), ResizeConfig(short_side=200, max_size=333),
+                               semantic=True)
+    batch = collate_grounding([dataset[0], dataset[1]])
+    assert batch["semantic"].shape == (2, 56, 88) and batch["semantic"].dtype == torch.long
+    assert torch.all(batch["semantic"][0, 50:] == 255) and torch.all(batch["semantic"][1, :, 84:] == 255)

@@ -137,3 +137,38 @@ def build_ppmn_with(encoder, seed=0, **kw):
     from groundkit.models.ppmn import PPMNHead
     cfg = tiny_config(**kw)
     return GroundingModel(cfg, PPMNHead(cfg), text_encoder=encoder)
+
+
+def test_semantic_auxiliary_loss_is_cross_entropy_of_the_category_map(encoder):
+    model = build_ppmn_with(encoder, semantic_classes=3, semantic_weight=0.5, neck_stride=4)
+    model.train()
+    batch = tiny_batch()
+    labels = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(2))
+    labels[:, :4] = 255  # ignored cells
+    batch["semantic"] = labels
+    losses = model(batch)
+    logits = model.semantic_head(model.encode_images(batch["images"])["neck"])
+    probs = logits.softmax(1)
+    picked = [probs[b, labels[b, y, x], y, x] for b in range(2) for y in range(4, 16) for x in range(16)]
+    want = -torch.stack(picked).log().mean()
+    assert losses["semantic"].item() == pytest.approx(0.5 * want.item(), rel=1e-5)
+    assert losses["loss"].item() == pytest.approx(
+        sum(v.item() for k, v in losses.items() if k != "loss"), rel=1e-5)
+    losses["loss"].backward()
+    assert model.semantic_head.weight.grad.abs().sum() > 0
+
+
+def test_without_semantic_classes_there_is_no_semantic_head(encoder):
+    model = build_ppmn_with(encoder).train()
+    assert model.semantic_head is None and "semantic" not in model(tiny_batch())
+
+
+@pytest.mark.parametrize("pixel_coords", [False, True])
+def test_pixel_coords_make_position_visible_to_the_matching(pixel_coords):
+    from groundkit.models.ppmn import PPMNHead
+    torch.manual_seed(0)
+    head = PPMNHead(tiny_config(pixel_coords=pixel_coords))
+    uniform = {"neck": torch.ones(1, 16, 6, 8)}  # the same feature at every pixel
+    logits = head(uniform, torch.randn(1, 2, 16))[0]
+    varies = (logits - logits[..., :1, :1]).abs().amax() > 1e-4
+    assert bool(varies) == pixel_coords

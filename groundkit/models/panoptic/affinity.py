@@ -35,6 +35,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from groundkit.models.panoptic.semantic_head import FeatureDecoder
+from groundkit.vision.position import coordinate_channels
 
 ACTIVATIONS = ("relu", "sigmoid", "softplus")
 REGIONS = ("image", "box")
@@ -164,15 +165,6 @@ def _linear_grads(grads: dict[str, torch.Tensor], which: str, grad_pre: torch.Te
     grads["w" + which].addmm_(grad_pre, q_chunk.transpose(0, 1))
     grads["b" + which] += grad_pre.sum(1)
     grads["q"][:, part].addmm_(weight.transpose(0, 1), grad_pre)
-
-
-def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
-    """Normalised (x, y) positions in [-1, 1] of a ``(B, C, h, w)`` map: ``(B, 2, h, w)``."""
-    b, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, h, w): x then y
-    return grid.expand(b, -1, -1, -1)
 
 
 class AffinityHead(nn.Module):
