@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val", type=int, default=200, help="val images (default 200)")
     p.add_argument("--test", type=int, default=200, help="test images (default 200)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes drawing the images (default 1; the files do not depend on it)")
     p.set_defaults(func=run)
 
 
@@ -27,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     bad = [f"--{k} {v}" for k, v in sizes.items() if v < 0]
     if bad:
         raise InputError(f"image counts must be >= 0, got {', '.join(bad)}")
-    generate_benchmark(args.out, args.seed, {k: v for k, v in sizes.items() if v > 0}, args.size)
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    generate_benchmark(args.out, args.seed, {k: v for k, v in sizes.items() if v > 0}, args.size,
+                       workers=args.workers)
     print(f"wrote {sum(sizes.values())} images to {args.out}")
     return 0

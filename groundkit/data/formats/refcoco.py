@@ -8,6 +8,7 @@ trust.
 """
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +65,13 @@ def write_refs(path: str | Path, refs: list[dict[str, Any]]) -> None:
     """Write ``refs`` as a ``refs(<splitBy>).p`` pickle, atomically.
 
     Protocol 2 is the newest one Python 2 reads, as the original refs files were written by it.
+    Pickle writes an object shared by several refs once; the JSON round trip first makes the
+    bytes depend on the values alone, not on which objects happened to be shared (refs drawn in
+    several processes share none).
     """
+    canonical = json.loads(json.dumps(list(refs)))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        pickle.dump(list(refs), f, protocol=2)
+        pickle.dump(canonical, f, protocol=2)
 
 
 def select_refs(refs: Iterable[dict[str, Any]], split: str,

@@ -13,7 +13,10 @@ the files are a pure function of the seed and splits do not depend on each other
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,13 @@ class SplitRecords:
     narratives: list[Narrative] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
     refs: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: "SplitRecords") -> None:
+        self.images += other.images
+        self.annotations += other.annotations
+        self.narratives += other.narratives
+        self.instances += other.instances
+        self.refs += other.refs
 
 
 def image_id(split: str, index: int) -> int:
@@ -104,35 +114,49 @@ def _write_image(path: Path, image: np.ndarray) -> None:
 
 
 def write_split(out_dir: str | Path, split: str, count: int, seed: int, image_size: int,
-                progress: bool = True) -> SplitRecords:
+                progress: bool = True, workers: int = 1) -> SplitRecords:
     """Draw and write ``count`` images of ``split`` with their panoptic PNGs and JSON and their
-    narratives; return the records, including the split's RefCOCO instances and refs."""
+    narratives; return the records, including the split's RefCOCO instances and refs.
+
+    ``workers > 1`` draws the images in that many processes; every image has its own generator,
+    so the files are the same for any number of workers.
+    """
     out = Path(out_dir)
     records = SplitRecords()
-    for index in tqdm(range(count), desc=f"generate {split}", unit="img", disable=not progress):
-        rng = scene_rng(seed, split, index)
-        scene = make_scene(rng, image_size)
-        iid = image_id(split, index)
-        image = ImageRecord(iid, f"{iid:012d}.png", image_size, image_size)
-        _write_image(out / "images" / split / image.file_name, scene.image)
-        ann = PanopticAnnotation(iid, image.file_name, _segments(scene))
-        write_segment_png(out / "annotations" / f"panoptic_{split}" / ann.file_name, scene.id_map())
-        records.images.append(image)
-        records.annotations.append(ann)
-        records.narratives.append(make_narrative(scene, iid, rng))
-        instances, refs = _refcoco(scene, image, split, index, rng)
-        records.instances += instances
-        records.refs += refs
+    draw = partial(_write_scene, out, split, seed, image_size)
+    with ExitStack() as stack:
+        if workers > 1 and count > 1:
+            pool = stack.enter_context(get_context("spawn").Pool(workers))
+            parts = pool.imap(draw, range(count), chunksize=max(1, min(64, count // (4 * workers))))
+        else:
+            parts = map(draw, range(count))
+        for part in tqdm(parts, total=count, desc=f"generate {split}", unit="img",
+                         disable=not progress):
+            records.extend(part)
     write_panoptic_json(out / "annotations" / f"panoptic_{split}.json", records.images,
                         records.annotations, CATEGORIES)
     write_narratives(out / "annotations" / f"png_coco_{split}.json", records.narratives)
     return records
 
 
+def _write_scene(out: Path, split: str, seed: int, image_size: int, index: int) -> SplitRecords:
+    """Draw image ``index`` of ``split``, write its image and segment PNG, return its records."""
+    rng = scene_rng(seed, split, index)
+    scene = make_scene(rng, image_size)
+    iid = image_id(split, index)
+    image = ImageRecord(iid, f"{iid:012d}.png", image_size, image_size)
+    _write_image(out / "images" / split / image.file_name, scene.image)
+    ann = PanopticAnnotation(iid, image.file_name, _segments(scene))
+    write_segment_png(out / "annotations" / f"panoptic_{split}" / ann.file_name, scene.id_map())
+    narrative = make_narrative(scene, iid, rng)
+    instances, refs = _refcoco(scene, image, split, index, rng)
+    return SplitRecords([image], [ann], [narrative], instances, refs)
+
+
 def generate_benchmark(out_dir: str | Path, seed: int, sizes: dict[str, int],
-                       image_size: int = 128, progress: bool = True) -> None:
+                       image_size: int = 128, progress: bool = True, workers: int = 1) -> None:
     """Write the whole benchmark: every split of ``sizes`` (``{"train": n, "val": m, ...}``),
-    then the RefCOCO files that cover all of them."""
+    then the RefCOCO files that cover all of them; ``workers`` processes draw the images."""
     if image_size < 32:
         raise InputError(f"image size must be at least 32 px, got {image_size}")
     if seed < 0:
@@ -142,7 +166,7 @@ def generate_benchmark(out_dir: str | Path, seed: int, sizes: dict[str, int],
     instances: list[Instance] = []
     refs: list[dict[str, Any]] = []
     for split, count in sizes.items():
-        records = write_split(out, split, count, seed, image_size, progress)
+        records = write_split(out, split, count, seed, image_size, progress, workers)
         images += records.images
         instances += records.instances
         refs += records.refs

@@ -37,6 +37,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(root, tmp_path):
     assert other.keys() == _files(root).keys() and other != _files(root)
 
 
+def test_worker_processes_write_the_same_bytes(root, tmp_path):
+    generate_benchmark(tmp_path, 3, SIZES, 64, progress=False, workers=2)
+    assert _files(tmp_path) == _files(root)
+
+
 def test_a_split_does_not_depend_on_the_other_splits(root, tmp_path):
     generate_benchmark(tmp_path, 3, {"val": 3}, 64, progress=False)
     for name in ("annotations/panoptic_val.json", "annotations/png_coco_val.json"):
