@@ -121,3 +121,41 @@ def test_model_contract_and_config_errors(tiny, tmp_path):
         TrainerConfig(lr_milestones=(12, 10))
     with pytest.raises(ConfigError, match="give no batch of 50"):
         make_trainer(tiny, tmp_path, batch_size=50, drop_last=True)
+
+
+class ConvTiny(torch.nn.Module):
+    """The tiny regression through a 3x3 convolution, for the channels-last option."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 6, 3, padding=1)
+        self.out = torch.nn.Linear(6, 1)
+
+    def forward(self, batch):
+        x = torch.relu(self.conv(batch["x"].view(-1, 2, 1, 2)))
+        pred = self.out(x.mean((2, 3))).squeeze(-1)
+        mse = ((pred - batch["y"]) ** 2).mean()
+        return {"loss": mse, "mse": mse}
+
+
+def conv_trainer(tiny, out_dir, **overrides) -> Trainer:
+    seed_everything(0)  # the same initial weights for every run
+    return make_trainer(tiny, out_dir, model=ConvTiny(), lr_milestones=(2,), **overrides)
+
+
+def test_channels_last_trains_the_same_and_resumes_exactly(tiny, tmp_path):
+    plain = conv_trainer(tiny, tmp_path / "plain")
+    plain.fit()
+    fast = conv_trainer(tiny, tmp_path / "fast", channels_last=True)
+    assert fast.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not fast.model.conv.weight.is_contiguous()
+    fast.fit()
+    want = loss_curve(tmp_path / "plain")
+    got = loss_curve(tmp_path / "fast")
+    assert [s for s, *_ in got] == [s for s, *_ in want]
+    assert [l for _, l, *_ in got] == pytest.approx([l for _, l, *_ in want], rel=1e-4)
+    conv_trainer(tiny, tmp_path / "resumed", channels_last=True, max_steps=7).fit()
+    conv_trainer(tiny, tmp_path / "resumed", channels_last=True).fit(resume=True)
+    assert loss_curve(tmp_path / "resumed") == got
+    state, _ = load_checkpoint(tmp_path / "fast")
+    assert torch.equal(state["conv.weight"], fast.model.conv.weight.contiguous())
