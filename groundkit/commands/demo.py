@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEMO_SIZES = {"train": 2000, "val": 200, "test": 200}
+DEMO_SIZES = {"train": 12000, "val": 200, "test": 200}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,14 +47,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def ensure_benchmark(root: Path) -> Path:
-    """Generate the default synthetic benchmark into ``root`` unless a val split is there."""
-    from groundkit.data.synthetic import generate_benchmark
+    """Generate the default synthetic benchmark into ``root`` unless it is there in full.
 
-    if (root / "annotations" / "png_coco_val.json").exists():
+    A smaller benchmark from an earlier demo is extended in place: every image is a function of
+    the seed and its index alone, so its files are rewritten with the same bytes.
+    """
+    import os
+
+    from groundkit.data.synthetic import generate_benchmark
+    from groundkit.data.synthetic.writer import image_id
+
+    last_train = root / "images" / "train" / f"{image_id('train', DEMO_SIZES['train'] - 1):012d}.png"
+    if (root / "annotations" / "png_coco_val.json").exists() and last_train.exists():
         print(f"benchmark: {root} (already there)")
         return root
-    print(f"benchmark: generating {root} (seed 0, {DEMO_SIZES})")
-    generate_benchmark(root, seed=0, sizes=DEMO_SIZES, image_size=128)
+    workers = min(4, os.cpu_count() or 1)
+    print(f"benchmark: generating {root} (seed 0, {DEMO_SIZES}, {workers} processes)")
+    generate_benchmark(root, seed=0, sizes=DEMO_SIZES, image_size=128, workers=workers)
     return root
 
 

@@ -23,3 +23,16 @@ def test_demo_generates_trains_and_writes_a_report(tmp_path, monkeypatch, capsys
         assert (report / picture).read_bytes()[:4] == b"\x89PNG"
     assert "AR" in (report / "README.md").read_text()
     assert str(report.resolve()) in capsys.readouterr().out
+
+
+def test_a_smaller_benchmark_is_extended_with_the_same_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "DEMO_SIZES", {"train": 2, "val": 1, "test": 1})
+    demo.ensure_benchmark(tmp_path)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "images" / "train").iterdir()}
+    demo.ensure_benchmark(tmp_path)
+    assert "already there" in capsys.readouterr().out
+    monkeypatch.setattr(demo, "DEMO_SIZES", {"train": 3, "val": 1, "test": 1})
+    demo.ensure_benchmark(tmp_path)
+    assert "generating" in capsys.readouterr().out
+    now = {p.name: p.read_bytes() for p in (tmp_path / "images" / "train").iterdir()}
+    assert len(now) == 3 and all(now[name] == data for name, data in first.items())
