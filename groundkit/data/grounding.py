@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from groundkit.data.formats import check_narratives, load_narratives, load_panoptic
 from groundkit.data.images import read_record_image
 from groundkit.data.layout import SplitPaths
+from groundkit.data.panoptic_dataset import IGNORE
 from groundkit.data.transforms import (ResizeConfig, image_to_tensor, masks_to_targets, pad_batch,
                                        pad_maps, target_size)
 from groundkit.structures import Narrative
@@ -29,9 +30,6 @@ class GroundingDataConfig:
     max_items: int | None = None  # use only the first N narratives (quick runs)
 
 
-SEMANTIC_IGNORE = 255  # label of cells no category covers to one half (void, borders, padding)
-
-
 class GroundingDataset(Dataset):
     """Narratives of one split with their images and ground-truth phrase masks.
 
@@ -40,7 +38,7 @@ class GroundingDataset(Dataset):
     ``image_id``; ``segment_indices`` (index of each phrase in the narrative's utterances);
     ``orig_size (H, W)``; ``input_size (h, w)``; with ``semantic`` also ``semantic (ceil(h/4),
     ceil(w/4))`` int64, the category label of each cell (:meth:`category_ids` order, things then
-    stuff) or ``SEMANTIC_IGNORE`` where no category covers half of it: the targets of the
+    stuff) or ``IGNORE`` where no category covers half of it: the targets of the
     semantic auxiliary loss (``model.semantic_classes``).
     """
 
@@ -112,9 +110,9 @@ class GroundingDataset(Dataset):
 
 def cell_labels(coverage: torch.Tensor) -> torch.Tensor:
     """``(C, h, w)`` covered fraction of each cell by each category -> ``(h, w)`` int64 labels:
-    the category covering more than half of the cell, else ``SEMANTIC_IGNORE``."""
+    the category covering more than half of the cell, else ``IGNORE``."""
     best, label = coverage.max(0)
-    return torch.where(best > 0.5, label, torch.full_like(label, SEMANTIC_IGNORE))
+    return torch.where(best > 0.5, label, torch.full_like(label, IGNORE))
 
 
 def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[str, Any]:
@@ -134,6 +132,6 @@ def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[st
     if "masks" in items[0]:
         batch["masks"] = [pad_maps(it["masks"], quarter) for it in items]
     if "semantic" in items[0]:
-        batch["semantic"] = torch.stack([pad_maps(it["semantic"], quarter, SEMANTIC_IGNORE)
+        batch["semantic"] = torch.stack([pad_maps(it["semantic"], quarter, IGNORE)
                                          for it in items])
     return batch

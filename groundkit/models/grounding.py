@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from groundkit.errors import InputError
 from groundkit.models.losses import bce_dice_loss
+from groundkit.models.panoptic.semantic_head import semantic_loss
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, span_to_token_indices
 from groundkit.vision.backbone import BackboneConfig, build_backbone
 from groundkit.vision.neck import SemanticFPNNeck
@@ -170,18 +171,21 @@ class GroundingModel(nn.Module):
         queries = self.encode_text(batch["captions"], batch["spans"])
         losses = self.loss(self.round_logits(features, queries), queries, batch["masks"])
         if self.semantic_head is not None:
+            if "semantic" not in batch:
+                raise InputError("model.semantic_classes > 0 trains with category labels: the "
+                                 "batch has no 'semantic' (GroundingDataset(..., semantic=True))")
             losses["semantic"] = self.cfg.semantic_weight * self.semantic_loss(features,
                                                                                 batch["semantic"])
             losses["loss"] = losses["loss"] + losses["semantic"]
         return losses
 
     def semantic_loss(self, features: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the auxiliary category map. labels: ``(B, H/4, W/4)``, 255 ignored."""
+        """Cross-entropy of the auxiliary category map, as the panoptic model's semantic loss.
+
+        labels: ``(B, H/4, W/4)`` int64, 255 ignored (sampled to the neck's grid when coarser).
+        """
         logits = self.semantic_head(features["neck"] if self.neck is not None else features["p2"])
-        if logits.shape[-2:] != labels.shape[-2:]:  # a stride-8 neck
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-        return F.cross_entropy(logits, labels, ignore_index=255)
+        return semantic_loss(logits, labels)
 
     def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
         """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""

@@ -60,5 +60,8 @@ def test_train_resumes_and_rejects_unknown_keys(tiny_synthetic, tmp_path, capsys
     assert meta["model_type"] == "ppmn" and meta["meta"]["epoch"] == 1
     assert 0 <= meta["meta"]["metrics"]["ar"] <= 1  # evaluated on val after the last epoch
     assert sum(v.numel() for v in state.values()) < 2_000_000  # no text encoder inside
+    assert state["semantic_head.weight"].shape[0] == 16  # the config's auxiliary loss trained
     assert main(args[:3] + ["model.roundz=2"]) == 2
     assert "did you mean 'model.rounds'" in capsys.readouterr().err
+    assert main(args + ["model.semantic_classes=3"]) == 2
+    assert "has 16 categories" in capsys.readouterr().err

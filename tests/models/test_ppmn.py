@@ -158,6 +158,14 @@ def test_semantic_auxiliary_loss_is_cross_entropy_of_the_category_map(encoder):
     assert model.semantic_head.weight.grad.abs().sum() > 0
 
 
+def test_semantic_loss_needs_labels_and_survives_an_all_ignored_batch(encoder):
+    model = build_ppmn_with(encoder, semantic_classes=3).train()
+    with pytest.raises(InputError, match="semantic=True"):
+        model(tiny_batch())
+    batch = {**tiny_batch(), "semantic": torch.full((2, 16, 16), 255)}
+    assert model(batch)["semantic"].item() == 0.0
+
+
 def test_without_semantic_classes_there_is_no_semantic_head(encoder):
     model = build_ppmn_with(encoder).train()
     assert model.semantic_head is None and "semantic" not in model(tiny_batch())
