@@ -86,8 +86,9 @@ class TrainerConfig:
     clip_grad_norm: Optional[float] = None     # max global grad norm; None = no clipping
     amp: bool = False                          # mixed precision, CUDA only
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
-    # Convolution weights in channels-last layout: ~10% faster training steps of the synthetic
-    # configs on CPU (oneDNN convolutions). Same numbers up to float rounding.
+    # Convolution weights in channels-last layout (oneDNN's preferred one on CPU): PPMN's synthetic
+    # step 3-4% faster on a quiet machine, ~10% with two trainings sharing it
+    # (benchmarks/bench_grounding.py layout). Same numbers up to float rounding.
     channels_last: bool = False
     eval_every: int = 1                        # epochs; 0 = only after the last
     checkpoint_every: int = 1                  # epochs; 0 = only at the end
