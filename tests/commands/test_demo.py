@@ -12,10 +12,13 @@ def test_demo_generates_trains_and_writes_a_report(tmp_path, monkeypatch, capsys
             "model.neck_channels=16", "model.hidden_dim=16", "model.heads=2", "model.rounds=1",
             "trainer.batch_size=2", "trainer.epochs=1", "trainer.quiet=true",
             "trainer.tensorboard=false"]
-    code = main(["demo", "--data", str(data), "--out", str(report),
+    code = main(["demo", "--data", str(data), "--out", str(report), "--train-images", "3",
                  "--run-dir", str(tmp_path / "run"), "--overlays", "2", *tiny])
     assert code == 0
     assert (data / "annotations" / "png_coco_val.json").exists()
+    assert len(list((data / "images" / "train").iterdir())) == 3
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["data"]["max_items"] == 3
     scores = json.loads((report / "scores.json").read_text())
     assert set(scores) >= {"overall", "things", "stuff", "singulars", "plurals"}
     assert len(json.loads((report / "predictions.json").read_text())) == 3
