@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from groundkit.data.formats import check_narratives, load_narratives, load_panoptic
 from groundkit.data.images import read_record_image
 from groundkit.data.layout import SplitPaths
-from groundkit.data.panoptic_dataset import IGNORE
+from groundkit.data.panoptic_dataset import IGNORE, category_order
 from groundkit.data.transforms import (ResizeConfig, image_to_tensor, masks_to_targets, pad_batch,
                                        pad_maps, target_size)
 from groundkit.structures import Narrative
@@ -52,6 +52,8 @@ class GroundingDataset(Dataset):
         check_narratives(narratives, self.panoptic, self.paths.narratives)
         self.narratives: list[Narrative] = [n for n in narratives if n.grounded()][:max_items]
         self.semantic = semantic
+        self._category_ids = [i for ids in category_order(self.panoptic.categories.values())
+                              for i in ids]
         self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     @classmethod
@@ -64,8 +66,7 @@ class GroundingDataset(Dataset):
     def category_ids(self) -> list[int]:
         """The panoptic category ids in label order: things, then stuff, each sorted by id (the
         order of :class:`groundkit.data.panoptic_dataset.PanopticSegDataset`)."""
-        cats = self.panoptic.categories.values()
-        return sorted(c.id for c in cats if c.isthing) + sorted(c.id for c in cats if not c.isthing)
+        return list(self._category_ids)
 
     def __len__(self) -> int:
         return len(self.narratives)
@@ -90,7 +91,7 @@ class GroundingDataset(Dataset):
         groups = [u.segment_ids for _, u in grounded]
         if self.semantic:  # one more group per category: its segments in this image (maybe none)
             segments = self.panoptic.annotation(narrative.image_id).segments
-            groups += [[s.id for s in segments if s.category_id == c] for c in self.category_ids()]
+            groups += [[s.id for s in segments if s.category_id == c] for c in self._category_ids]
         quarter = (-(-size[0] // 4), -(-size[1] // 4))
         masks = masks_to_targets(self.panoptic.union_masks(narrative.image_id, groups), quarter)
         item = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from groundkit.data.layout import SplitPaths
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, pad_batch, pad_maps, target_size
 from groundkit.errors import FormatError
 from groundkit.ops.boxes import masks_to_boxes
+from groundkit.structures import Category
 
 IGNORE = 255
 
@@ -36,6 +37,13 @@ class PanopticDataConfig:
     flip: bool = True             # random horizontal flip of training items (p = 0.5)
     cache: bool = False           # keep decoded items in memory (small datasets, many epochs)
     max_items: int | None = None  # use only the first N images (quick runs)
+
+
+def category_order(categories: Iterable[Category]) -> tuple[list[int], list[int]]:
+    """The default label order: thing category ids sorted, then stuff category ids sorted."""
+    categories = list(categories)
+    return (sorted(c.id for c in categories if c.isthing),
+            sorted(c.id for c in categories if not c.isthing))
 
 
 class PanopticSegDataset(Dataset):
@@ -55,12 +63,9 @@ class PanopticSegDataset(Dataset):
         self.panoptic = load_panoptic(self.paths.panoptic_json, self.paths.panoptic_dir)
         self.resize = resize or ResizeConfig()
         self.flip = flip
-        cats = self.panoptic.categories.values()
-        if thing_ids is None:
-            thing_ids = sorted(c.id for c in cats if c.isthing)
-        if stuff_ids is None:
-            stuff_ids = sorted(c.id for c in cats if not c.isthing)
-        self.thing_ids, self.stuff_ids = tuple(thing_ids), tuple(stuff_ids)
+        default_things, default_stuff = category_order(self.panoptic.categories.values())
+        self.thing_ids = tuple(default_things if thing_ids is None else thing_ids)
+        self.stuff_ids = tuple(default_stuff if stuff_ids is None else stuff_ids)
         self.label_of = {cid: i for i, cid in enumerate(self.thing_ids + self.stuff_ids)}
         self._check_categories()
         self.image_ids = sorted(self.panoptic.annotations)[:max_items]
@@ -129,9 +134,7 @@ def collate_panoptic(items: list[dict[str, Any]], divisor: int = 32) -> dict[str
     :mod:`groundkit.models.panoptic.model`."""
     images = pad_batch([it["image"] for it in items], divisor)
     size = tuple(images.shape[-2:])
-    semantic = torch.stack([F.pad(it["semantic"], (0, size[1] - it["semantic"].shape[-1],
-                                                   0, size[0] - it["semantic"].shape[-2]), value=IGNORE)
-                            for it in items])
+    semantic = torch.stack([pad_maps(it["semantic"], size, IGNORE) for it in items])
     return {
         "images": images,
         "image_sizes": [it["input_size"] for it in items],

@@ -174,12 +174,12 @@ class GroundingModel(nn.Module):
             if "semantic" not in batch:
                 raise InputError("model.semantic_classes > 0 trains with category labels: the "
                                  "batch has no 'semantic' (GroundingDataset(..., semantic=True))")
-            losses["semantic"] = self.cfg.semantic_weight * self.semantic_loss(features,
+            losses["semantic"] = self.cfg.semantic_weight * self.semantic_aux_loss(features,
                                                                                 batch["semantic"])
             losses["loss"] = losses["loss"] + losses["semantic"]
         return losses
 
-    def semantic_loss(self, features: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def semantic_aux_loss(self, features: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the auxiliary category map, as the panoptic model's semantic loss.
 
         labels: ``(B, H/4, W/4)`` int64, 255 ignored (sampled to the neck's grid when coarser).

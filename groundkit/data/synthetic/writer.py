@@ -162,14 +162,9 @@ def generate_benchmark(out_dir: str | Path, seed: int, sizes: dict[str, int],
     if seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed}")
     out = Path(out_dir)
-    images: list[ImageRecord] = []
-    instances: list[Instance] = []
-    refs: list[dict[str, Any]] = []
+    everything = SplitRecords()  # RefCOCO covers all splits
     for split, count in sizes.items():
-        records = write_split(out, split, count, seed, image_size, progress, workers)
-        images += records.images
-        instances += records.instances
-        refs += records.refs
-    write_instances(out / "refcoco" / "instances.json", images, instances,
+        everything.extend(write_split(out, split, count, seed, image_size, progress, workers))
+    write_instances(out / "refcoco" / "instances.json", everything.images, everything.instances,
                     [c for c in CATEGORIES if c.isthing])
-    write_refs(out / "refcoco" / "refs(unc).p", refs)
+    write_refs(out / "refcoco" / "refs(unc).p", everything.refs)
