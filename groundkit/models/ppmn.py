@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from groundkit.models.grounding import GroundingHead, GroundingModelConfig, GroundingModel
 from groundkit.vision.position import coordinate_channels
+from groundkit.vision.resnet import num_groups
 
 
 @dataclass
@@ -37,13 +38,8 @@ class PPMNConfig(GroundingModelConfig):
 
 
 def _conv_gn_relu(channels: int, out: int, groups: int = 32) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(channels, out, 1), nn.GroupNorm(_groups(out, groups), out),
+    return nn.Sequential(nn.Conv2d(channels, out, 1), nn.GroupNorm(num_groups(out, groups), out),
                          nn.ReLU(inplace=True))
-
-
-def _groups(channels: int, preferred: int) -> int:
-    """Largest group count <= preferred that divides ``channels``."""
-    return next(g for g in range(min(preferred, channels), 0, -1) if channels % g == 0)
 
 
 def matching_logits(kernels: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
