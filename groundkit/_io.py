@@ -1,12 +1,20 @@
-"""Atomic file writes: a crash never leaves a half-written file where a good one was."""
+"""File I/O helpers.
+
+Atomic writes: a crash never leaves a half-written file where a good one was. Restricted pickle
+reads (:func:`safe_load_pickle`): a pickle from elsewhere loads as plain data or not at all, never
+running code.
+"""
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
+
+from groundkit.errors import FormatError
 
 
 @contextmanager
@@ -35,6 +43,57 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Refuses every global not in ``allowed``, so loading can call nothing else: with no globals
+    a pickle can only build lists, dicts, tuples, sets, strings, bytes, bytearrays, numbers,
+    bools and None."""
+
+    def __init__(self, file: Any, path: Path, allowed: frozenset[tuple[str, str]], what: str,
+                 **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._path, self._allowed, self._what = path, allowed, what
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Checked against the names exactly as the file spells them, before anything is imported.
+        if (module, name) in self._allowed:
+            return super().find_class(module, name)
+        raise FormatError(self._path, f"refused to load: the {self._what} refers to the global "
+                                      f"'{module}.{name}', and only plain data (lists, dicts, "
+                                      f"strings, numbers) is accepted")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise FormatError(self._path, f"refused to load: the {self._what} holds a persistent id, "
+                                      f"and only plain data is accepted")
+
+
+def safe_load_pickle(path: str | Path, allowed: Collection[tuple[str, str]] = (), *,
+                     what: str = "pickle", encoding: str = "latin1") -> Any:
+    """Unpickle ``path`` admitting no global but the ``(module, name)`` pairs in ``allowed``.
+
+    A pickle calls the globals it names while it loads (that is how a ``__reduce__`` payload runs
+    code); this loader refuses each one not allowed before importing or calling it, so a hostile
+    file is a :class:`FormatError` and runs nothing. With the default ``allowed=()`` only plain
+    data loads. ``allowed`` pairs are matched exactly as the file names them (e.g. a future
+    ``("numpy.core.multiarray", "_reconstruct")``); admit only callables that build data.
+
+    ``encoding="latin1"`` reads Python 2 ``str`` (bytes) as ``str`` with every byte kept
+    (``s.encode("latin1")`` gives the bytes back), as numpy and the RefCOCO ``refer`` API files
+    need. Any failure (missing file, truncated or non-pickle bytes, a refused global) is a
+    :class:`FormatError` naming the file; ``what`` names the kind of file in its message.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _RestrictedUnpickler(f, path, frozenset(allowed), what,
+                                        encoding=encoding).load()
+    except FileNotFoundError:
+        raise FormatError(path, "file not found") from None
+    except FormatError:
+        raise
+    except Exception as e:  # unpickling arbitrary bytes can raise almost any exception type
+        raise FormatError(path, f"not a readable {what}: {type(e).__name__}: {e}") from None
 
 
 def _umask() -> int:

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        ("res", "referring expression segmentation: oIoU, mIoU, Pr@X")):
         ref = tasks.add_parser(name, help=what)
         ref.add_argument("--refs", required=True,
-                         help="refs(<splitBy>).p (a pickle: only pass a local file you trust)")
+                         help="refs(<splitBy>).p (a pickle, read as plain data only: a file "
+                              "naming any class or function is refused)")
         ref.add_argument("--instances", required=True, help="instances.json")
         ref.add_argument("--split", required=True, help="val, test, testA, testB, ...")
         ref.add_argument("--pred", required=True, help="referring predictions JSON")

@@ -2,9 +2,11 @@
 
 Every sentence of a ref is one evaluation sample (:class:`groundkit.structures.ReferringSample`).
 
-Security: a pickle runs code while it loads. :func:`load_refs` only ever opens a local file the user
-points at (never a URL, never a path found inside another file); do not load refs files you do not
-trust.
+Security: a plain ``pickle.load`` runs code named in the file. :func:`load_refs` reads refs through
+a restricted unpickler (:func:`groundkit._io.safe_load_pickle`) that refuses every global, so only
+plain data (lists, dicts, strings, numbers) loads and a hostile file is a FormatError that runs
+nothing. It still only opens a local file the user points at (never a URL, never a path found
+inside another file).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from groundkit._io import atomic_path, write_json
+from groundkit._io import atomic_path, safe_load_pickle, write_json
 from groundkit.data.formats._fields import by_id, get, get_list, read_json
 from groundkit.errors import FormatError, InputError
 from groundkit.ops.masks import encode_rle, segmentation_to_mask
@@ -46,16 +48,12 @@ class Instance:
 def load_refs(path: str | Path) -> list[dict[str, Any]]:
     """Read a ``refs(<splitBy>).p`` pickle (written by Python 2, hence ``encoding="latin1"``).
 
-    Loading a pickle executes code: pass only local files you trust.
+    The file is read by a restricted unpickler that admits no global at all: refs are lists,
+    dicts, strings and numbers, and anything else (e.g. a ``__reduce__`` payload) is a
+    FormatError before it can run.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            refs = pickle.load(f, encoding="latin1")
-    except FileNotFoundError:
-        raise FormatError(path, "file not found") from None
-    except Exception as e:  # unpickling arbitrary bytes can raise almost any exception type
-        raise FormatError(path, f"not a readable refs pickle: {type(e).__name__}: {e}") from None
+    refs = safe_load_pickle(path, what="refs pickle", encoding="latin1")
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise FormatError(path, "expected a list of ref dicts")
     return refs

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import builtins
+import copyreg
 import pickle
+from collections import OrderedDict
 
 import numpy as np
 import pytest
 
+from groundkit._io import safe_load_pickle
+from groundkit.cli import main
 from groundkit.data.formats.coco_panoptic import load_panoptic
 from groundkit.data.formats.refcoco import (
     Instance, instance_from_mask, load_instances, load_referring, load_refs, select_refs,
@@ -15,6 +20,16 @@ from groundkit.structures import Category, ImageRecord
 
 def paths(root):
     return root / "refcoco" / "refs(unc).p", root / "refcoco" / "instances.json"
+
+
+class Payload:
+    """Unpickled by plain ``pickle``, this calls ``open(target, "w")``: it creates ``target``."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return builtins.open, (self.target, "w")
 
 
 def load_instances_of(tmp_path, segmentation):
@@ -134,3 +149,114 @@ def test_malformed_segmentation(tmp_path):
         load_instances_of(tmp_path, {"size": [6], "counts": ""}).mask(1)
     with pytest.raises(FormatError, match=r"annotation 1: field 'segmentation': missing"):
         load_instances_of(tmp_path, None).mask(1)
+
+
+# --- hostile refs pickles: refused, nothing runs --------------------------------------------------
+
+REFUSED = r"evil.p: refused to load: the refs pickle refers to the global 'io.open'"
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_payload_refs_pickle_is_refused_and_runs_nothing(tmp_path, protocol):
+    target = tmp_path / "pwned"
+    data = pickle.dumps(Payload(target), protocol=protocol)
+    (tmp_path / "evil.p").write_bytes(data)
+    with pytest.raises(FormatError, match=REFUSED):
+        load_refs(tmp_path / "evil.p")
+    assert not target.exists()
+    pickle.loads(data).close()  # the control: a plain pickle.load does run it
+    assert target.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_payload_inside_valid_refs_is_refused_and_runs_nothing(sample, tmp_path, protocol):
+    target = tmp_path / "pwned"
+    refs = load_refs(paths(sample)[0])
+    refs[1]["sentences"][0]["tokens"] = ["the", Payload(target)]
+    (tmp_path / "evil.p").write_bytes(pickle.dumps(refs, protocol=protocol))
+    with pytest.raises(FormatError, match=REFUSED):
+        load_refs(tmp_path / "evil.p")
+    with pytest.raises(FormatError, match=REFUSED):
+        load_referring(tmp_path / "evil.p", paths(sample)[1], "val")
+    assert not target.exists()
+
+
+def test_score_cli_refuses_a_payload_refs_file(sample, tmp_path, capsys):
+    target = tmp_path / "pwned"
+    (tmp_path / "evil.p").write_bytes(pickle.dumps([{"ref_id": 1, "x": Payload(target)}], 2))
+    (tmp_path / "pred.json").write_text("[]")
+    rc = main(["score", "rec", "--refs", str(tmp_path / "evil.p"), "--instances",
+               str(paths(sample)[1]), "--split", "val", "--pred", str(tmp_path / "pred.json")])
+    assert rc == 2 and "refused to load" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_every_global_is_refused_however_it_is_named(tmp_path):
+    # os.system by GLOBAL (protocol 0), by STACK_GLOBAL (protocol 4) and through the copyreg
+    # extension registry (EXT1), and a harmless-looking class: none is imported or called.
+    touch = f"touch {tmp_path / 'pwned'}".encode()
+    cases = {"global.p": b"cposix\nsystem\n(S'" + touch + b"'\ntR.",
+             "stack.p": b"\x80\x04\x8c\x05posix\x8c\x06system\x93\x8c\x04echo\x85R.",
+             "ext.p": b"\x80\x02\x82\xf0U\x04echo\x85R.",
+             "odict.p": pickle.dumps(OrderedDict(a=1), protocol=2)}
+    copyreg.add_extension("posix", "system", 240)
+    try:
+        for name, data in cases.items():
+            (tmp_path / name).write_bytes(data)
+            with pytest.raises(FormatError, match=rf"{name}: refused to load: the refs pickle "
+                                                  r"refers to the global '(posix.system|"
+                                                  r"collections.OrderedDict)'"):
+                load_refs(tmp_path / name)
+    finally:
+        copyreg.remove_extension("posix", "system", 240)
+    (tmp_path / "pid.p").write_bytes(b"\x80\x02]q\x00U\x01xQa.")  # BINPERSID
+    with pytest.raises(FormatError, match=r"pid.p: refused to load: .* persistent id"):
+        load_refs(tmp_path / "pid.p")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, pickle.HIGHEST_PROTOCOL])
+def test_valid_refs_load_identically_at_every_protocol(sample, tmp_path, protocol):
+    with open(paths(sample)[0], "rb") as f:
+        expected = pickle.load(f, encoding="latin1")
+    (tmp_path / "r.p").write_bytes(pickle.dumps(expected, protocol=protocol))
+    assert load_refs(tmp_path / "r.p") == expected == load_refs(paths(sample)[0])
+
+
+def test_python2_refs_pickles_load_with_latin1(tmp_path):
+    # Python 2's pickle.dump: protocol 0 with STRING (a py2 str, i.e. bytes) and UNICODE opcodes,
+    # and protocol 2 with SHORT_BINSTRING. Bytes strings decode as latin-1, byte for byte.
+    (tmp_path / "p0.p").write_bytes(
+        b"(lp0\n(dp1\nS'split'\np2\nS'val'\np3\nsS'ref_id'\np4\nI1\nsS'sentences'\np5\n"
+        b"(lp6\n(dp7\nS'sent'\np8\nS'caf\\xc3\\xa9'\np9\nsVraw\np10\nVcaf\\u00e9\np11\nsasa.")
+    assert load_refs(tmp_path / "p0.p") == [
+        {"split": "val", "ref_id": 1, "sentences": [{"sent": "caf\xc3\xa9", "raw": "caf\xe9"}]}]
+    (tmp_path / "p2.p").write_bytes(b"\x80\x02]q\x00}q\x01(U\x05splitq\x02U\x03valq\x03"
+                                    b"U\x06ref_idq\x04K\x01U\x04sentq\x05U\x02\xc3\xa9q\x06ua.")
+    refs = load_refs(tmp_path / "p2.p")
+    assert refs == [{"split": "val", "ref_id": 1, "sent": "\xc3\xa9"}]
+    assert refs[0]["sent"].encode("latin1").decode("utf-8") == "\xe9"  # the bytes are all kept
+
+
+def test_unreadable_refs_pickles_name_the_file(tmp_path):
+    valid = pickle.dumps([{"ref_id": 1, "split": "val"}], protocol=2)
+    cases = {"truncated.p": valid[: len(valid) // 2], "empty.p": b"", "text.p": b"not a pickle",
+             "protocol9.p": b"\x80\x09]." , "nostop.p": valid[:-1]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(FormatError, match=rf"{name}: not a readable refs pickle: \w+"):
+            load_refs(tmp_path / name)
+    (tmp_path / "dir.p").mkdir()
+    with pytest.raises(FormatError, match=r"dir.p: not a readable refs pickle: IsADirectoryError"):
+        load_refs(tmp_path / "dir.p")
+
+
+def test_safe_load_pickle_allow_list(tmp_path):
+    (tmp_path / "o.p").write_bytes(pickle.dumps(OrderedDict(a=1), protocol=2))
+    with pytest.raises(FormatError, match=r"o.p: refused to load: the pickle refers to the "
+                                          r"global 'collections.OrderedDict'"):
+        safe_load_pickle(tmp_path / "o.p")
+    assert safe_load_pickle(tmp_path / "o.p", allowed=[("collections", "OrderedDict")]) == {"a": 1}
+    # Matched exactly as the file names it: a pair naming something else does not admit it.
+    with pytest.raises(FormatError, match="'collections.OrderedDict'"):
+        safe_load_pickle(tmp_path / "o.p", allowed=[("collections", "defaultdict")])
