@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from groundkit._io import atomic_path
 from groundkit.data.images import to_rgb_array
 from groundkit.errors import InputError
+from groundkit.ops.masks import erode
 from groundkit.structures import Category
 
 RGB = tuple[int, int, int]
@@ -267,16 +268,7 @@ def _paint_region(canvas: np.ndarray, mask: np.ndarray, colour: RGB) -> None:
     """
     tint = canvas[mask].astype(np.float64) * (1 - ALPHA) + np.array(colour) * ALPHA
     canvas[mask] = tint.round().astype(np.uint8)
-    canvas[mask & ~_erode(mask, max(1, canvas.shape[1] // 640))] = colour
-
-
-def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
-    """``mask (H, W) bool`` eroded ``steps`` times by the 4-neighbour cross; the image edge is no
-    edge of the mask (edge padding), so regions touching it are not framed."""
-    for _ in range(steps):
-        p = np.pad(mask, 1, mode="edge")
-        mask = mask & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return mask
+    canvas[mask & ~erode(mask, max(1, canvas.shape[1] // 640))] = colour
 
 
 def _font(width: int) -> Font:

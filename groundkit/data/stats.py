@@ -13,8 +13,9 @@ from PIL import Image
 
 from groundkit.data.formats import load_narratives, load_panoptic, load_refs, select_refs
 from groundkit.data.formats.coco_panoptic import PanopticDataset
-from groundkit.data.synthetic.scene import COLOURS, erode
+from groundkit.data.synthetic.scene import COLOURS
 from groundkit.errors import FormatError, InputError
+from groundkit.ops.masks import erode
 from groundkit.structures import Narrative
 
 # Row names and whether the value is a share (printed as a percentage).

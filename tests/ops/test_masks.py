@@ -6,7 +6,7 @@ import torch
 
 from groundkit.errors import InputError
 from groundkit.ops.masks import (
-    check_rle, decode_rle, encode_rle, masks_to_rles, polygons_to_mask, resize_masks, rle_runs,
+    check_rle, decode_rle, encode_rle, erode, masks_to_rles, polygons_to_mask, resize_masks, rle_runs,
     rles_to_masks, segmentation_to_mask)
 
 
@@ -111,3 +111,17 @@ def test_resize_masks():
     assert resize_masks(torch.zeros(0, 4, 4), (2, 2)).shape == (0, 2, 2)
     with pytest.raises(InputError):
         resize_masks(masks, (8, 8), mode="cubic")
+
+
+def test_erode_keeps_the_image_edge():
+    mask = np.zeros((6, 7), bool)
+    mask[:4, :5] = True  # touches the top and left edges of the image
+    once = erode(mask)
+    assert once is not mask
+    expected = np.zeros_like(mask)
+    expected[:3, :4] = True  # only the sides inside the image are eroded
+    assert (once == expected).all() and mask[:4, :5].all()
+    twice = np.zeros_like(mask)
+    twice[:2, :3] = True
+    assert (erode(mask, 2) == twice).all() and (erode(once) == twice).all()
+    assert erode(np.ones((3, 3), bool)).all()

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
+from groundkit.ops.masks import erode
 from groundkit.structures import Category
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "ring", "diamond", "hexagon")
@@ -306,13 +307,3 @@ def _paint_thing(image: np.ndarray, mask: np.ndarray, visible: np.ndarray, colou
     n = int(visible.sum())
     pixels = np.where(inner[visible][:, None], rgb, outline_rgb)
     image[visible] = pixels + rng.normal(0, 5, (n, 1)).astype(np.float32)
-
-
-def erode(mask: np.ndarray) -> np.ndarray:
-    """``(H, W) bool`` -> the pixels whose four neighbours are all inside ``mask`` too."""
-    inner = mask.copy()
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return inner

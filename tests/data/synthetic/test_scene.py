@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from groundkit.data.synthetic import CATEGORIES
-from groundkit.data.synthetic.scene import COLOURS, SHAPES, STUFF, _shape_mask, erode, make_scene
+from groundkit.data.synthetic.scene import COLOURS, SHAPES, STUFF, _shape_mask, make_scene
+from groundkit.ops.masks import erode
 
 SCENES = [make_scene(np.random.default_rng(seed), 128) for seed in range(30)]
 
