@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from groundkit.data.formats import load_narratives, load_panoptic, load_refs, select_refs
 from groundkit.data.formats.coco_panoptic import PanopticDataset
+from groundkit.data.images import read_image
 from groundkit.data.synthetic.scene import COLOURS
-from groundkit.errors import FormatError, InputError
+from groundkit.errors import InputError
 from groundkit.ops.masks import erode
 from groundkit.structures import Narrative
 
@@ -87,7 +87,7 @@ def _image_stats(panoptic: PanopticDataset, image_dir: Path) -> dict[str, float]
         stuff += len(ann.segments) - len(thing_segments)
         if len(thing_segments) >= 3:  # two kinds of distractor need three things at least
             ids = panoptic.id_map(image_id)
-            pixels = _read_rgb(image_dir / image.file_name)
+            pixels = read_image(image_dir / image.file_name)
             pairs = [(s.category_id, colour_name(pixels, ids == s.id)) for s in thing_segments]
             distractors += has_distractors(pairs)
     n = max(1, len(panoptic.images))
@@ -110,14 +110,6 @@ def colour_name(image: np.ndarray, mask: np.ndarray) -> str:
     pixels = image[inner if inner.any() else mask].astype(np.float64)
     median = np.median(pixels, axis=0)
     return list(COLOURS)[int(np.argmin(((_PALETTE - median) ** 2).sum(axis=1)))]
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (FileNotFoundError, OSError) as e:
-        raise FormatError(path, f"cannot read the image: {e}") from None
 
 
 def format_table(stats: dict[str, dict[str, float]]) -> str:
