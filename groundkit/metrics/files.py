@@ -14,8 +14,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from groundkit.errors import FormatError
-from groundkit.metrics.panoptic_quality import (PQStat, pq_average, pq_stats_image,
-                                                segment_index_map)
+from groundkit.metrics.panoptic_quality import PQStat, pq_average, pq_stats_image, union_masks
 from groundkit.metrics.png_ar import mask_ious, png_average_recall
 from groundkit.metrics.referring import mask_intersection_union, rec_accuracy, res_scores
 from groundkit.structures import Narrative
@@ -68,24 +67,13 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
                                   item=f"narrative (image {image_id}, caption {n.caption[:40]!r}), "
                                        f"phrase {i} {n.utterances[i].text!r}")
         missing += sum(r is None for r in rles)
-        ious.append(mask_ious(_predicted_masks(rles, ids.shape), _union_masks(ids, ann, groups)))
+        ious.append(mask_ious(_predicted_masks(rles, ids.shape), union_masks(ids, ann, groups)))
         category = {s.id: s.category_id for s in ann.segments}
         is_thing.extend(panoptic.categories[category[g[-1]]].isthing for g in groups)
         num_segments.extend(len(g) for g in groups)
     return PhraseIoUs(np.concatenate(ious) if ious else np.zeros(0),
                       np.array(is_thing, dtype=bool), np.array(num_segments, dtype=np.int64),
                       missing)
-
-
-def _union_masks(ids: np.ndarray, ann: Any, groups: list[tuple[int, ...]]) -> np.ndarray:
-    """``(N, H, W) bool``: for each of N groups of segment ids, the union of their masks in the
-    segment map ``ids (H, W)``, by one gather for all groups."""
-    seg_ids = np.array([s.id for s in ann.segments], dtype=np.int64)
-    column = {sid: j + 1 for j, sid in enumerate(seg_ids.tolist())}  # as segment_index_map
-    member = np.zeros((len(groups), len(seg_ids) + 2), dtype=bool)
-    for k, group in enumerate(groups):
-        member[k, [column[s] for s in group]] = True
-    return member[:, segment_index_map(ids, seg_ids)].reshape(len(groups), *ids.shape)
 
 
 def _predicted_masks(rles: list[RLE | None], shape: tuple[int, int]) -> np.ndarray:

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from groundkit.errors import FormatError
-from groundkit.metrics.files import (_predicted_masks, _union_masks, grounding_masks,
-                                     referring_by_sentence)
+from groundkit.metrics.files import _predicted_masks, grounding_masks, referring_by_sentence
+from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.ops.masks import encode_rle
 from groundkit.structures import PanopticAnnotation, Segment
 
@@ -15,7 +15,7 @@ def test_union_masks_equal_isin():
     ann = PanopticAnnotation(1, "x.png", (Segment(900, 1), Segment(5, 1), Segment(70000, 2)))
     groups = [(5,), (900, 70000), (70000, 5, 900)]
     expected = np.stack([np.isin(ids, g) for g in groups])
-    assert np.array_equal(_union_masks(ids, ann, groups), expected)
+    assert np.array_equal(union_masks(ids, ann, groups), expected)
 
 
 def test_predicted_masks_compressed_uncompressed_and_missing():

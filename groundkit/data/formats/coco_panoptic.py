@@ -14,6 +14,7 @@ from PIL import Image
 from groundkit._io import atomic_path, write_json
 from groundkit.data.formats._fields import by_id, get, get_list, read_json
 from groundkit.errors import FormatError
+from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
 
 
@@ -107,9 +108,7 @@ class PanopticDataset:
             if ann.segment(sid) is None:
                 raise FormatError(self.json_path, f"segment {sid} is not in the annotation of "
                                   f"image {image_id}")
-        ids = self.id_map(image_id)
-        return np.stack([np.isin(ids, g) for g in groups]) if groups else \
-            np.zeros((0, *ids.shape), dtype=bool)
+        return union_masks(self.id_map(image_id), ann, groups)
 
 
 def load_panoptic(json_path: str | Path, png_dir: str | Path,
