@@ -12,9 +12,10 @@ from torch.utils.data import Dataset
 from groundkit.data.formats import check_narratives, load_narratives, load_panoptic
 from groundkit.data.images import read_record_image
 from groundkit.data.layout import SplitPaths
-from groundkit.data.panoptic_dataset import IGNORE, category_order
+from groundkit.data.panoptic_dataset import category_order
 from groundkit.data.transforms import (ResizeConfig, image_to_tensor, masks_to_targets, pad_batch,
                                        pad_maps, target_size)
+from groundkit.labels import IGNORE_LABEL
 from groundkit.structures import Narrative
 
 
@@ -38,7 +39,7 @@ class GroundingDataset(Dataset):
     ``image_id``; ``segment_indices`` (index of each phrase in the narrative's utterances);
     ``orig_size (H, W)``; ``input_size (h, w)``; with ``semantic`` also ``semantic (ceil(h/4),
     ceil(w/4))`` int64, the category label of each cell (:meth:`category_ids` order, things then
-    stuff) or ``IGNORE`` where no category covers half of it: the targets of the
+    stuff) or ``IGNORE_LABEL`` where no category covers half of it: the targets of the
     semantic auxiliary loss (``model.semantic_classes``).
     """
 
@@ -111,9 +112,9 @@ class GroundingDataset(Dataset):
 
 def cell_labels(coverage: torch.Tensor) -> torch.Tensor:
     """``(C, h, w)`` covered fraction of each cell by each category -> ``(h, w)`` int64 labels:
-    the category covering more than half of the cell, else ``IGNORE``."""
+    the category covering more than half of the cell, else ``IGNORE_LABEL``."""
     best, label = coverage.max(0)
-    return torch.where(best > 0.5, label, torch.full_like(label, IGNORE))
+    return torch.where(best > 0.5, label, torch.full_like(label, IGNORE_LABEL))
 
 
 def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[str, Any]:
@@ -133,6 +134,6 @@ def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[st
     if "masks" in items[0]:
         batch["masks"] = [pad_maps(it["masks"], quarter) for it in items]
     if "semantic" in items[0]:
-        batch["semantic"] = torch.stack([pad_maps(it["semantic"], quarter, IGNORE)
+        batch["semantic"] = torch.stack([pad_maps(it["semantic"], quarter, IGNORE_LABEL)
                                          for it in items])
     return batch

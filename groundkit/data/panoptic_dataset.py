@@ -20,10 +20,9 @@ from groundkit.data.images import read_record_image
 from groundkit.data.layout import SplitPaths
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, pad_batch, pad_maps, target_size
 from groundkit.errors import FormatError
+from groundkit.labels import IGNORE_LABEL
 from groundkit.ops.boxes import masks_to_boxes
 from groundkit.structures import Category
-
-IGNORE = 255
 
 
 @dataclass
@@ -107,7 +106,7 @@ class PanopticSegDataset(Dataset):
 
     def _targets(self, image_id: int, ids: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        semantic = torch.full(ids.shape, IGNORE, dtype=torch.long)
+        semantic = torch.full(ids.shape, IGNORE_LABEL, dtype=torch.long)
         classes, masks = [], []
         for seg in self.panoptic.annotation(image_id).segments:
             mask = ids == seg.id
@@ -134,7 +133,7 @@ def collate_panoptic(items: list[dict[str, Any]], divisor: int = 32) -> dict[str
     :mod:`groundkit.models.panoptic.model`."""
     images = pad_batch([it["image"] for it in items], divisor)
     size = tuple(images.shape[-2:])
-    semantic = torch.stack([pad_maps(it["semantic"], size, IGNORE) for it in items])
+    semantic = torch.stack([pad_maps(it["semantic"], size, IGNORE_LABEL) for it in items])
     return {
         "images": images,
         "image_sizes": [it["input_size"] for it in items],

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from groundkit.data.formats import load_panoptic
-from groundkit.data.panoptic_dataset import IGNORE, PanopticSegDataset, collate_panoptic, hflip_item
+from groundkit.data.panoptic_dataset import PanopticSegDataset, collate_panoptic, hflip_item
 from groundkit.data.transforms import ResizeConfig
 from groundkit.errors import FormatError, InputError
+from groundkit.labels import IGNORE_LABEL as IGNORE
 from groundkit.ops.boxes import masks_to_boxes
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "coco_sample"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from groundkit.labels import IGNORE_LABEL
 from groundkit.ops.boxes import box_iou
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
@@ -52,7 +53,7 @@ def match_detections(det_boxes: torch.Tensor, det_classes: torch.Tensor, gt_boxe
 
 
 def panoptic_target(semantic: torch.Tensor, gt_masks: torch.Tensor, det_to_gt: torch.Tensor,
-                    num_things: int, ignore_label: int = 255) -> torch.Tensor:
+                    num_things: int, ignore_label: int = IGNORE_LABEL) -> torch.Tensor:
     """Channel index of every pixel for P of one image, on P's grid.
 
     semantic: ``(h, w)`` int64 labels (things ``[0, num_things)``, then stuff; ``ignore_label`` void);

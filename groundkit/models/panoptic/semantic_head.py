@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groundkit.labels import IGNORE_LABEL
 from groundkit.vision.neck import ConvGNReLU
 
 LEVELS = ("p2", "p3", "p4", "p5")
@@ -56,7 +57,8 @@ class SemanticHead(nn.Module):
         return self.classifier(self.decoder(features))
 
 
-def semantic_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def semantic_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_LABEL
+                  ) -> torch.Tensor:
     """Cross-entropy of stride-4 logits against a full-resolution label map.
 
     logits: ``(B, L, h, w)``; target: ``(B, H, W)`` int64 with ``H = 4h`` (padded batch),
