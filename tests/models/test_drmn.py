@@ -13,7 +13,6 @@ from groundkit.engine.grounding import experiment_class, load_grounding_model
 from groundkit.errors import ConfigError
 from groundkit.models.drmn import DRMNConfig, DRMNHead, RefinementRound
 from groundkit.models.grounding import GroundingModel
-from groundkit.text.encoder import TextEncoder
 from groundkit.vision.backbone import BackboneConfig
 from groundkit.vision.deformable_encoder import flatten_levels
 
@@ -25,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    return TextEncoder()
+def encoder(text_encoder):
+    return text_encoder  # the session's bundled encoder (tests/conftest.py), loaded once
 
 
 def tiny_config(**kw) -> DRMNConfig:

@@ -6,7 +6,6 @@ from groundkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from groundkit.errors import InputError
 from groundkit.models.grounding import phrase_probabilities, pool_phrases, postprocess_grounding
 from groundkit.models.ppmn import PPMNConfig, gather_top_pixels, matching_logits
-from groundkit.text.encoder import TextEncoder
 from groundkit.vision.backbone import BackboneConfig
 
 CAPTION = "There is a small red circle next to the grass."
@@ -14,8 +13,8 @@ SPANS = [(9, 26), (35, 44)]  # "a small red circle", "the grass"
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    return TextEncoder()
+def encoder(text_encoder):
+    return text_encoder  # the session's bundled encoder (tests/conftest.py), loaded once
 
 
 def tiny_config(**kw):

@@ -8,8 +8,8 @@ CAPTION = "There is a red circle next to the grass."
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    return TextEncoder()  # the bundled all-MiniLM-L6-v2, read offline
+def encoder(text_encoder):
+    return text_encoder  # the session's bundled all-MiniLM-L6-v2 (tests/conftest.py), read offline
 
 
 def test_bundled_model_dims(encoder):
