@@ -17,19 +17,24 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from groundkit._io import write_json
+from groundkit.data.formats import write_segment_png
 from groundkit.data.images import read_image, to_rgb_array
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, pad_batch, target_size
+from groundkit.engine.distributed import default_device
+from groundkit.engine.tasks import get_task
 from groundkit.errors import InputError
-from groundkit.models.grounding import GroundingModel, postprocess_grounding
+from groundkit.models.grounding import GroundingModel
 from groundkit.models.panoptic import PanopticModel
+from groundkit.ops.masks import encode_rle
 from groundkit.structures import Category, GroundingResult, PanopticResult
 from groundkit.text.phrases import check_spans, noun_chunk_spans, parse_marked_caption
+from groundkit.visualize import overlay_grounding, overlay_panoptic, phrase_colors, save_image
 
 ImageLike = Any  # np.ndarray (H, W[, C]), PIL.Image, or a path
 
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+__all__ = ["Grounder", "Segmenter", "Predictor", "predictor_class", "as_rgb", "caption_phrases",
+           "default_device"]
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:
@@ -60,7 +65,62 @@ def caption_phrases(caption: str, spans: Sequence[tuple[int, int]] | None = None
     return caption, [tuple(s) for s in found]
 
 
-class Grounder:
+class Predictor:
+    """What every family's predictor shares: loading by name, and one image to files.
+
+    Subclasses name their task family (``task``) and implement :meth:`from_model`,
+    :meth:`predict_one`, :meth:`draw`, :meth:`to_json` and :meth:`describe`.
+    """
+
+    task: str = ""
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None,
+                        device: str | torch.device | None = None) -> "Predictor":
+        """A bundled checkpoint name or a checkpoint path (default: the family's bundled model);
+        a checkpoint of another family is a ConfigError."""
+        task = get_task(cls.task)
+        model, cfg = task.load(name_or_path or task.default_checkpoint)
+        return cls.from_model(model, cfg, device)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, cfg: Any,
+                   device: str | torch.device | None = None) -> "Predictor":
+        """A predictor around ``model`` and its experiment config ``cfg``."""
+        raise NotImplementedError
+
+    def predict_one(self, image: ImageLike, text: str | None = None) -> Any:
+        """The result of one image (and the text the family needs, if any)."""
+        raise NotImplementedError
+
+    def draw(self, image: np.ndarray, result: Any) -> Any:
+        """A picture (PIL image) of ``result`` over ``image (H, W, 3) uint8``."""
+        raise NotImplementedError
+
+    def to_json(self, result: Any) -> dict[str, Any]:
+        """The JSON-ready content of ``result`` (masks as COCO RLE)."""
+        raise NotImplementedError
+
+    def describe(self, result: Any) -> list[str]:
+        """One line per phrase or segment of ``result``, for the terminal."""
+        raise NotImplementedError
+
+    def save(self, image: ImageLike, result: Any, out_dir: str | Path) -> list[Path]:
+        """``out_dir/overlay.png`` and ``out_dir/result.json`` of one predicted image."""
+        out, rgb = Path(out_dir), as_rgb(image)
+        save_image(self.draw(rgb, result), out / "overlay.png")
+        source = str(image) if isinstance(image, (str, Path)) else None
+        write_json(out / "result.json", {"image": source, "height": rgb.shape[0],
+                                         "width": rgb.shape[1], **self.to_json(result)}, indent=2)
+        return [out / "overlay.png", out / "result.json"]
+
+
+def predictor_class(task: str) -> type[Predictor]:
+    """The predictor of a task family (the ``api_class`` its engine module names)."""
+    return globals()[get_task(task).api_class]
+
+
+class Grounder(Predictor):
     """Panoptic narrative grounding: a mask for every phrase of a caption.
 
     Args:
@@ -69,21 +129,18 @@ class Grounder:
         device: where the model runs (default: CUDA when available).
     """
 
+    task = "grounding"
+
     def __init__(self, model: GroundingModel, resize: ResizeConfig | None = None,
                  device: str | torch.device | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.resize = resize or ResizeConfig()
-        self.threshold = model.cfg.threshold
         self._image: dict[str, Any] | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = "ppmn-synthetic",
-                        device: str | torch.device | None = None) -> "Grounder":
-        """A bundled checkpoint name (``ppmn-synthetic``, ``drmn-synthetic``) or a checkpoint path."""
-        from groundkit.engine.grounding import load_grounding_model
-
-        model, cfg = load_grounding_model(name_or_path)
+    def from_model(cls, model: GroundingModel, cfg: Any,
+                   device: str | torch.device | None = None) -> "Grounder":
         return cls(model, cfg.data.resize, device)
 
     # --- one image, many captions ---------------------------------------------------------------
@@ -107,9 +164,9 @@ class Grounder:
         if self._image is None:
             raise InputError("call set_image(image) before ground(caption)")
         caption, found = caption_phrases(caption, spans)
-        probs = self.model.phrase_maps(self._image["features"], [caption], [found])[0]
-        return self._result(caption, found, probs, self._image["input_size"],
-                            self._image["rgb"].shape[:2])
+        probs = self.model.phrase_maps(self._image["features"], [caption], [found])
+        return self.model.postprocess(probs, [caption], [found], [self._image["input_size"]],
+                                      [self._image["rgb"].shape[:2]])[0]
 
     # --- batches ----------------------------------------------------------------------------------
 
@@ -121,23 +178,41 @@ class Grounder:
         rgbs = [as_rgb(im) for im in images]
         prepared = [self._prepare(rgb) for rgb in rgbs]
         parsed = [caption_phrases(c) for c in captions]
-        features = self.model.encode_images(pad_batch([t for t, _ in prepared]).to(self.device))
-        probs = self.model.phrase_maps(features, [c for c, _ in parsed], [s for _, s in parsed])
-        return [self._result(c, s, p, size, rgb.shape[:2])
-                for (c, s), p, (_, size), rgb in zip(parsed, probs, prepared, rgbs)]
+        batch = {"images": pad_batch([t for t, _ in prepared]).to(self.device),
+                 "captions": [c for c, _ in parsed], "spans": [s for _, s in parsed],
+                 "image_sizes": [size for _, size in prepared],
+                 "orig_sizes": [rgb.shape[:2] for rgb in rgbs]}
+        return self.model.predict(batch)
 
     def _prepare(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         size = target_size(*rgb.shape[:2], self.resize)
         return image_to_tensor(rgb, size), size
 
-    def _result(self, caption: str, spans: list[tuple[int, int]], probs: torch.Tensor,
-                input_size: tuple[int, int], orig_size: tuple[int, int]) -> GroundingResult:
-        masks, scores = postprocess_grounding(probs.cpu(), input_size, orig_size, self.threshold)
-        return {"caption": caption, "phrases": [caption[s:e] for s, e in spans], "spans": spans,
-                "masks": masks.numpy(), "scores": scores.numpy()}
+    # --- one image to files (``groundkit predict``) ------------------------------------------------
+
+    def predict_one(self, image: ImageLike, text: str | None = None) -> GroundingResult:
+        if not text:
+            raise InputError("a caption is required for grounding, e.g. "
+                             "--caption 'There is [a red circle] next to [the grass].'")
+        self.set_image(image)
+        return self.ground(text)
+
+    def draw(self, image: np.ndarray, result: GroundingResult) -> Any:
+        return overlay_grounding(image, result.caption, result.spans, result.masks, result.scores)
+
+    def to_json(self, result: GroundingResult) -> dict[str, Any]:
+        return {"caption": result.caption,
+                "phrases": [{"phrase": p, "span": list(s), "score": float(sc),
+                             "mask": encode_rle(m)}
+                            for p, s, sc, m in zip(result.phrases, result.spans, result.scores,
+                                                   result.masks)]}
+
+    def describe(self, result: GroundingResult) -> list[str]:
+        return [f"{phrase!r:40} score {score:.3f}  area {int(mask.sum())} px"
+                for phrase, score, mask in zip(result.phrases, result.scores, result.masks)]
 
 
-class Segmenter:
+class Segmenter(Predictor):
     """Panoptic segmentation: a panoptic map of each image, and its detections as proposals.
 
     >>> s = Segmenter.from_pretrained("panoptic-synthetic")
@@ -151,6 +226,8 @@ class Segmenter:
         device: where the model runs (default: CUDA when available).
     """
 
+    task = "panoptic"
+
     def __init__(self, model: PanopticModel, resize: ResizeConfig | None = None,
                  categories: dict[int, Category] | None = None,
                  device: str | torch.device | None = None) -> None:
@@ -160,12 +237,8 @@ class Segmenter:
         self.categories = categories or {}
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = "panoptic-synthetic",
-                        device: str | torch.device | None = None) -> "Segmenter":
-        """A bundled checkpoint name (``panoptic-synthetic``) or a checkpoint path."""
-        from groundkit.engine.panoptic import load_panoptic_model, model_categories
-
-        model, cfg = load_panoptic_model(name_or_path)
+    def from_model(cls, model: PanopticModel, cfg: Any,
+                   device: str | torch.device | None = None) -> "Segmenter":
         return cls(model, cfg.data.resize, model_categories(cfg), device)
 
     def segment(self, image: ImageLike) -> PanopticResult:
@@ -200,3 +273,42 @@ class Segmenter:
         sizes = [target_size(*rgb.shape[:2], self.resize) for rgb in rgbs]
         tensors = [image_to_tensor(rgb, size) for rgb, size in zip(rgbs, sizes)]
         return pad_batch(tensors, self.resize.size_divisor).to(self.device), sizes
+
+    # --- one image to files (``groundkit predict``) ------------------------------------------------
+
+    def predict_one(self, image: ImageLike, text: str | None = None) -> PanopticResult:
+        if text:
+            raise InputError("panoptic segmentation takes no caption")
+        return self.segment(image)
+
+    def draw(self, image: np.ndarray, result: PanopticResult) -> Any:
+        return overlay_panoptic(image, result.id_map, result.segments_info, self.categories)
+
+    def to_json(self, result: PanopticResult) -> dict[str, Any]:
+        return {"segments_info": [
+            {**s, "category": self.categories[s["category_id"]].name,
+             "area": int((result.id_map == s["id"]).sum())} for s in result.segments_info]}
+
+    def describe(self, result: PanopticResult) -> list[str]:
+        return [f"segment {s['id']:3d}  {s['category']:12} score {s['score']:.3f}  "
+                f"area {s['area']} px" for s in self.to_json(result)["segments_info"]]
+
+    def save(self, image: ImageLike, result: PanopticResult, out_dir: str | Path) -> list[Path]:
+        """As :meth:`Predictor.save`, and ``out_dir/panoptic.png`` (COCO panoptic ids)."""
+        written = super().save(image, result, out_dir)
+        write_segment_png(Path(out_dir) / "panoptic.png", result.id_map)
+        return written + [Path(out_dir) / "panoptic.png"]
+
+
+def model_categories(cfg: Any) -> dict[int, Category]:
+    """``{category_id: Category}`` of every class a panoptic model predicts: the checkpoint's
+    own names and colours, or numbered names in distinct colours when it has none."""
+    known = {c.id: c for c in cfg.categories}
+    ids = [*cfg.model.thing_ids, *cfg.model.stuff_ids]
+    colours = phrase_colors(len(ids))
+    out = {}
+    for k, cid in enumerate(ids):
+        isthing = k < cfg.model.num_things
+        out[cid] = known.get(cid) or Category(cid, f"{'thing' if isthing else 'stuff'} {cid}",
+                                              isthing, colours[k])
+    return out

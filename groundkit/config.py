@@ -50,6 +50,11 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
         ConfigError: unknown key, wrong type, malformed override, unreadable YAML.
     """
     cfg = cls() if yaml_path is None else config_from_dict(cls, read_yaml(yaml_path), str(yaml_path))
+    return override_config(cfg, overrides)
+
+
+def override_config(cfg: T, overrides: Sequence[str]) -> T:
+    """A copy of the dataclass ``cfg`` with each ``dotted.key=value`` of ``overrides`` applied."""
     for text in overrides:
         key, value = parse_override(text)
         cfg = update_config(cfg, _nest(key, value), source=f"override '{text}'")

@@ -5,8 +5,8 @@ Boxes are ``xyxy`` absolute pixels everywhere in Python; ``xywh`` only inside CO
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -120,13 +120,34 @@ class ReferringSample:
     file_name: str = ""
 
 
-# --- Results (one dict per image, as DETR / Hugging Face post-processors return) ---------------
+# --- Results (one per image, as DETR / Hugging Face post-processors return) ------------------
 
-class GroundingResult(TypedDict):
+class Result:
+    """Mapping-style access to a result dataclass, as Hugging Face's ``ModelOutput``:
+    ``result.masks`` and ``result["masks"]`` are the same array; ``keys()`` lists the fields."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
+@dataclass
+class GroundingResult(Result):
     """Grounding of one caption on one image.
 
-    caption: the grounded text (phrase brackets removed); phrases: N phrase strings; spans: N ``(start, end)`` character spans in the caption;
-    masks: ``(N, H, W) bool`` at image size; scores: ``(N,) float`` mean probability inside the mask.
+    caption: the grounded text (phrase brackets removed); phrases: N phrase strings; spans: N
+    ``(start, end)`` character spans in the caption; masks: ``(N, H, W) bool`` at image size;
+    scores: ``(N,) float`` mean probability inside the mask.
     """
 
     caption: str
@@ -136,16 +157,17 @@ class GroundingResult(TypedDict):
     scores: np.ndarray
 
 
-class ReferringResult(TypedDict, total=False):
+@dataclass
+class ReferringResult(Result):
     """box: ``(4,)`` xyxy pixels; score: float; mask: ``(H, W) bool`` (RES only)."""
 
     box: np.ndarray
     score: float
-    mask: np.ndarray
+    mask: np.ndarray | None = None
 
 
 @dataclass
-class PanopticResult:
+class PanopticResult(Result):
     """detectron2's panoptic output: ``id_map (H, W) int64`` (0 = void) and one info dict a segment.
 
     ``segments_info`` items: ``{"id", "category_id", "isthing", "score"}``.

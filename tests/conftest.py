@@ -29,17 +29,16 @@ def tiny_ppmn_checkpoint(tmp_path_factory, text_encoder, tiny_synthetic):
     """An untrained tiny PPMN saved as a checkpoint with its experiment config."""
     from groundkit.config import config_from_dict, config_to_dict
     from groundkit.engine.checkpoint import save_checkpoint
-    from groundkit.engine.grounding import experiment_class
-    from groundkit.models.grounding import GroundingModel
-    from groundkit.models.ppmn import PPMNHead
+    from groundkit.engine.grounding import PPMNExperiment
+    from groundkit.models.ppmn import build_ppmn
 
-    cfg = config_from_dict(experiment_class("ppmn"), {
+    cfg = config_from_dict(PPMNExperiment, {
         "model": {"backbone": {"depth": 18, "base_width": 8, "fpn_channels": 16, "norm": "gn"},
                   "neck_channels": 16, "hidden_dim": 16, "rounds": 1, "top_pixels": 4,
                   "heads": 2, "ffn_dim": 32},
         "data": {"root": str(tiny_synthetic), "resize": {"short_side": 64, "max_size": 64}}})
     torch.manual_seed(0)
-    model = GroundingModel(cfg.model, PPMNHead(cfg.model), text_encoder=text_encoder)
+    model = build_ppmn(cfg.model, text_encoder=text_encoder)
     path = tmp_path_factory.mktemp("ckpt") / "tiny_ppmn"
     save_checkpoint(path, model, config_to_dict(cfg), "ppmn")
     return path

@@ -4,17 +4,17 @@ import pytest
 import torch
 from PIL import Image
 
-from groundkit.api import Segmenter
+from groundkit.api import Segmenter, model_categories
 from groundkit.config import config_from_dict, config_to_dict
 from groundkit.data.synthetic import CATEGORIES
 from groundkit.engine.checkpoint import save_checkpoint
-from groundkit.engine.panoptic import experiment_class, model_categories
+from groundkit.engine.panoptic import PanopticExperiment
 from groundkit.errors import ConfigError
 from groundkit.models.panoptic import build_panoptic
 
 
 def tiny_experiment(**top):
-    return config_from_dict(experiment_class(), {
+    return config_from_dict(PanopticExperiment, {
         "model": {"backbone": {"depth": 18, "base_width": 8, "fpn_channels": 16, "norm": "gn"},
                   "thing_ids": list(range(1, 10)), "stuff_ids": list(range(101, 108)),
                   "decoder_channels": 8, "decoder_convs": 1, "affinity_channels": 8,

@@ -13,13 +13,15 @@ import argparse
 from pathlib import Path
 
 DEMO_SIZES = {"train": 12000, "val": 200, "test": 200}
+CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="generate data, train, evaluate, write a report",
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=("ppmn", "drmn"), default="ppmn")
+    parser.add_argument("--model", choices=demo_models(), default="ppmn",
+                        help="model type; trained with configs/<model>_synthetic.yaml")
     parser.add_argument("--pretrained", action="store_true",
                         help="use the bundled <model>-synthetic checkpoint instead of training")
     parser.add_argument("--data", default="data/synthetic", help="benchmark folder")
@@ -32,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override training config keys, e.g. trainer.epochs=2")
     parser.set_defaults(func=run)
+
+
+def demo_models() -> list[str]:
+    """The registered model types with a synthetic config in ``configs/``."""
+    from groundkit.models import model_types
+
+    return [m for m in model_types() if (CONFIGS / f"{m}_synthetic.yaml").exists()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,37 +89,32 @@ def ensure_benchmark(root: Path, train_images: int | None = None) -> Path:
 
 def train_demo_model(model_type: str, data: Path, run_dir: str, overrides: list[str]) -> str:
     from groundkit.config import load_config
-    from groundkit.engine.grounding import experiment_class, train_grounding
+    from groundkit.engine.tasks import task_of
 
-    config = Path(__file__).parents[1] / "configs" / f"{model_type}_synthetic.yaml"
-    cfg = load_config(experiment_class(model_type), config,
+    task = task_of(model_type)
+    config = CONFIGS / f"{model_type}_synthetic.yaml"
+    cfg = load_config(task.experiment_class(model_type), config,
                       [f"data.root={data}", f"trainer.out_dir={run_dir}", *overrides])
     print(f"training {model_type} from scratch ({config.name}) into {run_dir}")
-    train_grounding(cfg)
+    task.train(cfg)
     return run_dir
 
 
 def write_report(checkpoint: str, data: Path, out: Path, overlays: int) -> Path:
-    """Evaluate ``checkpoint`` on the val split and write the report folder."""
+    """Evaluate ``checkpoint`` on the val split and write the report folder: what
+    ``groundkit evaluate --pred-out OUT --json OUT/scores.json`` writes, a page of overlays and
+    a README."""
     from groundkit._io import write_json
-    from groundkit.api import default_device
-    from groundkit.data.formats import write_grounding_predictions, write_scores
-    from groundkit.data.grounding import GroundingDataset
-    from groundkit.engine.grounding import evaluate_split, load_grounding_model
-    from groundkit.metrics.report import plot_png_recall, png_table
+    from groundkit.commands.evaluate import evaluate_checkpoint
+    from groundkit.data.formats import write_scores
 
-    model, cfg = load_grounding_model(checkpoint, default_device())
-    val = GroundingDataset.from_root(data, "val", cfg.data.resize)
-    phrases, records = evaluate_split(model, val, cfg.eval.batch_size)
-    scores = phrases.scores()
-    table = png_table(scores, f"{cfg.model_type.upper()} ({checkpoint}) on {data} [val], "
-                              f"{len(val)} narratives")
-    print(table)
     out.mkdir(parents=True, exist_ok=True)
-    write_scores(out / "scores.json", scores)
-    write_grounding_predictions(out / "predictions.json", records)
-    plot_png_recall(phrases, out / "recall_curves.png")
-    write_overlay_page(val, records, out / "overlays.png", overlays)
+    report = evaluate_checkpoint(checkpoint, data, "val", out)
+    table = report.table
+    print(table)
+    write_scores(out / "scores.json", report.evaluation.scores())
+    report.evaluation.plot(out / "recall_curves.png")
+    write_overlay_page(report, out, out / "overlays.png", overlays)
     (out / "README.md").write_text(
         f"# groundkit demo report\n\nCheckpoint: `{checkpoint}`\n\n```\n{table}\n```\n\n"
         "![recall curves](recall_curves.png)\n\n![overlays](overlays.png)\n")
@@ -118,19 +122,15 @@ def write_report(checkpoint: str, data: Path, out: Path, overlays: int) -> Path:
     return out
 
 
-def write_overlay_page(dataset, records: list[dict], path: Path, count: int) -> None:
-    """A page of the first ``count`` val narratives: predicted masks over the image, caption below."""
-    import numpy as np
+def write_overlay_page(report, pred_dir: Path, path: Path, count: int) -> None:
+    """A page of the first ``count`` predictions of ``report``'s split, drawn by the family's
+    predictor (grounding: masks over the image, the caption below)."""
+    from itertools import islice
 
-    from groundkit.ops.masks import decode_rle
-    from groundkit.visualize import contact_sheet, overlay_grounding, save_image
+    from groundkit.api import predictor_class
+    from groundkit.visualize import contact_sheet, save_image
 
-    pictures = []
-    for narrative, record in list(zip(dataset.narratives, records))[:count]:
-        image = dataset.load_image(narrative.image_id)
-        phrases = record["phrases"]
-        spans = [narrative.utterances[p["segment_index"]].span for p in phrases]
-        masks = np.stack([decode_rle(p["mask"]) for p in phrases])
-        pictures.append(overlay_grounding(image, narrative.caption, spans, masks,
-                                          np.array([p["score"] for p in phrases])))
+    predictor = predictor_class(report.task.name).from_model(report.model, report.cfg)
+    pictures = [predictor.draw(image, result) for image, result
+                in islice(report.task.results(report.dataset, pred_dir), count)]
     save_image(contact_sheet(pictures, columns=4), path)

@@ -1,14 +1,19 @@
 """``groundkit evaluate --checkpoint CKPT --data DIR --split val``: run a model on a split and score it.
 
-Grounding models (PPMN, DRMN) print the PNG Average Recall table and draw the recall curves;
-panoptic models print PQ / SQ / RQ. ``--pred-out`` keeps the predictions in the project's formats
-(grounding: ``predictions.json``; panoptic: COCO panoptic JSON + PNG folder), so
+The checkpoint's task family decides the files and the table: grounding models (PPMN, DRMN)
+print the PNG Average Recall table and draw the recall curves; panoptic models print PQ / SQ / RQ.
+The scores printed are those of the prediction files; ``--pred-out`` keeps them in the project's
+formats (grounding: ``predictions.json``; panoptic: COCO panoptic JSON + PNG folder), so
 ``groundkit score`` or any other tool can re-score them.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,43 +34,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--merge", choices=("argmax", "heuristic"),
                         help="panoptic only: argmax over P (the paper) or Panoptic FPN's heuristic "
-                             "merge (default: the checkpoint's setting)")
+                             "merge (default: the checkpoint's setting); short for model.merge=...")
+    parser.add_argument("options", nargs="*", metavar="key=value",
+                        help="inference options of the model config, e.g. threshold=0.4")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from groundkit.engine.checkpoint import load_checkpoint
-    from groundkit.hub import resolve_checkpoint
-
-    _, meta = load_checkpoint(resolve_checkpoint(args.checkpoint))
-    if meta.get("model_type") == "panoptic":
-        from groundkit.engine.panoptic import evaluate_command
-        return evaluate_command(args)
-    return _evaluate_grounding(args)
-
-
-def _evaluate_grounding(args: argparse.Namespace) -> int:
-    from groundkit.api import default_device
-    from groundkit.data.formats import write_grounding_predictions, write_scores
-    from groundkit.data.grounding import GroundingDataset
-    from groundkit.engine.grounding import evaluate_split, load_grounding_model
-    from groundkit.metrics.report import plot_png_recall, png_table
-
-    device = args.device or default_device()
-    model, cfg = load_grounding_model(args.checkpoint, device)
-    dataset = GroundingDataset.from_root(args.data, args.split, cfg.data.resize,
-                                         max_items=args.max_items)
-    phrases, records = evaluate_split(model, dataset, args.batch_size)
-    scores = phrases.scores()
-    print(png_table(scores, f"{cfg.model_type.upper()} on {args.data} [{args.split}], "
-                            f"{len(dataset)} narratives; IoU at the original image resolution"))
-    if args.pred_out:
-        write_grounding_predictions(Path(args.pred_out) / "predictions.json", records)
-        print(f"predictions: {Path(args.pred_out) / 'predictions.json'}")
-    plot = args.plot or (Path(args.pred_out) / "recall_curves.png" if args.pred_out
-                         else f"recall_curves_{args.split}.png")
-    plot_png_recall(phrases, plot)
-    print(f"recall curves: {plot}")
+    options = list(args.options) + ([f"merge={args.merge}"] if args.merge else [])
+    keep = nullcontext(args.pred_out) if args.pred_out else tempfile.TemporaryDirectory()
+    with keep as pred_dir:
+        report = evaluate_checkpoint(args.checkpoint, args.data, args.split, pred_dir,
+                                     batch_size=args.batch_size, max_items=args.max_items,
+                                     device=args.device, options=options)
+        print(report.table)
+        if args.pred_out:
+            print(f"predictions: {' and '.join(str(p) for p in report.files)}")
+        plot = args.plot or (Path(pred_dir) / "recall_curves.png" if args.pred_out
+                             else f"recall_curves_{args.split}.png")
+        if report.evaluation.plot(plot):
+            print(f"recall curves: {plot}")
     if args.json:
-        write_scores(args.json, scores)
+        from groundkit.data.formats import write_scores
+        write_scores(args.json, report.evaluation.scores())
     return 0
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate_checkpoint` found: the family, the model, its data and scores."""
+
+    task: Any           # groundkit.engine.tasks.Task
+    model: Any
+    cfg: Any
+    dataset: Any
+    evaluation: Any     # groundkit.engine.tasks.Evaluation
+    files: list[Path]   # the prediction files
+    table: str
+
+
+def evaluate_checkpoint(checkpoint: str, data: str | Path, split: str, pred_dir: str | Path, *,
+                        batch_size: int | None = None, max_items: int | None = None,
+                        device: str | None = None, options: Sequence[str] = ()
+                        ) -> EvaluationReport:
+    """Load ``checkpoint``, predict ``split`` of ``data`` into ``pred_dir`` and score the files
+    (``groundkit evaluate``, and the demo's report); ``batch_size`` defaults to the
+    checkpoint's ``eval.batch_size``."""
+    from groundkit.engine.distributed import default_device
+    from groundkit.engine.tasks import task_of_checkpoint
+
+    task = task_of_checkpoint(checkpoint)
+    model, cfg = task.load(checkpoint, device or default_device())
+    task.set_inference_options(model, options)
+    dataset = task.dataset(cfg, data, split, max_items=max_items)
+    files = task.predict(model, dataset, pred_dir, batch_size or cfg.eval.batch_size)
+    evaluation = task.score(dataset, pred_dir)
+    return EvaluationReport(task, model, cfg, dataset, evaluation, files,
+                            evaluation.table(task.title(cfg, data, split, dataset)))

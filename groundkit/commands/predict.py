@@ -1,5 +1,8 @@
 """``groundkit predict --checkpoint CKPT --image IMG --caption "..." --out DIR``.
 
+The checkpoint's task family (or ``--task``, whose bundled model is the default checkpoint)
+decides what is written:
+
 Grounding (default): mark the phrases with brackets, ``"There is [a red circle] on [the grass]."``
 (or install spaCy and an English model to find noun phrases). Writes ``DIR/overlay.png`` (each
 phrase in its own colour, the caption below coloured alike) and ``DIR/result.json`` (per-phrase
@@ -18,9 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="ground a caption (or segment) one image",
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    from groundkit.models import families
+
     parser.add_argument("--checkpoint", help="checkpoint folder/file or bundled name "
-                                             "(default: ppmn-synthetic, or panoptic-synthetic)")
-    parser.add_argument("--task", choices=("grounding", "panoptic"), default="grounding")
+                                             "(default: the task's bundled model, e.g. "
+                                             "ppmn-synthetic or panoptic-synthetic)")
+    parser.add_argument("--task", choices=families(),
+                        help="task family (default: the checkpoint's, else grounding)")
     parser.add_argument("--image", required=True)
     parser.add_argument("--caption", help="caption with [bracketed] phrases (grounding)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -29,35 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.task == "panoptic":
-        from groundkit.engine.panoptic import predict_command
-        return predict_command(args)
-    return _predict_grounding(args)
+    from groundkit.api import predictor_class
+    from groundkit.engine.tasks import task_of_checkpoint
 
-
-def _predict_grounding(args: argparse.Namespace) -> int:
-    from groundkit._io import write_json
-    from groundkit.api import Grounder, as_rgb
-    from groundkit.errors import InputError
-    from groundkit.ops.masks import encode_rle
-    from groundkit.visualize import overlay_grounding, save_image
-
-    if not args.caption:
-        raise InputError("--caption is required for grounding, e.g. "
-                         "--caption 'There is [a red circle] next to [the grass].'")
-    grounder = Grounder.from_pretrained(args.checkpoint or "ppmn-synthetic", device=args.device)
-    image = as_rgb(args.image)
-    grounder.set_image(image)
-    result = grounder.ground(args.caption)
-    out = Path(args.out)
-    save_image(overlay_grounding(image, result["caption"], result["spans"], result["masks"],
-                                 result["scores"]), out / "overlay.png")
-    write_json(out / "result.json", {
-        "image": str(args.image), "caption": result["caption"],
-        "phrases": [{"phrase": p, "span": list(s), "score": float(sc), "mask": encode_rle(m)}
-                    for p, s, sc, m in zip(result["phrases"], result["spans"], result["scores"],
-                                           result["masks"])]}, indent=2)
-    for phrase, score, mask in zip(result["phrases"], result["scores"], result["masks"]):
-        print(f"{phrase!r:40} score {score:.3f}  area {int(mask.sum())} px")
-    print(f"wrote {out / 'overlay.png'} and {out / 'result.json'}")
+    family = args.task or (task_of_checkpoint(args.checkpoint).name if args.checkpoint
+                           else "grounding")
+    predictor = predictor_class(family).from_pretrained(args.checkpoint, device=args.device)
+    result = predictor.predict_one(args.image, args.caption)
+    written = predictor.save(args.image, result, args.out)
+    for line in predictor.describe(result):
+        print(line)
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

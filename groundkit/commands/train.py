@@ -24,21 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from groundkit.config import load_config, peek_value
-    from groundkit.models import GROUNDING_MODELS, model_types
-    from groundkit.errors import ConfigError
+    from groundkit.engine.tasks import task_of
 
     model_type = peek_value(args.config, args.overrides, "model_type", None)
-    if model_type in GROUNDING_MODELS:
-        from groundkit.engine.grounding import experiment_class, train_grounding
-        cfg = load_config(experiment_class(model_type), args.config, args.overrides)
-        metrics = train_grounding(cfg, resume=args.resume)
-    elif model_type == "panoptic":
-        from groundkit.engine.panoptic import experiment_class, train_panoptic
-        cfg = load_config(experiment_class(), args.config, args.overrides)
-        metrics = train_panoptic(cfg, resume=args.resume)
-    else:
-        raise ConfigError(f"{args.config}: model_type: expected one of {model_types()}, "
-                          f"got {model_type!r}")
+    task = task_of(model_type, source=str(args.config))
+    cfg = load_config(task.experiment_class(model_type), args.config, args.overrides)
+    metrics = task.train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
         print(f"trained {model_type}; checkpoint in {cfg.trainer.out_dir}")
         for name, value in metrics.items():

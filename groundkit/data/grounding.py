@@ -129,8 +129,10 @@ def collate_grounding(items: list[dict[str, Any]], divisor: int = 32) -> dict[st
         "captions": [it["caption"] for it in items],
         "image_ids": [it["image_id"] for it in items],
     }
-    for key in ("spans", "segment_indices", "orig_size", "input_size"):
+    for key in ("spans", "segment_indices"):
         batch[key] = [it[key] for it in items]
+    batch["image_sizes"] = [it["input_size"] for it in items]  # as collate_panoptic's batch
+    batch["orig_sizes"] = [it["orig_size"] for it in items]
     if "masks" in items[0]:
         batch["masks"] = [pad_maps(it["masks"], quarter) for it in items]
     if "semantic" in items[0]:

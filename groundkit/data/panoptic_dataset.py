@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -92,9 +93,14 @@ class PanopticSegDataset(Dataset):
             item = hflip_item(item)
         return item
 
+    def load_image(self, image_id: int) -> np.ndarray:
+        """``(H, W, 3) uint8`` image, checked against its panoptic record."""
+        return read_record_image(self.paths.images, self.panoptic.images[image_id],
+                                 self.paths.panoptic_json)
+
     def _load(self, image_id: int) -> dict[str, Any]:
         record = self.panoptic.images[image_id]
-        image = read_record_image(self.paths.images, record, self.paths.panoptic_json)
+        image = self.load_image(image_id)
         size = target_size(*image.shape[:2], self.resize)
         ids = torch.from_numpy(self.panoptic.id_map(image_id))
         if tuple(ids.shape) != size:

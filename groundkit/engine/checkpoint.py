@@ -154,13 +154,19 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict)
         save_file(_storable(tensors), str(tmp), metadata={_HEADER_KEY: json.dumps(meta)})
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def checkpoint_meta(dir_or_path: str | Path) -> dict[str, Any]:
+    """The ``meta`` of :func:`load_checkpoint` without reading the tensors."""
+    return _read_safetensors(checkpoint_paths(dir_or_path)[0], with_tensors=False)[1]
+
+
+def _read_safetensors(path: Path, with_tensors: bool = True
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such checkpoint file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = (f.metadata() or {}).get(_HEADER_KEY)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except (SafetensorError, OSError) as e:
         raise FormatError(path, f"not a readable safetensors file: {e}") from None
     try:

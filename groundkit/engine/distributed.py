@@ -60,6 +60,11 @@ def _env_info() -> DistInfo:
                     int(env.get("LOCAL_RANK", 0)))
 
 
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU (single-process use: the API, evaluation)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def get_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 

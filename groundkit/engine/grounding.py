@@ -1,141 +1,166 @@
-"""Training and evaluation of the one-stage grounding models (PPMN, DRMN) on a PNG-format split."""
+"""The grounding family: one-stage panoptic narrative grounding models (PPMN, DRMN) on PNG splits.
+
+Prediction files are ``predictions.json`` (formats.md section 4: per narrative, per grounded
+phrase, an RLE mask at the image's size); scores are the PNG Average Recall of those files.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, make_dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from groundkit.config import config_to_dict
-from groundkit.data.formats import grounding_record
+from groundkit.data.formats import (grounding_record, read_grounding_predictions,
+                                    write_grounding_predictions)
 from groundkit.data.grounding import GroundingDataConfig, GroundingDataset, collate_grounding
-from groundkit.engine.checkpoint import seed_everything
-from groundkit.engine.distributed import cleanup_distributed
-from groundkit.engine.trainer import Trainer, TrainerConfig
+from groundkit.engine.tasks import EvalConfig, Evaluation, Task
+from groundkit.engine.trainer import TrainerConfig
+from groundkit.errors import ConfigError
 from groundkit.metrics.files import PhraseIoUs, grounding_masks, png_phrase_ious
-from groundkit.models import GROUNDING_MODELS, model_spec
-from groundkit.models.grounding import GroundingModel, postprocess_grounding
+from groundkit.metrics.report import plot_png_recall, png_table
+from groundkit.models.drmn import DRMNConfig
+from groundkit.models.grounding import GroundingModel
+from groundkit.models.ppmn import PPMNConfig
+from groundkit.ops.masks import decode_rle
+from groundkit.structures import GroundingResult
+
+PREDICTIONS = "predictions.json"
 
 
 @dataclass
-class EvalConfig:
-    """How evaluation runs during and after training."""
+class PPMNExperiment:
+    """``groundkit train`` of a PPMN (``configs/ppmn_synthetic.yaml``)."""
 
-    batch_size: int = 8
-    max_items: int | None = None   # evaluate on the first N narratives only (quick checks)
-
-
-def experiment_class(model_type: str) -> type:
-    """The experiment config of a grounding model: ``model_type``, model, data, trainer, eval."""
-    cfg_cls, _ = model_spec(model_type)
-    return make_dataclass(f"{cfg_cls.__name__}Experiment", [
-        ("model_type", str, field(default=model_type)),
-        ("model", cfg_cls, field(default_factory=cfg_cls)),
-        ("data", GroundingDataConfig, field(default_factory=GroundingDataConfig)),
-        ("trainer", TrainerConfig, field(default_factory=TrainerConfig)),
-        ("eval", EvalConfig, field(default_factory=EvalConfig)),
-    ])
+    model_type: str = "ppmn"
+    model: PPMNConfig = field(default_factory=PPMNConfig)
+    data: GroundingDataConfig = field(default_factory=GroundingDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def build_grounding_model(model_type: str, model_cfg: Any) -> GroundingModel:
-    _, build = model_spec(model_type)
-    return build(model_cfg)
+@dataclass
+class DRMNExperiment(PPMNExperiment):
+    """``groundkit train`` of a DRMN (``configs/drmn_synthetic.yaml``)."""
+
+    model_type: str = "drmn"
+    model: DRMNConfig = field(default_factory=DRMNConfig)
+
+
+EXPERIMENTS: dict[str, type] = {"ppmn": PPMNExperiment, "drmn": DRMNExperiment}
+
+
+@dataclass
+class GroundingEvaluation(Evaluation):
+    """PNG Average Recall of every grounded phrase of a split."""
+
+    phrases: PhraseIoUs
+
+    def scores(self) -> dict[str, Any]:
+        return self.phrases.scores()
+
+    def table(self, title: str | None = None) -> str:
+        return png_table(self.scores(), title)
+
+    def log_metrics(self) -> dict[str, float]:
+        """``{"ar": .., "ar_things": .., "acc@0.5": .., ...}``."""
+        out: dict[str, float] = {}
+        for split, s in self.scores().items():
+            suffix = "" if split == "overall" else f"_{split}"
+            out[f"ar{suffix}"] = s["ar"]
+            out[f"acc@0.5{suffix}"] = s["acc@0.5"]
+        return out
+
+    def plot(self, path: str | Path) -> bool:
+        plot_png_recall(self.phrases, path)
+        return True
+
+    @property
+    def missing(self) -> int:
+        return self.phrases.missing
+
+
+class GroundingTask(Task):
+    name = "grounding"
+    api_class = "Grounder"
+    default_checkpoint = "ppmn-synthetic"
+    result_type = GroundingResult
+    unit = "narratives"
+    tiny_data = ("data.resize.short_side=64", "data.resize.max_size=64")
+
+    def experiment_class(self, model_type: str) -> type:
+        if model_type not in EXPERIMENTS:
+            raise ConfigError(f"model_type {model_type!r} is not a grounding model "
+                              f"(expected one of {sorted(EXPERIMENTS)})")
+        return EXPERIMENTS[model_type]
+
+    def dataset(self, cfg: Any, root: str | Path, split: str, *, train: bool = False,
+                max_items: int | None = None, cache: bool = False) -> GroundingDataset:
+        semantic = train and cfg.model.semantic_classes > 0  # targets of the auxiliary loss
+        return GroundingDataset.from_root(root, split, cfg.data.resize, cache, max_items,
+                                          semantic=semantic)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_grounding(items)
+
+    def prepare(self, cfg: Any, train_set: GroundingDataset) -> Any:
+        found = len(train_set.category_ids())
+        if cfg.model.semantic_classes > 0 and found != cfg.model.semantic_classes:
+            raise ConfigError(f"model.semantic_classes is {cfg.model.semantic_classes} but "
+                              f"{train_set.paths.panoptic_json} has {found} categories: set it "
+                              f"to that number (or 0 to train without the loss)")
+        return cfg
+
+    def prepare_model(self, model: GroundingModel, train_set: GroundingDataset) -> None:
+        if model.text_cache is not None:  # encode every caption once, before the clock of epoch 1
+            model.text_cache.get_or_compute([n.caption for n in train_set.narratives])
+
+    def predict(self, model: GroundingModel, dataset: GroundingDataset, pred_dir: str | Path,
+                batch_size: int = 8, progress: bool = True) -> list[Path]:
+        path = Path(pred_dir) / PREDICTIONS
+        write_grounding_predictions(path, predict_records(model, dataset, batch_size, progress))
+        return [path]
+
+    def score(self, dataset: GroundingDataset, pred_dir: str | Path) -> GroundingEvaluation:
+        path = Path(pred_dir) / PREDICTIONS
+        masks = grounding_masks(read_grounding_predictions(path), path)
+        return GroundingEvaluation(png_phrase_ious(dataset.narratives, dataset.panoptic, masks))
+
+    def results(self, dataset: GroundingDataset, pred_dir: str | Path
+                ) -> Iterator[tuple[np.ndarray, GroundingResult]]:
+        records = {(r["image_id"], r["caption"]): r
+                   for r in read_grounding_predictions(Path(pred_dir) / PREDICTIONS)}
+        for narrative in dataset.narratives:
+            image = dataset.load_image(narrative.image_id)
+            phrases = records.get(narrative.key, {"phrases": []})["phrases"]
+            spans = [narrative.utterances[p["segment_index"]].span for p in phrases]
+            masks = (np.stack([decode_rle(p["mask"]) for p in phrases]) if phrases
+                     else np.zeros((0, *image.shape[:2]), bool))
+            yield image, GroundingResult(narrative.caption,
+                                         [narrative.caption[a:b] for a, b in spans], spans, masks,
+                                         np.array([p["score"] for p in phrases], np.float32))
+
+    def title(self, cfg: Any, root: str | Path, split: str, dataset: GroundingDataset) -> str:
+        return super().title(cfg, root, split, dataset) + "; IoU at the original image resolution"
 
 
 @torch.no_grad()
-def predict_split(model: GroundingModel, dataset: GroundingDataset, batch_size: int = 8,
-                  progress: bool = True) -> list[dict[str, Any]]:
+def predict_records(model: GroundingModel, dataset: GroundingDataset, batch_size: int = 8,
+                    progress: bool = True) -> list[dict[str, Any]]:
     """Prediction records (formats.md section 4) of every narrative of ``dataset``, in order."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_grounding)
-    records, index = [], 0
+    records = []
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
         batch["images"] = batch["images"].to(device)
-        probs = model(batch)
-        for k, phrase_probs in enumerate(probs):
-            masks, scores = postprocess_grounding(phrase_probs.cpu(), batch["input_size"][k],
-                                                  batch["orig_size"][k], model.cfg.threshold)
-            records.append(grounding_record(dataset.narratives[index], batch["segment_indices"][k],
-                                            masks.numpy(), scores.numpy()))
-            index += 1
+        for result, segment_indices in zip(model(batch), batch["segment_indices"]):
+            narrative = dataset.narratives[len(records)]
+            records.append(grounding_record(narrative, segment_indices, result.masks,
+                                            result.scores))
     model.train(was_training)
     return records
-
-
-def score_records(dataset: GroundingDataset, records: list[dict[str, Any]]) -> PhraseIoUs:
-    """Phrase IoUs of prediction records against the split's ground truth (original resolution)."""
-    return png_phrase_ious(dataset.narratives, dataset.panoptic, grounding_masks(records))
-
-
-def evaluate_split(model: GroundingModel, dataset: GroundingDataset, batch_size: int = 8,
-                   progress: bool = True) -> tuple[PhraseIoUs, list[dict[str, Any]]]:
-    records = predict_split(model, dataset, batch_size, progress)
-    return score_records(dataset, records), records
-
-
-def flat_scores(phrases: PhraseIoUs) -> dict[str, float]:
-    """``{"ar": .., "ar_things": .., "acc@0.5": .., ...}`` for the metrics log."""
-    out: dict[str, float] = {}
-    for split, s in phrases.scores().items():
-        suffix = "" if split == "overall" else f"_{split}"
-        out[f"ar{suffix}"] = s["ar"]
-        out[f"acc@0.5{suffix}"] = s["acc@0.5"]
-    return out
-
-
-def train_grounding(cfg: Any, resume: bool = False) -> dict[str, float]:
-    """Train ``cfg.model_type`` on ``cfg.data`` with periodic evaluation on the val split."""
-    data = cfg.data
-    semantic = cfg.model.semantic_classes > 0
-    train_set = GroundingDataset.from_root(data.root, data.train_split, data.resize, data.cache,
-                                           data.max_items, semantic=semantic)
-    if semantic and len(train_set.category_ids()) != cfg.model.semantic_classes:
-        from groundkit.errors import ConfigError
-        raise ConfigError(f"model.semantic_classes is {cfg.model.semantic_classes} but "
-                          f"{train_set.paths.panoptic_json} has {len(train_set.category_ids())} "
-                          f"categories: set it to that number (or 0 to train without the loss)")
-    val_set = GroundingDataset.from_root(data.root, data.val_split, data.resize, data.cache,
-                                         cfg.eval.max_items)
-    seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed
-    model = build_grounding_model(cfg.model_type, cfg.model)
-    if model.text_cache is not None:  # encode every caption once, before the clock of epoch 1
-        model.text_cache.get_or_compute([n.caption for n in train_set.narratives])
-
-    def evaluate(m: torch.nn.Module) -> dict[str, float]:
-        phrases, _ = evaluate_split(m, val_set, cfg.eval.batch_size, progress=False)
-        return flat_scores(phrases)
-
-    trainer = Trainer(model, train_set, collate_grounding, cfg.trainer, evaluate,
-                      model_type=cfg.model_type, experiment_config=config_to_dict(cfg))
-    try:
-        return trainer.fit(resume=resume)
-    finally:
-        cleanup_distributed()
-
-
-def load_grounding_model(checkpoint: str | Path, device: str | torch.device = "cpu"
-                         ) -> tuple[GroundingModel, Any]:
-    """A grounding model and its experiment config from a checkpoint path or bundled name."""
-    from groundkit.config import config_from_dict
-    from groundkit.engine.checkpoint import load_checkpoint
-    from groundkit.hub import resolve_checkpoint
-
-    state, meta = load_checkpoint(resolve_checkpoint(checkpoint))
-    model_type = meta.get("model_type")
-    if model_type not in GROUNDING_MODELS:
-        from groundkit.errors import ConfigError
-        raise ConfigError(f"{checkpoint}: a {model_type!r} checkpoint is not a grounding model "
-                          f"(expected one of {list(GROUNDING_MODELS)})")
-    cfg = config_from_dict(experiment_class(model_type), meta["config"], source=str(checkpoint))
-    # The checkpoint holds every weight: the backbone file it started from (``backbone.weights``,
-    # kept in cfg as a record) is neither read nor needed on this machine.
-    initial = replace(cfg.model, backbone=replace(cfg.model.backbone, weights=None))
-    model = build_grounding_model(model_type, initial)
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), cfg
-

@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from groundkit.errors import ConfigError
 
-if TYPE_CHECKING:
-    from groundkit.engine.trainer import TrainerConfig
+
+class ScheduleConfig(Protocol):
+    """The schedule fields of a config (``groundkit.engine.trainer.TrainerConfig`` has them)."""
+
+    schedule: str
+    lr_milestones: Sequence[int]
+    lr_gamma: float
+    warmup_steps: int
+    min_lr_ratio: float
 
 
 def step_factor(epoch: int, milestones: Sequence[int], gamma: float) -> float:
@@ -64,7 +71,7 @@ def lr_factor_fn(schedule: str, *, steps_per_epoch: int, total_steps: int,
     return factor
 
 
-def build_scheduler(optimizer: Optimizer, config: TrainerConfig, steps_per_epoch: int,
+def build_scheduler(optimizer: Optimizer, config: ScheduleConfig, steps_per_epoch: int,
                     total_steps: int) -> LambdaLR:
     """A per-step ``LambdaLR`` for ``config.schedule`` (call ``scheduler.step()`` every step)."""
     fn = lr_factor_fn(config.schedule, steps_per_epoch=steps_per_epoch, total_steps=total_steps,

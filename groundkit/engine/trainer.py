@@ -29,11 +29,11 @@ anywhere when items are loaded in the main process (``num_workers=0``). A DataLo
 is seeded from ``(seed, epoch, rank)`` at the start of an epoch, so random augmentations drawn in
 workers repeat exactly per epoch but not from the middle of one.
 
-Typical use (``groundkit train``)::
+Typical use (what :meth:`groundkit.engine.tasks.Task.train` does for ``groundkit train``)::
 
-    cfg = load_config(ExperimentConfig, yaml_path, overrides)   # groundkit.config
+    cfg = load_config(PPMNExperiment, yaml_path, overrides)     # groundkit.config
     seed_everything(cfg.trainer.seed)                           # same initial weights everywhere
-    model = build_model(cfg.model)
+    model = build_model(cfg.model_type, cfg.model)              # groundkit.models
     trainer = Trainer(model, dataset, collate_fn, cfg.trainer, evaluate_fn=evaluate,
                       model_type="ppmn", experiment_config=config_to_dict(cfg))
     metrics = trainer.fit(resume=True)

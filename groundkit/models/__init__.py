@@ -1,33 +1,80 @@
-"""Model registry: ``model_type -> (config class, builder)``.
+"""Model registry: ``model_type -> ModelSpec`` (config class, builder, task family, tiny settings).
 
 A checkpoint records its ``model_type`` and config; :func:`build_model` rebuilds the module from
-them. Builders are imported lazily so that importing one model does not import all of them.
+them, and the engine's task registry (:mod:`groundkit.engine.tasks`) finds the family that trains,
+evaluates and loads it. Builders are imported lazily so that importing one model does not import
+all of them.
+
+Adding a model type is one entry here: the commands, the API and the parametrised model test
+(``tests/models/test_registry.py``) pick it up from the registry.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from groundkit.errors import ConfigError
 
-# model_type -> (module, config class name, builder name)
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "ppmn": ("groundkit.models.ppmn", "PPMNConfig", "build_ppmn"),
-    "drmn": ("groundkit.models.drmn", "DRMNConfig", "build_drmn"),
-    "panoptic": ("groundkit.models.panoptic", "PanopticConfig", "build_panoptic"),
-}
 
-GROUNDING_MODELS = ("ppmn", "drmn")
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model type lives and what it is.
+
+    module / config / builder: the module, its config dataclass and its ``build(cfg, **parts)``;
+    family: the task family (``"grounding"``, ``"panoptic"``) whose engine module trains it;
+    tiny: ``key=value`` overrides of the model config that make a model small enough for tests.
+    """
+
+    module: str
+    config: str
+    builder: str
+    family: str
+    tiny: tuple[str, ...] = field(default=())
+
+
+_TINY_BACKBONE = ("backbone.depth=18", "backbone.base_width=8", "backbone.fpn_channels=16")
+
+_REGISTRY: dict[str, ModelSpec] = {
+    "ppmn": ModelSpec("groundkit.models.ppmn", "PPMNConfig", "build_ppmn", "grounding",
+                      (*_TINY_BACKBONE, "neck_channels=16", "hidden_dim=16", "rounds=1",
+                       "top_pixels=4", "heads=2", "ffn_dim=32")),
+    "drmn": ModelSpec("groundkit.models.drmn", "DRMNConfig", "build_drmn", "grounding",
+                      (*_TINY_BACKBONE, "hidden_dim=16", "heads=2", "ffn_dim=32",
+                       "encoder_layers=1", "refine_rounds=1", "top_k=4")),
+    "panoptic": ModelSpec("groundkit.models.panoptic", "PanopticConfig", "build_panoptic",
+                          "panoptic",
+                          (*_TINY_BACKBONE, "decoder_channels=8", "decoder_convs=1",
+                           "affinity_channels=8", "detector_convs=1", "stuff_area_min=0",
+                           "test_score_thresh=0.0")),
+}
 
 
 def model_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def model_spec(model_type: str) -> tuple[type, Callable[[Any], Any]]:
-    """The config class and builder of a model type; a clear error for an unknown one."""
+def families() -> list[str]:
+    """The task families of the registered model types (no torch import: for ``--help``)."""
+    return sorted({spec.family for spec in _REGISTRY.values()})
+
+
+def model_spec_of(model_type: str) -> ModelSpec:
+    """The registry entry of ``model_type``; a clear error for an unknown one."""
     if model_type not in _REGISTRY:
         raise ConfigError(f"unknown model_type {model_type!r}; expected one of {model_types()}")
-    module_name, cfg_name, builder_name = _REGISTRY[model_type]
-    module = importlib.import_module(module_name)
-    return getattr(module, cfg_name), getattr(module, builder_name)
+    return _REGISTRY[model_type]
+
+
+def model_spec(model_type: str) -> tuple[type, Callable[..., Any]]:
+    """The config class and builder of a model type."""
+    spec = model_spec_of(model_type)
+    module = importlib.import_module(spec.module)
+    return getattr(module, spec.config), getattr(module, spec.builder)
+
+
+def build_model(model_type: str, cfg: Any, **parts: Any) -> Any:
+    """The module of ``model_type`` built from its config ``cfg`` and any shared ``parts`` the
+    builder accepts (e.g. ``text_encoder=`` for grounding models, ``backbone=``)."""
+    _, build = model_spec(model_type)
+    return build(cfg, **parts)

@@ -56,7 +56,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from groundkit.errors import ConfigError
-from groundkit.models.grounding import GroundingHead, GroundingModel, GroundingModelConfig
+from groundkit.models.grounding import (GroundingHead, GroundingModel, GroundingModelConfig,
+                                        build_grounding)
 from groundkit.models.ppmn import gather_top_pixels, matching_logits
 from groundkit.vision.deformable_encoder import (DeformableEncoder, DeformableEncoderLayer, FlatLevels,
                                                  flatten_levels)
@@ -209,6 +210,7 @@ class DRMNHead(GroundingHead):
         return torch.cat([self.position(pixels), centres], 1)
 
 
-def build_drmn(cfg: DRMNConfig) -> GroundingModel:
-    """DRMN from its config: the shared grounding model around a :class:`DRMNHead`."""
-    return GroundingModel(cfg, DRMNHead(cfg))
+def build_drmn(cfg: DRMNConfig, **parts: nn.Module) -> GroundingModel:
+    """DRMN from its config: the shared grounding model around a :class:`DRMNHead`
+    (``parts``: ``backbone=``, ``text_encoder=`` shared with another model)."""
+    return build_grounding(cfg, DRMNHead(cfg), **parts)

@@ -9,6 +9,8 @@ Batch contract (built by ``groundkit.data.grounding.collate_grounding``):
     images:  (B, 3, H, W) float, normalised, H and W multiples of 32
     captions: list of B str
     spans:   list of B lists of (start, end) character spans of the phrases to ground
+    image_sizes: B ``(h, w)``: the image inside the padding (prediction)
+    orig_sizes:  B ``(H0, W0)``: the size masks are returned at (prediction)
     masks:   list of B tensors (P_i, H/4, W/4) float in [0, 1] (training only)
     semantic: (B, H/4, W/4) int64 category labels, 255 ignored (training with semantic_classes > 0)
 """
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from groundkit.errors import InputError
 from groundkit.models.losses import bce_dice_loss
 from groundkit.models.panoptic.semantic_head import semantic_loss
+from groundkit.structures import GroundingResult
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, span_to_token_indices
 from groundkit.vision.backbone import BackboneConfig, build_backbone
 from groundkit.vision.neck import SemanticFPNNeck
@@ -83,17 +86,20 @@ class Queries:
 
 
 class GroundingModel(nn.Module):
-    """Backbone + neck + text encoder + a method head, trained with BCE + Dice on every round."""
+    """Backbone + neck + text encoder + a method head, trained with BCE + Dice on every round.
 
-    def __init__(self, cfg: GroundingModelConfig, head: GroundingHead,
-                 text_encoder: TextEncoder | None = None) -> None:
+    The parts are passed in (see :func:`build_grounding`), so a model can share a frozen backbone
+    or a text encoder that another model owns; the model adds only its own small layers (text
+    projection, optional text adapter and semantic classifier).
+    """
+
+    def __init__(self, cfg: GroundingModelConfig, head: GroundingHead, backbone: nn.Module,
+                 neck: nn.Module | None, text_encoder: TextEncoder) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = build_backbone(cfg.backbone)
-        # An unused neck would cost compute and leave DDP with parameters that get no gradient.
-        self.neck = (SemanticFPNNeck(cfg.backbone.fpn_channels, cfg.neck_channels,
-                                     stride=cfg.neck_stride) if head.uses_neck else None)
-        self.text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text)
+        self.backbone = backbone
+        self.neck = neck
+        self.text_encoder = text_encoder
         self.text_cache = TextFeatureCache(self.text_encoder) if cfg.freeze_text else None
         text_dim = self.text_encoder.dim
         self.text_adapter = (nn.TransformerEncoder(
@@ -163,11 +169,11 @@ class GroundingModel(nn.Module):
 
     # --- training and inference ---------------------------------------------------------------
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor] | list[torch.Tensor]:
-        """Training: a dict of losses with ``"loss"``. Eval: per image ``(P_i, H/4, W/4)`` probabilities."""
-        features = self.encode_images(batch["images"])
+    def forward(self, batch: dict) -> dict[str, torch.Tensor] | list[GroundingResult]:
+        """Training: a dict of losses with ``"loss"``. Eval: :meth:`predict` of the batch."""
         if not self.training:
-            return self.phrase_maps(features, batch["captions"], batch["spans"])
+            return self.predict(batch)
+        features = self.encode_images(batch["images"])
         queries = self.encode_text(batch["captions"], batch["spans"])
         losses = self.loss(self.round_logits(features, queries), queries, batch["masks"])
         if self.semantic_head is not None:
@@ -204,6 +210,35 @@ class GroundingModel(nn.Module):
         queries = self.encode_text(captions, spans)
         probs = self.round_logits(features, queries)[self.predict_round].sigmoid()
         return phrase_probabilities(probs, queries.phrase, [len(s) for s in spans])
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> list[GroundingResult]:
+        """One :class:`GroundingResult` per image of a padded batch, masks at ``orig_sizes``.
+
+        Reads ``images``, ``captions``, ``spans``, ``image_sizes`` (each image inside the
+        padding; default: all of it) and ``orig_sizes`` (default: ``image_sizes``).
+        """
+        probs = self.predict_maps(batch)
+        sizes = batch.get("image_sizes") or [tuple(batch["images"].shape[-2:])] * len(probs)
+        return self.postprocess(probs, batch["captions"], batch["spans"], sizes,
+                                batch.get("orig_sizes") or sizes)
+
+    def predict_maps(self, batch: dict) -> list[torch.Tensor]:
+        """The phrase probabilities of a batch before post-processing: B x ``(P_i, Hp/4, Wp/4)``."""
+        features = self.encode_images(batch["images"])
+        return self.phrase_maps(features, batch["captions"], batch["spans"])
+
+    def postprocess(self, probs: list[torch.Tensor], captions: list[str],
+                    spans: list[list[tuple[int, int]]], image_sizes: list[tuple[int, int]],
+                    orig_sizes: list[tuple[int, int]]) -> list[GroundingResult]:
+        """B x ``(P_i, Hp/4, Wp/4)`` phrase probabilities -> one :class:`GroundingResult` each."""
+        results = []
+        for p, caption, found, size, orig in zip(probs, captions, spans, image_sizes, orig_sizes):
+            masks, scores = postprocess_grounding(p.cpu(), size, orig, self.cfg.threshold)
+            found = [tuple(s) for s in found]
+            results.append(GroundingResult(caption, [caption[a:b] for a, b in found], found,
+                                           masks.numpy(), scores.numpy()))
+        return results
 
     def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]
              ) -> dict[str, torch.Tensor]:
@@ -288,3 +323,16 @@ def postprocess_grounding(probs: torch.Tensor, input_size: tuple[int, int],
     area = masks.flatten(1).sum(1)
     scores = (full * masks).flatten(1).sum(1) / area.clamp(min=1)
     return masks, scores
+
+
+def build_grounding(cfg: GroundingModelConfig, head: GroundingHead, *,
+                    backbone: nn.Module | None = None,
+                    text_encoder: TextEncoder | None = None) -> GroundingModel:
+    """Compose a grounding model around ``head``; ``backbone`` and ``text_encoder`` may be parts
+    another model owns (built from ``cfg`` when not given)."""
+    backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
+    # An unused neck would cost compute and leave DDP with parameters that get no gradient.
+    neck = (SemanticFPNNeck(cfg.backbone.fpn_channels, cfg.neck_channels, stride=cfg.neck_stride)
+            if head.uses_neck else None)
+    text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text)
+    return GroundingModel(cfg, head, backbone, neck, text_encoder)

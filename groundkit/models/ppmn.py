@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from groundkit.models.grounding import GroundingHead, GroundingModelConfig, GroundingModel
+from groundkit.models.grounding import (GroundingHead, GroundingModel, GroundingModelConfig,
+                                        build_grounding)
 from groundkit.vision.position import coordinate_channels
 from groundkit.vision.resnet import num_groups
 
@@ -129,6 +130,7 @@ class PPMNHead(GroundingHead):
         return outputs
 
 
-def build_ppmn(cfg: PPMNConfig) -> GroundingModel:
-    """PPMN from its config: the shared grounding model around a :class:`PPMNHead`."""
-    return GroundingModel(cfg, PPMNHead(cfg))
+def build_ppmn(cfg: PPMNConfig, **parts: nn.Module) -> GroundingModel:
+    """PPMN from its config: the shared grounding model around a :class:`PPMNHead`
+    (``parts``: ``backbone=``, ``text_encoder=`` shared with another model)."""
+    return build_grounding(cfg, PPMNHead(cfg), **parts)

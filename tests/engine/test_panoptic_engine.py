@@ -12,7 +12,7 @@ from groundkit.data.formats import load_panoptic, read_segment_png
 from groundkit.data.panoptic_dataset import PanopticSegDataset
 from groundkit.data.transforms import ResizeConfig
 from groundkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from groundkit.engine.panoptic import evaluate_panoptic, load_panoptic_model
+from groundkit.engine.panoptic import PanopticTask
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import score_panoptic_files
 from groundkit.metrics.report import pq_table
@@ -77,10 +77,11 @@ def test_evaluate_merge_option_switches_the_inference_merge(trained, tiny_synthe
 
 
 def test_evaluate_first_items_scores_only_those(trained, tiny_synthetic, tmp_path):
-    model, cfg = load_panoptic_model(trained)
+    task = PanopticTask()
+    model, cfg = task.load(trained)
     dataset = PanopticSegDataset(tiny_synthetic, "val", ResizeConfig(64, 64), max_items=2,
                                  thing_ids=cfg.model.thing_ids, stuff_ids=cfg.model.stuff_ids)
-    scores = evaluate_panoptic(model, dataset, tmp_path, batch_size=2, progress=False)
+    scores = task.evaluate(model, dataset, 2, progress=False, pred_dir=tmp_path).scores()
     pred = load_panoptic(tmp_path / "panoptic_val.json", tmp_path / "panoptic_val")
     assert sorted(pred.annotations) == dataset.image_ids
     assert 0 <= scores["All"]["pq"] <= 1
@@ -104,4 +105,4 @@ def test_predict_writes_overlay_ids_and_segments(trained, tiny_synthetic, tmp_pa
 def test_a_grounding_checkpoint_is_not_a_panoptic_model(tmp_path):
     save_checkpoint(tmp_path / "ppmn", {"w": torch.zeros(1)}, {"model": {}}, "ppmn")
     with pytest.raises(ConfigError, match="expected a 'panoptic' model"):
-        load_panoptic_model(tmp_path / "ppmn")
+        PanopticTask().load(tmp_path / "ppmn")

@@ -9,9 +9,9 @@ import torch
 
 from groundkit.config import config_to_dict, load_config
 from groundkit.engine.checkpoint import save_checkpoint
-from groundkit.engine.grounding import experiment_class, load_grounding_model
+from groundkit.engine.grounding import DRMNExperiment, GroundingTask, PPMNExperiment
 from groundkit.errors import ConfigError
-from groundkit.models.drmn import DRMNConfig, DRMNHead, RefinementRound
+from groundkit.models.drmn import DRMNConfig, DRMNHead, RefinementRound, build_drmn
 from groundkit.models.grounding import GroundingModel
 from groundkit.vision.backbone import BackboneConfig
 from groundkit.vision.deformable_encoder import flatten_levels
@@ -38,7 +38,7 @@ def tiny_config(**kw) -> DRMNConfig:
 def build(encoder, seed=0, **kw) -> GroundingModel:
     torch.manual_seed(seed)
     cfg = tiny_config(**kw)
-    return GroundingModel(cfg, DRMNHead(cfg), text_encoder=encoder)
+    return build_drmn(cfg, text_encoder=encoder)
 
 
 def tiny_batch(b=2, size=64):
@@ -189,8 +189,8 @@ def test_queries_do_not_depend_on_the_rest_of_the_batch(encoder):
     batch = tiny_batch(b=2)
     batch["captions"][1], batch["spans"][1] = OTHER_CAPTION, OTHER_SPANS  # more padding for item 0
     with torch.no_grad():
-        together = model(batch)
-        alone = model({k: v[:1] for k, v in batch.items()})
+        together = model.predict_maps(batch)
+        alone = model.predict_maps({k: v[:1] for k, v in batch.items()})
     assert torch.allclose(together[0], alone[0], atol=1e-5)
 
 
@@ -198,7 +198,7 @@ def test_queries_do_not_depend_on_the_rest_of_the_batch(encoder):
 def test_eval_returns_one_stride_4_map_per_phrase(encoder, stride):
     model = build(encoder, neck_stride=stride).eval()
     with torch.no_grad():
-        out = model(tiny_batch(b=1))
+        out = model.predict_maps(tiny_batch(b=1))
     assert len(out) == 1 and out[0].shape == (2, 16, 16)
     assert 0 <= out[0].min() and out[0].max() <= 1
 
@@ -212,9 +212,9 @@ def test_bad_config_is_a_config_error(bad):
 
 
 def test_synthetic_config_loads_and_matches_the_ppmn_one_in_size():
-    cfg = load_config(experiment_class("drmn"), REPO / "groundkit/configs/drmn_synthetic.yaml")
+    cfg = load_config(DRMNExperiment, REPO / "groundkit/configs/drmn_synthetic.yaml")
     assert isinstance(cfg.model, DRMNConfig) and cfg.model.encoder_layers == 2
-    ppmn = load_config(experiment_class("ppmn"), REPO / "groundkit/configs/ppmn_synthetic.yaml")
+    ppmn = load_config(PPMNExperiment, REPO / "groundkit/configs/ppmn_synthetic.yaml")
     for key in ("backbone", "neck_channels", "neck_stride", "hidden_dim", "heads", "ffn_dim"):
         assert getattr(cfg.model, key) == getattr(ppmn.model, key), key
     assert cfg.data.root == ppmn.data.root and cfg.data.resize == ppmn.data.resize
@@ -223,28 +223,26 @@ def test_synthetic_config_loads_and_matches_the_ppmn_one_in_size():
     assert cfg.data.max_items == 2000 and ppmn.data.max_items is None
 
 
-def test_checkpoint_round_trip_through_the_registry(encoder, tmp_path, monkeypatch):
+def test_checkpoint_round_trip_through_the_registry(encoder, tmp_path):
     model = build(encoder, neck_fusion="add").eval()
-    experiment = experiment_class("drmn")(model=model.cfg)
+    experiment = DRMNExperiment(model=model.cfg)
     save_checkpoint(tmp_path, model, config_to_dict(experiment), "drmn")
     # reuse the loaded encoder instead of loading it again: the model rebuilds everything else
-    monkeypatch.setattr("groundkit.models.grounding.TextEncoder", lambda *a, **kw: encoder)
-    loaded, cfg = load_grounding_model(tmp_path)
+    loaded, cfg = GroundingTask().load(tmp_path, text_encoder=encoder)
     assert cfg.model == model.cfg
     batch = tiny_batch(b=1)
     with torch.no_grad():
-        assert torch.equal(model(batch)[0], loaded(batch)[0])
+        assert torch.equal(model.predict_maps(batch)[0], loaded.predict_maps(batch)[0])
 
 
-def test_checkpoint_loads_without_the_backbone_file_it_started_from(encoder, tmp_path, monkeypatch):
+def test_checkpoint_loads_without_the_backbone_file_it_started_from(encoder, tmp_path):
     model = build(encoder).eval()
     started_from = replace(model.cfg, backbone=replace(model.cfg.backbone,
                                                        weights=str(tmp_path / "gone.safetensors")))
-    save_checkpoint(tmp_path, model, config_to_dict(experiment_class("drmn")(model=started_from)),
+    save_checkpoint(tmp_path, model, config_to_dict(DRMNExperiment(model=started_from)),
                     "drmn")
-    monkeypatch.setattr("groundkit.models.grounding.TextEncoder", lambda *a, **kw: encoder)
-    loaded, cfg = load_grounding_model(tmp_path)
+    loaded, cfg = GroundingTask().load(tmp_path, text_encoder=encoder)
     assert cfg.model.backbone.weights.endswith("gone.safetensors")  # kept as the record
     batch = tiny_batch(b=1)
     with torch.no_grad():
-        assert torch.equal(model(batch)[0], loaded(batch)[0])
+        assert torch.equal(model.predict_maps(batch)[0], loaded.predict_maps(batch)[0])

@@ -79,7 +79,7 @@ def test_train_step_supervises_every_round_and_backpropagates(encoder, top_pixel
 def test_eval_returns_one_map_per_phrase(encoder):
     model = build_ppmn_with(encoder).eval()
     with torch.no_grad():
-        out = model(tiny_batch(b=1))
+        out = model.predict_maps(tiny_batch(b=1))
     assert len(out) == 1 and out[0].shape == (2, 16, 16)
     assert 0 <= out[0].min() and out[0].max() <= 1
 
@@ -90,9 +90,9 @@ def test_predict_round_selects_which_rounds_maps_are_returned(encoder):
     with torch.no_grad():
         features = model.encode_images(batch["images"])
         rounds = model.round_logits(features, model.encode_text(batch["captions"], batch["spans"]))
-        last = model(batch)[0]
+        last = model.predict_maps(batch)[0]
         model.predict_round = 0
-        first = model(batch)[0]
+        first = model.predict_maps(batch)[0]
     assert torch.allclose(first, rounds[0][0].sigmoid()) and torch.allclose(last, rounds[-1][0].sigmoid())
     assert not torch.allclose(first, last)
 
@@ -116,7 +116,7 @@ def test_both_query_modes_train_and_predict(encoder, query):
     model = build_ppmn_with(encoder, query=query)
     model(tiny_batch())["loss"].backward()
     with torch.no_grad():
-        assert model.eval()(tiny_batch(b=1))[0].shape == (2, 16, 16)
+        assert model.eval().predict_maps(tiny_batch(b=1))[0].shape == (2, 16, 16)
 
 
 def test_checkpoint_leaves_out_the_frozen_encoder(encoder, tmp_path):
@@ -132,10 +132,8 @@ def test_checkpoint_leaves_out_the_frozen_encoder(encoder, tmp_path):
 
 def build_ppmn_with(encoder, seed=0, **kw):
     torch.manual_seed(seed)
-    from groundkit.models.grounding import GroundingModel
-    from groundkit.models.ppmn import PPMNHead
-    cfg = tiny_config(**kw)
-    return GroundingModel(cfg, PPMNHead(cfg), text_encoder=encoder)
+    from groundkit.models.ppmn import build_ppmn
+    return build_ppmn(tiny_config(**kw), text_encoder=encoder)
 
 
 def test_semantic_auxiliary_loss_is_cross_entropy_of_the_category_map(encoder):

@@ -350,8 +350,9 @@ def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], n
     return id_of[channels], segments
 
 
-def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
-    """Compose the model of ``cfg``."""
+def build_panoptic(cfg: PanopticConfig, *, backbone: nn.Module | None = None) -> PanopticModel:
+    """Compose the model of ``cfg``; ``backbone`` may be one another model owns (built from
+    ``cfg.backbone`` when not given)."""
     channels = cfg.backbone.fpn_channels
     decoder = lambda: FeatureDecoder(channels, cfg.decoder_channels, cfg.decoder_convs)  # noqa: E731
     affinity = AffinityHead(decoder(), cfg.affinity_channels, cfg.affinity_activation,
@@ -363,4 +364,5 @@ def build_panoptic(cfg: PanopticConfig) -> PanopticModel:
     semantic = SemanticHead(decoder(), cfg.num_classes)
     masks = MaskHead(channels, cfg.num_things, cfg.mask_channels, cfg.mask_convs,
                      cfg.mask_size) if cfg.mask_head else None
-    return PanopticModel(cfg, build_backbone(cfg.backbone), semantic, detector, affinity, masks)
+    backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
+    return PanopticModel(cfg, backbone, semantic, detector, affinity, masks)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from groundkit.errors import ConfigError, InputError
-from groundkit.engine.panoptic import load_panoptic_model
+from groundkit.engine.panoptic import PanopticTask
 from groundkit.models.panoptic import build_panoptic
 from groundkit.models.panoptic.model import channels_to_segments, upsampled_argmax
 
@@ -91,7 +91,7 @@ def test_no_mask_head_by_default(batch, make_model):
 
 
 def test_bundled_checkpoint_still_loads_and_predicts():
-    model, cfg = load_panoptic_model("panoptic-synthetic")  # strict: no missing or unexpected key
+    model, cfg = PanopticTask().load("panoptic-synthetic")  # strict: no missing or unexpected key
     assert model.mask_head is None and not cfg.model.mask_head
     result = model.predict(torch.zeros(1, 3, 64, 96))[0]
     assert result.id_map.shape == (64, 96)

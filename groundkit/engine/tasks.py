@@ -1,0 +1,240 @@
+"""Task families: one interface that every kind of model (grounding, panoptic, referring) plugs into.
+
+A family is what the commands and the API need to know about a kind of model. Each is one engine
+module with a :class:`Task` subclass (its experiment configs, datasets, prediction files, scores)
+registered in :data:`FAMILIES`; each model type names its family in :mod:`groundkit.models`.
+``groundkit train | evaluate | predict | demo`` look the family up and never switch on it.
+
+The model surface every family's models share:
+
+- ``model(batch)`` in train mode: a dict of scalar losses with the total under ``"loss"``;
+- ``model(batch)`` in eval mode: one result per image (:attr:`Task.result_type`), at the
+  ``orig_sizes`` of the batch;
+- batches carry ``images (B, 3, H, W)``, ``image_sizes`` (each image inside the padding) and
+  ``orig_sizes`` (the size results are returned at).
+
+Adding a family: a module ``engine/<family>.py`` with a :class:`Task` subclass, one line in
+:data:`FAMILIES`, its model types in ``models/__init__.py`` and its API class in ``api.py``.
+"""
+from __future__ import annotations
+
+import importlib
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from groundkit.config import config_from_dict, config_to_dict, override_config
+from groundkit.engine.checkpoint import checkpoint_meta, load_checkpoint, seed_everything
+from groundkit.engine.distributed import cleanup_distributed
+from groundkit.engine.trainer import Trainer
+from groundkit.errors import ConfigError
+from groundkit.hub import resolve_checkpoint
+from groundkit.models import build_model, model_spec_of, model_types
+
+# family -> "module:class" of its Task (imported when first asked for)
+FAMILIES: dict[str, str] = {
+    "grounding": "groundkit.engine.grounding:GroundingTask",
+    "panoptic": "groundkit.engine.panoptic:PanopticTask",
+}
+
+
+@dataclass
+class EvalConfig:
+    """How evaluation runs during and after training."""
+
+    batch_size: int = 8
+    max_items: int | None = None   # evaluate on the first N items only (quick checks)
+
+
+class Evaluation(ABC):
+    """The scores of one split's prediction files, as a family reports them."""
+
+    @abstractmethod
+    def scores(self) -> dict[str, Any]:
+        """The nested scores written by ``--json`` (fractions in [0, 1])."""
+
+    @abstractmethod
+    def table(self, title: str | None = None) -> str:
+        """The table printed by ``groundkit evaluate`` (percentages)."""
+
+    @abstractmethod
+    def log_metrics(self) -> dict[str, float]:
+        """Flat ``{name: value}`` for the training log (``eval/<name>``)."""
+
+    def plot(self, path: str | Path) -> bool:
+        """Draw the family's curves to ``path``; False when it has none."""
+        return False
+
+    @property
+    def missing(self) -> int:
+        """Ground-truth items that had no prediction (counted as failures)."""
+        return 0
+
+
+class Task(ABC):
+    """The interface of a task family; subclasses are stateless and built once per process."""
+
+    name: ClassVar[str]                 # the family: "grounding", "panoptic", ...
+    api_class: ClassVar[str]            # its predictor in groundkit.api ("Grounder", ...)
+    default_checkpoint: ClassVar[str]   # the bundled model ``groundkit predict`` uses by default
+    result_type: ClassVar[type]         # what its models return per image in eval mode
+    unit: ClassVar[str] = "items"       # what one dataset item is, for messages ("narratives")
+    tiny_data: ClassVar[tuple[str, ...]] = ()  # overrides that make its data tiny (tests)
+
+    # --- configs and models ------------------------------------------------------------------
+
+    @abstractmethod
+    def experiment_class(self, model_type: str) -> type:
+        """The declared experiment dataclass of ``model_type``: ``model_type``, ``model``,
+        ``data``, ``trainer``, ``eval`` and what else the family needs."""
+
+    def build_model(self, cfg: Any, **parts: Any) -> torch.nn.Module:
+        """The model of an experiment config, from parts another model may own (``parts``)."""
+        return build_model(cfg.model_type, cfg.model, **parts)
+
+    def tiny_overrides(self, model_type: str) -> list[str]:
+        """``key=value`` overrides of the experiment that make ``model_type`` tiny (tests)."""
+        return [f"model.{o}" for o in model_spec_of(model_type).tiny] + list(self.tiny_data)
+
+    # --- data --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def dataset(self, cfg: Any, root: str | Path, split: str, *, train: bool = False,
+                max_items: int | None = None, cache: bool = False) -> Dataset:
+        """Split ``split`` of the folder ``root``; ``train`` adds training targets/augmentation."""
+
+    @abstractmethod
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """A padded batch of the model surface from dataset items."""
+
+    # --- prediction and scoring --------------------------------------------------------------
+
+    @abstractmethod
+    def predict(self, model: torch.nn.Module, dataset: Dataset, pred_dir: str | Path,
+                batch_size: int = 8, progress: bool = True) -> list[Path]:
+        """Predict every item of ``dataset`` and write the field's prediction files into
+        ``pred_dir``; returns their paths."""
+
+    @abstractmethod
+    def score(self, dataset: Dataset, pred_dir: str | Path) -> Evaluation:
+        """Score the prediction files in ``pred_dir`` against ``dataset``'s ground truth."""
+
+    @abstractmethod
+    def results(self, dataset: Dataset, pred_dir: str | Path
+                ) -> Iterator[tuple[np.ndarray, Any]]:
+        """``(image (H, W, 3) uint8, result)`` of every item, read back from the prediction
+        files, in dataset order (for galleries)."""
+
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, batch_size: int = 8,
+                 progress: bool = True, pred_dir: str | Path | None = None) -> Evaluation:
+        """:meth:`predict` then :meth:`score`: the printed scores are those of the files.
+        ``pred_dir`` keeps the files (default: a temporary folder)."""
+        if pred_dir is not None:
+            self.predict(model, dataset, pred_dir, batch_size, progress)
+            return self.score(dataset, pred_dir)
+        with tempfile.TemporaryDirectory() as tmp:
+            return self.evaluate(model, dataset, batch_size, progress, tmp)
+
+    def title(self, cfg: Any, root: str | Path, split: str, dataset: Dataset) -> str:
+        """The heading of an evaluation table."""
+        return f"{cfg.model_type.upper()} on {root} [{split}], {len(dataset)} {self.unit}"
+
+    # --- training and checkpoints ------------------------------------------------------------
+
+    def prepare(self, cfg: Any, train_set: Dataset) -> Any:
+        """Check ``cfg`` against the training data, or fill in what it takes from it."""
+        return cfg
+
+    def prepare_model(self, model: torch.nn.Module, train_set: Dataset) -> None:
+        """Work done once before the first epoch (e.g. caching frozen features)."""
+
+    def train(self, cfg: Any, resume: bool = False) -> dict[str, float]:
+        """Train on ``cfg.data``'s train split, evaluating on its val split every
+        ``cfg.trainer.eval_every`` epochs; returns the last evaluation's log metrics."""
+        data = cfg.data
+        train_set = self.dataset(cfg, data.root, data.train_split, train=True,
+                                 max_items=data.max_items, cache=data.cache)
+        val_set = self.dataset(cfg, data.root, data.val_split, max_items=cfg.eval.max_items,
+                               cache=data.cache)
+        cfg = self.prepare(cfg, train_set)
+        seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed
+        model = self.build_model(cfg)
+        self.prepare_model(model, train_set)
+
+        def evaluate(m: torch.nn.Module) -> dict[str, float]:
+            return self.evaluate(m, val_set, cfg.eval.batch_size, progress=False).log_metrics()
+
+        trainer = Trainer(model, train_set, self.collate, cfg.trainer, evaluate,
+                          model_type=cfg.model_type, experiment_config=config_to_dict(cfg))
+        try:
+            return trainer.fit(resume=resume)
+        finally:
+            cleanup_distributed()
+
+    def load(self, checkpoint: str | Path, device: str | torch.device = "cpu",
+             **parts: Any) -> tuple[torch.nn.Module, Any]:
+        """A model (eval mode) and its experiment config from a checkpoint path or bundled name;
+        a checkpoint of another family is a ConfigError."""
+        state, meta = load_checkpoint(resolve_checkpoint(checkpoint))
+        model_type = meta.get("model_type")
+        check_family(model_type, self.name, str(checkpoint))
+        cfg = config_from_dict(self.experiment_class(model_type), meta["config"],
+                               source=str(checkpoint))
+        model = self.build_model(without_initial_weights(cfg), **parts)
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval(), cfg
+
+    def set_inference_options(self, model: torch.nn.Module, options: Sequence[str]) -> None:
+        """Apply ``key=value`` overrides of the model config that change inference only
+        (e.g. ``merge=heuristic``); an unknown key is a ConfigError that suggests one."""
+        model.cfg = override_config(model.cfg, options)
+
+def without_initial_weights(cfg: Any) -> Any:
+    """``cfg`` with ``model.backbone.weights`` cleared: a checkpoint holds every weight, so the
+    file its backbone started from (kept in the saved config as a record) is neither read nor
+    needed on this machine."""
+    backbone = getattr(cfg.model, "backbone", None)
+    if backbone is None or not getattr(backbone, "weights", None):
+        return cfg
+    return replace(cfg, model=replace(cfg.model, backbone=replace(backbone, weights=None)))
+
+
+def check_family(model_type: Any, family: str, source: str) -> None:
+    """A ConfigError unless ``model_type`` is a registered model of ``family``."""
+    if model_type not in model_types():
+        raise ConfigError(f"{source}: model_type: expected one of {model_types()}, "
+                          f"got {model_type!r}")
+    found = model_spec_of(model_type).family
+    if found != family:
+        members = [m for m in model_types() if model_spec_of(m).family == family]
+        raise ConfigError(f"{source}: a {model_type!r} checkpoint ({found}) is not a {family} "
+                          f"model; expected a {family!r} model: one of {members}")
+
+
+def get_task(family: str) -> Task:
+    """The :class:`Task` of a family name."""
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown task family {family!r}; expected one of {sorted(FAMILIES)}")
+    module, cls = FAMILIES[family].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def task_of(model_type: Any, source: str = "config") -> Task:
+    """The :class:`Task` that trains and evaluates ``model_type``."""
+    if model_type not in model_types():
+        raise ConfigError(f"{source}: model_type: expected one of {model_types()}, "
+                          f"got {model_type!r}")
+    return get_task(model_spec_of(model_type).family)
+
+
+def task_of_checkpoint(checkpoint: str | Path) -> Task:
+    """The :class:`Task` of the model saved in ``checkpoint`` (path or bundled name); reads only
+    the checkpoint's header."""
+    meta = checkpoint_meta(resolve_checkpoint(checkpoint))
+    return task_of(meta.get("model_type"), source=str(checkpoint))
