@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/groundkit demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check groundkit tests benchmarks
 	$(PY) -m pytest
 
 clean:

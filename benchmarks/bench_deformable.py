@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from timing import best_cpu_seconds
 from torch import nn
 
 from groundkit.vision.deformable import MSDeformAttn
 from groundkit.vision.deformable_encoder import flatten_levels
-from timing import best_cpu_seconds
 
 D_MODEL, HEADS, LEVELS = 256, 8, 4
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 
 import torch
+from timing import best_cpu_seconds
 
 from groundkit.models.drmn import LEVELS, DRMNConfig, DRMNHead
 from groundkit.vision.backbone import BackboneConfig
-from timing import best_cpu_seconds
 
 FPN, HIDDEN, HEADS = 32, 64, 4
 

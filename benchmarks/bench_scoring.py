@@ -20,11 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from groundkit.cli import main
-from groundkit.data.formats import (grounding_record, write_grounding_predictions,
-                                    write_narratives, write_panoptic_json, write_segment_png)
+from groundkit.data.formats import (
+    grounding_record,
+    write_grounding_predictions,
+    write_narratives,
+    write_panoptic_json,
+    write_segment_png,
+)
 from groundkit.metrics.panoptic_quality import segment_index_map
-from groundkit.structures import (Category, ImageRecord, Narrative, PanopticAnnotation, Segment,
-                                  Utterance)
+from groundkit.structures import Category, ImageRecord, Narrative, PanopticAnnotation, Segment, Utterance
 
 CATEGORIES = [Category(i, f"thing{i}", True) for i in range(1, 6)] + \
              [Category(i, f"stuff{i}", False) for i in range(100, 103)]
@@ -135,8 +139,12 @@ def run_command(name: str, argv: list[str]) -> None:
 
 
 def bench_png(root: Path, phrases: int, size: tuple[int, int]) -> None:
-    from groundkit.data.formats import (check_narratives, load_narratives, load_panoptic,
-                                        read_grounding_predictions)
+    from groundkit.data.formats import (
+        check_narratives,
+        load_narratives,
+        load_panoptic,
+        read_grounding_predictions,
+    )
     from groundkit.metrics.files import grounding_masks, png_phrase_ious
 
     argv = timed(f"generate {phrases} phrases ({size[0]}x{size[1]})",

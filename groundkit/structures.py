@@ -10,7 +10,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-
 # --- COCO panoptic -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from groundkit.config import (config_from_dict, config_to_dict, load_config, parse_override,
-                              peek_value)
+from groundkit.config import config_from_dict, config_to_dict, load_config, parse_override, peek_value
 from groundkit.errors import ConfigError
 
 

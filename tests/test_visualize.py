@@ -8,7 +8,14 @@ from PIL import Image
 from groundkit.errors import InputError
 from groundkit.structures import Category
 from groundkit.visualize import (
-    ALPHA, MIN_WIDTH, contact_sheet, overlay_grounding, overlay_panoptic, phrase_colors, save_image)
+    ALPHA,
+    MIN_WIDTH,
+    contact_sheet,
+    overlay_grounding,
+    overlay_panoptic,
+    phrase_colors,
+    save_image,
+)
 
 SAMPLE = Path(__file__).parent / "fixtures" / "coco_sample"
 GREY = 128

@@ -14,7 +14,6 @@ Panoptic (``--task panoptic``): writes ``DIR/overlay.png`` with a legend, ``DIR/
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

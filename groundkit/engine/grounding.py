@@ -14,8 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from groundkit.data.formats import (grounding_record, read_grounding_predictions,
-                                    write_grounding_predictions)
+from groundkit.data.formats import grounding_record, read_grounding_predictions, write_grounding_predictions
 from groundkit.data.grounding import GroundingDataConfig, GroundingDataset, collate_grounding
 from groundkit.engine.tasks import EvalConfig, Evaluation, Task
 from groundkit.engine.trainer import TrainerConfig

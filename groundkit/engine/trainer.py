@@ -58,9 +58,15 @@ from tqdm import tqdm
 
 from groundkit.config import config_to_dict
 from groundkit.engine import distributed as gdist
-from groundkit.engine.checkpoint import (TRAIN_STATE_NAME, capture_rng_state, load_train_state,
-                                         restore_rng_state, save_checkpoint, save_train_state,
-                                         seed_everything)
+from groundkit.engine.checkpoint import (
+    TRAIN_STATE_NAME,
+    capture_rng_state,
+    load_train_state,
+    restore_rng_state,
+    save_checkpoint,
+    save_train_state,
+    seed_everything,
+)
 from groundkit.engine.logging import MetricsLogger
 from groundkit.engine.schedule import build_scheduler
 from groundkit.errors import ConfigError

@@ -6,11 +6,15 @@
 - :mod:`files`: the same metrics on prediction files (``groundkit score``); :mod:`plots`: figures.
 """
 from groundkit.metrics.panoptic_quality import PQStat, pq_average, pq_stats_image
-from groundkit.metrics.png_ar import (average_recall, mask_iou, mask_ious, png_average_recall,
-                                      recall_curve)
+from groundkit.metrics.png_ar import average_recall, mask_iou, mask_ious, png_average_recall, recall_curve
 from groundkit.metrics.proposals import proposal_recall
-from groundkit.metrics.referring import (box_iou, box_iou_pairwise, mask_intersection_union,
-                                         rec_accuracy, res_scores)
+from groundkit.metrics.referring import (
+                                      box_iou,
+                                      box_iou_pairwise,
+                                      mask_intersection_union,
+                                      rec_accuracy,
+                                      res_scores,
+)
 
 __all__ = [
     "PQStat", "pq_average", "pq_stats_image",

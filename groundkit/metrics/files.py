@@ -115,8 +115,12 @@ def grounding_masks(records: Iterable[Mapping[str, Any]], file: str | Path | Non
 def score_png_files(narratives_path: str | Path, panoptic_json: str | Path,
                     panoptic_dir: str | Path, pred_path: str | Path) -> PhraseIoUs:
     """Phrase IoUs of a grounding predictions file (formats.md section 4) against the benchmark."""
-    from groundkit.data.formats import (check_narratives, load_narratives, load_panoptic,
-                                        read_grounding_predictions)
+    from groundkit.data.formats import (
+        check_narratives,
+        load_narratives,
+        load_panoptic,
+        read_grounding_predictions,
+    )
 
     narratives = load_narratives(narratives_path)
     panoptic = load_panoptic(panoptic_json, panoptic_dir)

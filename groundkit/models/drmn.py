@@ -56,11 +56,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from groundkit.errors import ConfigError
-from groundkit.models.grounding import (GroundingHead, GroundingModel, GroundingModelConfig,
-                                        build_grounding)
+from groundkit.models.grounding import GroundingHead, GroundingModel, GroundingModelConfig, build_grounding
 from groundkit.models.ppmn import gather_top_pixels, matching_logits
-from groundkit.vision.deformable_encoder import (DeformableEncoder, DeformableEncoderLayer, FlatLevels,
-                                                 flatten_levels)
+from groundkit.vision.deformable_encoder import (
+    DeformableEncoder,
+    DeformableEncoderLayer,
+    FlatLevels,
+    flatten_levels,
+)
 from groundkit.vision.position import PositionEmbeddingSine
 from groundkit.vision.resnet import num_groups
 

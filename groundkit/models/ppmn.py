@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from groundkit.models.grounding import (GroundingHead, GroundingModel, GroundingModelConfig,
-                                        build_grounding)
+from groundkit.models.grounding import GroundingHead, GroundingModel, GroundingModelConfig, build_grounding
 from groundkit.vision.position import coordinate_channels
 from groundkit.vision.resnet import num_groups
 

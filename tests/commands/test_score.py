@@ -13,8 +13,13 @@ from pycocotools import mask as coco_mask
 from scipy import ndimage
 
 from groundkit.cli import main
-from groundkit.data.formats import (grounding_record, load_narratives, write_grounding_predictions,
-                                    write_referring_predictions, write_segment_png)
+from groundkit.data.formats import (
+    grounding_record,
+    load_narratives,
+    write_grounding_predictions,
+    write_referring_predictions,
+    write_segment_png,
+)
 from groundkit.metrics.png_ar import png_average_recall
 from groundkit.ops.masks import encode_rle
 from groundkit.structures import Category, Segment

@@ -9,8 +9,14 @@ import torch
 from safetensors.torch import save_file
 
 from groundkit.engine import checkpoint as ckpt
-from groundkit.engine.checkpoint import (capture_rng_state, load_checkpoint, load_train_state,
-                                         restore_rng_state, save_checkpoint, save_train_state)
+from groundkit.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    load_train_state,
+    restore_rng_state,
+    save_checkpoint,
+    save_train_state,
+)
 from groundkit.errors import ConfigError, FormatError
 
 

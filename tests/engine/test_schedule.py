@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from groundkit.engine.schedule import (build_scheduler, cosine_factor, lr_factor_fn,
-                                       step_factor)
+from groundkit.engine.schedule import build_scheduler, cosine_factor, lr_factor_fn, step_factor
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 

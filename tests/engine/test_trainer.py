@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from groundkit.engine import (Trainer, TrainerConfig, load_checkpoint, read_metrics,
-                              seed_everything)
+from groundkit.engine import Trainer, TrainerConfig, load_checkpoint, read_metrics, seed_everything
 from groundkit.errors import ConfigError
 
 

@@ -5,7 +5,6 @@ step, on plain Python loops and dicts, so that the fast implementations can be c
 """
 import numpy as np
 
-
 # --- PNG Average Recall (PNG baseline utils/meters.py average_accuracy) ------------------------
 
 def official_recalls(ious):

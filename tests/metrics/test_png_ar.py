@@ -2,8 +2,14 @@
 import numpy as np
 import pytest
 
-from groundkit.metrics.png_ar import (THRESHOLDS, average_recall, mask_iou, mask_ious,
-                                      png_average_recall, recall_curve)
+from groundkit.metrics.png_ar import (
+    THRESHOLDS,
+    average_recall,
+    mask_iou,
+    mask_ious,
+    png_average_recall,
+    recall_curve,
+)
 
 CASES = {
     "random": np.random.default_rng(0).random(200),

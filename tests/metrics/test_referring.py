@@ -2,8 +2,13 @@
 import numpy as np
 import pytest
 
-from groundkit.metrics.referring import (box_iou, box_iou_pairwise, mask_intersection_union,
-                                         rec_accuracy, res_scores)
+from groundkit.metrics.referring import (
+    box_iou,
+    box_iou_pairwise,
+    mask_intersection_union,
+    rec_accuracy,
+    res_scores,
+)
 
 
 def literal_box_iou(a, b):

@@ -11,7 +11,7 @@ from groundkit.config import config_to_dict, load_config
 from groundkit.engine.checkpoint import save_checkpoint
 from groundkit.engine.grounding import DRMNExperiment, GroundingTask, PPMNExperiment
 from groundkit.errors import ConfigError
-from groundkit.models.drmn import DRMNConfig, DRMNHead, RefinementRound, build_drmn
+from groundkit.models.drmn import DRMNConfig, RefinementRound, build_drmn
 from groundkit.models.grounding import GroundingModel
 from groundkit.vision.backbone import BackboneConfig
 from groundkit.vision.deformable_encoder import flatten_levels

@@ -7,8 +7,18 @@ import torch
 from groundkit.errors import InputError
 from groundkit.ops import boxes as boxes_module
 from groundkit.ops.boxes import (
-    batched_nms, box_area, box_cxcywh_to_xyxy, box_iou, box_xywh_to_xyxy, box_xyxy_to_cxcywh,
-    box_xyxy_to_xywh, clip_boxes, generalized_box_iou, masks_to_boxes, nms, remove_small_boxes,
+    batched_nms,
+    box_area,
+    box_cxcywh_to_xyxy,
+    box_iou,
+    box_xywh_to_xyxy,
+    box_xyxy_to_cxcywh,
+    box_xyxy_to_xywh,
+    clip_boxes,
+    generalized_box_iou,
+    masks_to_boxes,
+    nms,
+    remove_small_boxes,
 )
 
 

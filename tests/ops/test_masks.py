@@ -6,8 +6,17 @@ import torch
 
 from groundkit.errors import InputError
 from groundkit.ops.masks import (
-    check_rle, decode_rle, encode_rle, erode, masks_to_rles, polygons_to_mask, resize_masks, rle_runs,
-    rles_to_masks, segmentation_to_mask)
+    check_rle,
+    decode_rle,
+    encode_rle,
+    erode,
+    masks_to_rles,
+    polygons_to_mask,
+    resize_masks,
+    rle_runs,
+    rles_to_masks,
+    segmentation_to_mask,
+)
 
 
 def column_major_runs(mask: np.ndarray) -> list[int]:

@@ -79,6 +79,7 @@ def test_bad_config_raises(change):
 def test_backbone_starts_from_a_whole_checkpoint_frozen(tmp_path):
     """The papers' frozen panoptic-trained FPN: ``weights`` may name a groundkit checkpoint."""
     import torch
+
     from groundkit.engine.checkpoint import save_checkpoint
     from groundkit.vision.backbone import BackboneConfig, build_backbone
 

@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from groundkit.errors import InputError
-from groundkit.vision.deformable_encoder import (DeformableEncoder, DeformableEncoderLayer,
-                                                 flatten_levels, mask_valid_ratio, unflatten_levels)
+from groundkit.vision.deformable_encoder import (
+    DeformableEncoder,
+    DeformableEncoderLayer,
+    flatten_levels,
+    mask_valid_ratio,
+    unflatten_levels,
+)
 
 SHAPES = [(6, 8), (3, 4), (2, 2)]
 CHANNELS = 16

@@ -29,10 +29,13 @@ from groundkit.models.panoptic.detector import FCOS
 from groundkit.models.panoptic.heuristic import heuristic_merge
 from groundkit.models.panoptic.mask_head import MaskHead, multilevel_roi_align, paste_masks
 from groundkit.models.panoptic.matching import match_detections, panoptic_loss, panoptic_target
-from groundkit.models.panoptic.potential import (VARIANTS, box_cell_ranges, box_cells,
-                                                dynamic_potential)
-from groundkit.models.panoptic.semantic_head import (FeatureDecoder, SemanticHead, downsample_labels,
-                                                     semantic_loss)
+from groundkit.models.panoptic.potential import VARIANTS, box_cell_ranges, box_cells, dynamic_potential
+from groundkit.models.panoptic.semantic_head import (
+    FeatureDecoder,
+    SemanticHead,
+    downsample_labels,
+    semantic_loss,
+)
 from groundkit.structures import PanopticResult
 from groundkit.vision.backbone import BackboneConfig, ResNetFPN, build_backbone
 

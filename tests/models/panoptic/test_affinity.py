@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from groundkit.models.panoptic.affinity import AffinityHead, ChunkedAffinity
-from groundkit.vision.position import coordinate_channels
 from groundkit.models.panoptic.potential import box_cell_ranges, box_cells
 from groundkit.models.panoptic.semantic_head import FeatureDecoder
+from groundkit.vision.position import coordinate_channels
 
 
 def literal_affinity(q, head, psi, inside=None, gain=1.0, scale="pixels"):

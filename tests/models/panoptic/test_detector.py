@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from groundkit.models.panoptic.detector import (
-    FCOS, assign_targets, cell_centres, centerness, ltrb_iou_loss, sigmoid_focal_loss)
+    FCOS,
+    assign_targets,
+    cell_centres,
+    centerness,
+    ltrb_iou_loss,
+    sigmoid_focal_loss,
+)
 from groundkit.ops.boxes import generalized_box_iou
 
 

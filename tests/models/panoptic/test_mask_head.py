@@ -4,8 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groundkit.models.panoptic.mask_head import (MaskHead, mask_loss, mask_targets,
-                                                 multilevel_roi_align, paste_masks)
+from groundkit.models.panoptic.mask_head import (
+    MaskHead,
+    mask_loss,
+    mask_targets,
+    multilevel_roi_align,
+    paste_masks,
+)
 from groundkit.ops.roi_align import roi_align
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from groundkit.errors import ConfigError, InputError
 from groundkit.engine.panoptic import PanopticTask
+from groundkit.errors import ConfigError, InputError
 from groundkit.models.panoptic import build_panoptic
 from groundkit.models.panoptic.model import channels_to_segments, upsampled_argmax
 

@@ -2,8 +2,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groundkit.models.panoptic.semantic_head import (FeatureDecoder, SemanticHead, downsample_labels,
-                                                     semantic_loss)
+from groundkit.models.panoptic.semantic_head import (
+    FeatureDecoder,
+    SemanticHead,
+    downsample_labels,
+    semantic_loss,
+)
 
 
 def test_head_shape_and_shared_level_convs():
