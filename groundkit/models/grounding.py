@@ -195,10 +195,11 @@ class GroundingModel(nn.Module):
 
     def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
         """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""
-        logits = self.head(features, queries.features)
+        rounds = self.head(features, queries.features)
         size = features["p2"].shape[-2:]  # the stride-4 grid
-        return [l if l.shape[-2:] == size else
-                F.interpolate(l, size=size, mode="bilinear", align_corners=False) for l in logits]
+        return [logits if logits.shape[-2:] == size else
+                F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                for logits in rounds]
 
     def phrase_maps(self, features: dict[str, torch.Tensor], captions: list[str],
                     spans: list[list[tuple[int, int]]]) -> list[torch.Tensor]:

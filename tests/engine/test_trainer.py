@@ -152,7 +152,7 @@ def test_channels_last_trains_the_same_and_resumes_exactly(tiny, tmp_path):
     want = loss_curve(tmp_path / "plain")
     got = loss_curve(tmp_path / "fast")
     assert [s for s, *_ in got] == [s for s, *_ in want]
-    assert [l for _, l, *_ in got] == pytest.approx([l for _, l, *_ in want], rel=1e-4)
+    assert [loss for _, loss, *_ in got] == pytest.approx([loss for _, loss, *_ in want], rel=1e-4)
     conv_trainer(tiny, tmp_path / "resumed", channels_last=True, max_steps=7).fit()
     conv_trainer(tiny, tmp_path / "resumed", channels_last=True).fit(resume=True)
     assert loss_curve(tmp_path / "resumed") == got

@@ -32,8 +32,9 @@ def test_stride_4_upsamples_after_every_conv(monkeypatch):
     import groundkit.vision.neck as module
     neck = SemanticFPNNeck(in_channels=8, channels=8, stride=4)
     calls, interpolate = [], module.F.interpolate
-    monkeypatch.setattr(module.F, "interpolate",
-                        lambda x, size, mode: calls.append(tuple(size)) or interpolate(x, size=size, mode=mode))
+    monkeypatch.setattr(
+        module.F, "interpolate",
+        lambda x, size, mode: calls.append(tuple(size)) or interpolate(x, size=size, mode=mode))
     neck(pyramid(8, 64, 64))
     assert calls == [(16, 16), (8, 8), (16, 16), (4, 4), (8, 8), (16, 16)]
 

@@ -62,7 +62,10 @@ def test_centerness_values():
 def test_ltrb_losses_against_box_ops():
     torch.manual_seed(0)
     pred, target = torch.rand(6, 4) * 100 + 20, torch.rand(6, 4) * 100 + 20
-    as_box = lambda d: torch.cat([-d[:, :2], d[:, 2:]], dim=1)
+
+    def as_box(d):
+        return torch.cat([-d[:, :2], d[:, 2:]], dim=1)
+
     giou = generalized_box_iou(as_box(pred), as_box(target)).diagonal()
     torch.testing.assert_close(ltrb_iou_loss(pred, target, "giou"), 1 - giou, rtol=1e-3, atol=1e-4)
     iou = ltrb_iou_loss(pred, target, "iou")

@@ -16,7 +16,8 @@ def test_merge_rules():
     semantic[:, 5] = 3                     # ... but a 4-pixel column of stuff label 3 (too small)
     semantic[0, 0] = 1                     # a thing label left over: never becomes a segment
     id_map, segments = heuristic_merge(masks, scores, classes, semantic, num_things=2, stuff_area_min=5)
-    assert [(s["id"], s["label"], s["isthing"]) for s in segments] == [(1, 1, True), (2, 0, True), (3, 2, False)]
+    assert [(s["id"], s["label"], s["isthing"]) for s in segments] == [
+        (1, 1, True), (2, 0, True), (3, 2, False)]
     assert abs(segments[0]["score"] - 0.9) < 1e-6 and segments[2]["score"] == 1.0
     expected = torch.tensor([
         [2, 2, 3, 3, 3, 0],

@@ -134,8 +134,8 @@ def test_mask_targets_match_a_literal_crop():
                                 for j in range(28)] for i in range(28)]) >= 0.5
     assert torch.equal(got[1], want_small.float())
     # default owners: box i <-> segment i
-    assert torch.equal(mask_targets(gt, torch.stack([small, big])), mask_targets(gt, torch.stack([small, big]),
-                                                                                  torch.tensor([0, 1])))
+    assert torch.equal(mask_targets(gt, torch.stack([small, big])),
+                       mask_targets(gt, torch.stack([small, big]), torch.tensor([0, 1])))
 
 
 def test_mask_loss_is_bce_and_zero_without_positives():

@@ -11,7 +11,8 @@ def literal_matching(det_boxes, det_classes, gt_boxes, gt_classes, t=0.5):
     for i in range(d):
         choice, choice_iou = -1, -1.0
         for j in range(g):
-            iou = box_iou(det_boxes[i:i + 1], gt_boxes[j:j + 1]).item() if det_classes[i] == gt_classes[j] else 0.0
+            same_class = det_classes[i] == gt_classes[j]
+            iou = box_iou(det_boxes[i:i + 1], gt_boxes[j:j + 1]).item() if same_class else 0.0
             if iou >= t and iou > choice_iou:
                 choice, choice_iou = j, iou
         best.append((choice, choice_iou))
@@ -43,7 +44,8 @@ def test_hand_made_duplicates_unmatched_and_class_mismatch():
     assert keep.tolist() == [True, False, True, True, False, True, True]
     assert det_to_gt.tolist() == [0, -1, -1, 1, -1, -1, 2]
     # below the threshold nothing matches
-    keep, det_to_gt = match_detections(det_boxes[6:], det_classes[6:], gt_boxes, gt_classes, iou_threshold=0.7)
+    keep, det_to_gt = match_detections(det_boxes[6:], det_classes[6:], gt_boxes, gt_classes,
+                                       iou_threshold=0.7)
     assert keep.tolist() == [True] and det_to_gt.tolist() == [-1]
 
 
@@ -74,8 +76,8 @@ def test_panoptic_target_stuff_things_ignore():
     # pixel (2, 1) has a thing label but no segment (crowd) -> ignore
     det_to_gt = torch.tensor([2, 0, -1])
     target = panoptic_target(semantic, masks, det_to_gt, num_things)
-    I = IGNORE
-    assert target.tolist() == [[1, 1, 3, 4], [I, I, I, 4], [0, I, 3, 3]]
+    ign = IGNORE
+    assert target.tolist() == [[1, 1, 3, 4], [ign, ign, ign, 4], [0, ign, 3, 3]]
 
 
 def test_loss_matches_cross_entropy_and_handles_all_ignored():

@@ -161,12 +161,14 @@ def test_channels_to_segments_ids_and_trimming():
 def test_upsampled_argmax_matches_full_upsampling():
     torch.manual_seed(0)
     logits = torch.randn(37, 8, 12)
-    full = torch.nn.functional.interpolate(logits[None], size=(32, 48), mode="bilinear", align_corners=False)[0]
+    full = torch.nn.functional.interpolate(logits[None], size=(32, 48), mode="bilinear",
+                                           align_corners=False)[0]
     want = full[:, :30, :45].argmax(0)
     torch.testing.assert_close(upsampled_argmax(logits, (32, 48), (30, 45), (30, 45), chunk=5), want)
     cropped = torch.nn.functional.interpolate(full[None, :, :30, :45], size=(60, 90), mode="bilinear",
                                               align_corners=False)[0]
-    torch.testing.assert_close(upsampled_argmax(logits, (32, 48), (30, 45), (60, 90), chunk=8), cropped.argmax(0))
+    torch.testing.assert_close(upsampled_argmax(logits, (32, 48), (30, 45), (60, 90), chunk=8),
+                               cropped.argmax(0))
 
 
 def test_config_and_input_errors(make_config, make_model):

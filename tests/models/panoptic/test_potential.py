@@ -31,7 +31,8 @@ def literal_potential(sem, boxes, scores, classes, masks, variant, stride=4):
         for i in range(sem.shape[1]):
             for j in range(sem.shape[2]):
                 x1, y1, x2, y2 = boxes[c].tolist()
-                if not (j * stride < x2 and (j + 1) * stride > x1 and i * stride < y2 and (i + 1) * stride > y1):
+                if not (j * stride < x2 and (j + 1) * stride > x1
+                        and i * stride < y2 and (i + 1) * stride > y1):
                     continue
                 v = sem[classes[c], i, j]
                 m = None if masks is None else masks[c, i, j]
@@ -71,4 +72,5 @@ def test_no_detections_gives_stuff_only_and_bad_variant_raises():
     psi = dynamic_potential(sem, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 1)
     torch.testing.assert_close(psi, sem[1:])
     with pytest.raises(ValueError, match="variant"):
-        dynamic_potential(sem, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 1, variant="D")
+        dynamic_potential(sem, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 1,
+                          variant="D")
