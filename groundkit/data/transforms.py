@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any, Callable, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,54 @@ def pad_batch(images: list[torch.Tensor], divisor: int = 32) -> torch.Tensor:
     out = images[0].new_zeros((len(images), images[0].shape[0], h, w))
     for i, x in enumerate(images):
         out[i, :, :x.shape[-2], :x.shape[-1]] = x
+    return out
+
+
+def padded_size(size: Sequence[int], divisor: int = 32) -> tuple[int, int]:
+    """The ``(H, W)`` an image of ``size (h, w)`` is padded to when it is batched alone."""
+    return -(-int(size[0]) // divisor) * divisor, -(-int(size[1]) // divisor) * divisor
+
+
+def split_by_padded_size(batch: dict[str, Any], divisor: int = 32
+                         ) -> list[tuple[list[int], dict[str, Any]]]:
+    """A padded batch cut into sub-batches of the images that pad alone to the same size.
+
+    Each image is cropped from ``batch["images"] (B, 3, H, W)`` to its own padded size
+    (:func:`padded_size` of ``batch["image_sizes"]``): the padding beyond is zeros either way, so
+    every sub-batch holds exactly what the images would be batched alone. Per-image lists and
+    tensors with a leading batch dimension are split alike; other values are shared.
+    Returns ``[(indices into the batch, sub-batch), ...]`` in order of first appearance.
+    """
+    images = batch["images"]
+    n = len(images)
+    sizes = batch.get("image_sizes") or [tuple(images.shape[-2:])] * n
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(padded_size(size, divisor), []).append(i)
+    out = []
+    for (h, w), index in groups.items():
+        sub: dict[str, Any] = {}
+        for key, value in batch.items():
+            if key == "images":
+                value = value[index][..., :h, :w]
+            elif isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == n:
+                value = value[index]
+            elif isinstance(value, (list, tuple)) and len(value) == n:
+                value = [value[i] for i in index]
+            sub[key] = value
+        out.append((index, sub))
+    return out
+
+
+def map_padded_groups(batch: dict[str, Any], fn: Callable[[dict[str, Any]], Sequence[Any]],
+                      divisor: int = 32) -> list[Any]:
+    """``fn`` (one output per image of a sub-batch) over :func:`split_by_padded_size`'s groups,
+    the outputs put back in batch order: each image's output then depends on it alone, never on
+    how much padding the other images of the batch brought."""
+    out: list[Any] = [None] * len(batch["images"])
+    for index, sub in split_by_padded_size(batch, divisor):
+        for i, result in zip(index, fn(sub)):
+            out[i] = result
     return out
 
 

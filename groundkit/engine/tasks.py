@@ -44,6 +44,10 @@ FAMILIES: dict[str, str] = {
 }
 
 
+TINY_TRAINER = ("trainer.epochs=1", "trainer.quiet=true", "trainer.tensorboard=false",
+                "trainer.device=cpu")
+
+
 @dataclass
 class EvalConfig:
     """How evaluation runs during and after training."""
@@ -99,8 +103,10 @@ class Task(ABC):
         return build_model(cfg.model_type, cfg.model, **parts)
 
     def tiny_overrides(self, model_type: str) -> list[str]:
-        """``key=value`` overrides of the experiment that make ``model_type`` tiny (tests)."""
-        return [f"model.{o}" for o in model_spec_of(model_type).tiny] + list(self.tiny_data)
+        """``key=value`` overrides of the experiment that make ``model_type`` tiny and its
+        training one quiet CPU epoch (tests, smoke runs)."""
+        return ([f"model.{o}" for o in model_spec_of(model_type).tiny] + list(self.tiny_data)
+                + list(TINY_TRAINER))
 
     # --- data --------------------------------------------------------------------------------
 

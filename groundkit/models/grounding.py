@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from groundkit.data.transforms import map_padded_groups
 from groundkit.errors import InputError
 from groundkit.models.losses import bce_dice_loss
 from groundkit.models.panoptic.semantic_head import semantic_loss
@@ -217,8 +218,13 @@ class GroundingModel(nn.Module):
         """One :class:`GroundingResult` per image of a padded batch, masks at ``orig_sizes``.
 
         Reads ``images``, ``captions``, ``spans``, ``image_sizes`` (each image inside the
-        padding; default: all of it) and ``orig_sizes`` (default: ``image_sizes``).
+        padding; default: all of it) and ``orig_sizes`` (default: ``image_sizes``). Images run
+        in groups of the same padded size (:func:`map_padded_groups`), so an image's result does
+        not depend on the rest of the batch.
         """
+        return map_padded_groups(batch, self._predict_group)
+
+    def _predict_group(self, batch: dict) -> list[GroundingResult]:
         probs = self.predict_maps(batch)
         sizes = batch.get("image_sizes") or [tuple(batch["images"].shape[-2:])] * len(probs)
         return self.postprocess(probs, batch["captions"], batch["spans"], sizes,

@@ -3,15 +3,13 @@ import json
 
 from groundkit.cli import main
 from groundkit.commands import demo
+from groundkit.engine.tasks import task_of
 
 
 def test_demo_generates_trains_and_writes_a_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "DEMO_SIZES", {"train": 4, "val": 3, "test": 1})
     data, report = tmp_path / "data", tmp_path / "report"
-    tiny = ["model.backbone.base_width=8", "model.backbone.fpn_channels=16",
-            "model.neck_channels=16", "model.hidden_dim=16", "model.heads=2", "model.rounds=1",
-            "trainer.batch_size=2", "trainer.epochs=1", "trainer.quiet=true",
-            "trainer.tensorboard=false"]
+    tiny = [*task_of("ppmn").tiny_overrides("ppmn"), "trainer.batch_size=2"]
     code = main(["demo", "--data", str(data), "--out", str(report), "--train-images", "3",
                  "--run-dir", str(tmp_path / "run"), "--overlays", "2", *tiny])
     assert code == 0

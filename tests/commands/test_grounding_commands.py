@@ -7,6 +7,7 @@ import pytest
 import groundkit
 from groundkit.cli import main
 from groundkit.data.formats import read_grounding_predictions
+from groundkit.engine.tasks import task_of
 from groundkit.metrics.files import score_png_files
 
 
@@ -51,10 +52,8 @@ def test_train_resumes_and_rejects_unknown_keys(tiny_synthetic, tmp_path, capsys
     from groundkit.engine.checkpoint import load_checkpoint
     config = Path(groundkit.__file__).parent / "configs" / "ppmn_synthetic.yaml"
     args = ["train", "--config", str(config), f"data.root={tiny_synthetic}",
-            "model.backbone.base_width=8", "model.backbone.fpn_channels=16",
-            "model.neck_channels=16", "model.hidden_dim=16", "model.heads=2", "model.rounds=1",
-            "trainer.batch_size=2", "trainer.epochs=1", "trainer.quiet=true",
-            "trainer.tensorboard=false", f"trainer.out_dir={tmp_path / 'run'}"]
+            *task_of("ppmn").tiny_overrides("ppmn"), "trainer.batch_size=2",
+            f"trainer.out_dir={tmp_path / 'run'}"]
     assert main(args) == 0
     state, meta = load_checkpoint(tmp_path / "run")
     assert meta["model_type"] == "ppmn" and meta["meta"]["epoch"] == 1

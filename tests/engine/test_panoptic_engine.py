@@ -17,12 +17,7 @@ from groundkit.errors import ConfigError
 from groundkit.metrics.files import score_panoptic_files
 from groundkit.metrics.report import pq_table
 
-TINY = ["model.backbone.base_width=8", "model.backbone.fpn_channels=16",
-        "model.decoder_channels=8", "model.decoder_convs=1", "model.affinity_channels=8",
-        "model.detector_convs=1", "model.stuff_area_min=0", "model.test_score_thresh=0.0",
-        "data.resize.short_side=64", "data.resize.max_size=64", "trainer.batch_size=3",
-        "trainer.epochs=1", "trainer.quiet=true", "trainer.tensorboard=false",
-        "trainer.device=cpu", "eval.batch_size=4"]
+TINY = [*PanopticTask().tiny_overrides("panoptic"), "trainer.batch_size=3", "eval.batch_size=4"]
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groundkit.data.transforms import map_padded_groups
 from groundkit.errors import ConfigError, InputError
 from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, SCALES, AffinityHead
 from groundkit.models.panoptic.detector import FCOS
@@ -235,8 +237,10 @@ class PanopticModel(nn.Module):
         orig_sizes: the ``(H0, W0)`` to return each map at (default: image_sizes). Segment ids are
         1..n in channel order; ``score`` is the detection score for things and 1.0 for stuff.
         """
-        sizes = _sizes(image_sizes, images)
-        orig_sizes = [tuple(s) for s in (orig_sizes or sizes)]
+        return self._by_padded_size(self._predict_group, images, image_sizes, orig_sizes)
+
+    def _predict_group(self, images: torch.Tensor, sizes: list[tuple[int, int]],
+                       orig_sizes: list[tuple[int, int]]) -> list[PanopticResult]:
         features, sem_logits, out, q = self._heads(images)
         dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
         padded, results = images.shape[-2:], []
@@ -285,8 +289,12 @@ class PanopticModel(nn.Module):
         ``roi_features (D, C, roi_size, roi_size)`` RoIAlign-ed from the FPN level of each box.
         Boxes and masks are at ``orig_sizes`` (default: ``image_sizes``), as :meth:`predict`'s maps.
         """
-        sizes = _sizes(image_sizes, images)
-        orig_sizes = [tuple(s) for s in (orig_sizes or sizes)]
+        return self._by_padded_size(partial(self._detections_group, roi_size=roi_size), images,
+                                    image_sizes, orig_sizes)
+
+    def _detections_group(self, images: torch.Tensor, sizes: list[tuple[int, int]],
+                          orig_sizes: list[tuple[int, int]], roi_size: int = 7
+                          ) -> list[dict[str, torch.Tensor]]:
         features, sem_logits, out, q = self._heads(images)
         dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
         ids = torch.tensor(self.cfg.thing_ids, device=images.device)
@@ -301,6 +309,19 @@ class PanopticModel(nn.Module):
             (h, w), (h0, w0) = sizes[i], orig_sizes[i]
             det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w0 / w, h0 / h] * 2)
         return dets
+
+
+    def _by_padded_size(self, fn: Callable[..., list], images: torch.Tensor,
+                        image_sizes: list[tuple[int, int]] | None,
+                        orig_sizes: list[tuple[int, int]] | None) -> list:
+        """``fn(images, sizes, orig_sizes)`` over the groups of images that pad alone to the same
+        size (:func:`~groundkit.data.transforms.map_padded_groups`): an image's output never
+        depends on the rest of its batch."""
+        sizes = _sizes(image_sizes, images)
+        batch = {"images": images, "image_sizes": sizes,
+                 "orig_sizes": [tuple(s) for s in (orig_sizes or sizes)]}
+        return map_padded_groups(batch, lambda b: fn(b["images"], b["image_sizes"],
+                                                     b["orig_sizes"]))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
