@@ -36,6 +36,16 @@ def test_explicit_spans_and_batch_agree_with_set_image(grounder):
     np.testing.assert_allclose(one["scores"], batch[0]["scores"], atol=1e-5)
 
 
+def test_an_image_grounds_alone_as_in_a_batch_of_other_sizes(grounder):
+    # 20 x 64 pads alone to 32 x 64; beside a 48 x 64 image the batch is 64 x 64
+    grounder.set_image(image(20, 64, seed=3))
+    alone = grounder.ground("[the grass] under [a red circle]")
+    batch = grounder([image(48, 64, seed=4), image(20, 64, seed=3)],
+                     ["[the sky]", "[the grass] under [a red circle]"])
+    np.testing.assert_array_equal(alone["masks"], batch[1]["masks"])
+    np.testing.assert_allclose(alone["scores"], batch[1]["scores"], atol=1e-6)
+
+
 @pytest.mark.parametrize("array", [
     np.zeros((30, 30), np.uint8),                       # grayscale
     np.zeros((30, 30, 4), np.uint8),                    # RGBA

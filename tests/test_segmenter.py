@@ -59,6 +59,17 @@ def test_a_batch_gives_what_single_images_give(segmenter):
     assert segmenter([]) == []
 
 
+def test_an_image_segments_alone_as_in_a_batch_of_other_sizes(segmenter):
+    wide, square = image(20, 64, seed=3), image(64, 64, seed=1)  # padded alone: 32 x 64, 64 x 64
+    batched = segmenter([square, wide])[1]
+    alone = segmenter.segment(wide)
+    np.testing.assert_array_equal(batched.id_map, alone.id_map)
+    assert batched.segments_info == alone.segments_info
+    for key, value in segmenter.detections(wide).items():
+        assert torch.equal(value, segmenter.model.detections(*segmenter._batch([square, wide]),
+                                                            [(64, 64), (20, 64)])[1][key]), key
+
+
 @pytest.mark.parametrize("array", [
     np.zeros((30, 40), np.uint8),                       # grayscale
     np.zeros((30, 40, 4), np.uint8),                    # RGBA
