@@ -27,7 +27,7 @@ EXTREME = re.compile(r"(most\b|largest|smallest|biggest|lowest|highest)")
 
 
 def rounds(model, dataset, args: argparse.Namespace) -> None:
-    from groundkit.engine.grounding import evaluate_split
+    from groundkit.engine.grounding import GroundingTask
 
     with torch.no_grad():  # count the rounds on a dummy image and phrase
         features = model.encode_images(torch.zeros(1, 3, 64, 64))
@@ -36,14 +36,14 @@ def rounds(model, dataset, args: argparse.Namespace) -> None:
     print(f"{'round':<7}" + "".join(f"{c:>11}" for c in COLUMNS))
     for r in range(count):
         model.predict_round = r
-        scores = evaluate_split(model, dataset, args.batch_size, progress=False)[0].scores()
+        scores = GroundingTask().evaluate(model, dataset, args.batch_size, progress=False).scores()
         print(f"{r:<7}" + "".join(f"{100 * scores[c]['ar']:11.2f}" for c in COLUMNS))
 
 
 def phrase_types(model, dataset, args: argparse.Namespace) -> None:
-    from groundkit.engine.grounding import evaluate_split
+    from groundkit.engine.grounding import GroundingTask
 
-    phrases, _ = evaluate_split(model, dataset, args.batch_size, progress=False)
+    phrases = GroundingTask().evaluate(model, dataset, args.batch_size, progress=False).phrases
     texts = [n.caption[u.span[0]:u.span[1]].lower() for n in dataset.narratives
              for _, u in n.grounded()]
     kinds = np.array([phrase_type(t, n) for t, n in zip(texts, phrases.num_segments)])
@@ -88,8 +88,7 @@ def ceiling_ious(dataset) -> np.ndarray:
 
 
 def main() -> None:
-    from groundkit.data.grounding import GroundingDataset
-    from groundkit.engine.grounding import load_grounding_model
+    from groundkit.engine.grounding import GroundingTask
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,8 +99,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
-    model, cfg = load_grounding_model(args.checkpoint)
-    dataset = GroundingDataset.from_root(args.data, args.split, cfg.data.resize)
+    task = GroundingTask()
+    model, cfg = task.load(args.checkpoint)
+    dataset = task.dataset(cfg, args.data, args.split)
     {"rounds": rounds, "phrase-types": phrase_types}[args.analysis](model, dataset, args)
 
 

@@ -69,7 +69,7 @@ def caption_of(phrases: list[str], rng: np.random.Generator) -> str:
 def main() -> None:
     from groundkit.api import Grounder
     from groundkit.data.grounding import GroundingDataset
-    from groundkit.engine.grounding import evaluate_split
+    from groundkit.engine.grounding import GroundingTask
     from groundkit.metrics.png_ar import mask_ious, png_average_recall
     from groundkit.metrics.report import png_table
 
@@ -100,7 +100,7 @@ def main() -> None:
                         for _, ids in chosen)
         counts.extend(len(ids) for _, ids in chosen)
     free = png_average_recall(np.array(ious), np.array(is_thing), np.array(counts))
-    own, _ = evaluate_split(grounder.model, data, progress=False)
+    own = GroundingTask().evaluate(grounder.model, data, progress=False)
     print(png_table(own.scores(), f"the benchmark's own narratives ({args.data} [{args.split}])"))
     print()
     print(png_table(free, "captions written independently of the templates, same images"))

@@ -56,10 +56,10 @@ def training_batches(args: argparse.Namespace):
     """The model type, experiment config and ``--steps`` training batches of ``--config``."""
     from groundkit.config import load_config, peek_value
     from groundkit.data.grounding import GroundingDataset, collate_grounding
-    from groundkit.engine.grounding import experiment_class
+    from groundkit.engine.grounding import GroundingTask
 
     model_type = peek_value(args.config, args.overrides, "model_type")
-    cfg = load_config(experiment_class(model_type), args.config, args.overrides)
+    cfg = load_config(GroundingTask().experiment_class(model_type), args.config, args.overrides)
     size = cfg.trainer.batch_size
     data = GroundingDataset.from_root(cfg.data.root, cfg.data.train_split, cfg.data.resize,
                                       max_items=args.steps * size,
@@ -84,13 +84,13 @@ def median_step_time(model: torch.nn.Module, batches: list[dict]) -> float:
 
 
 def text_cache(args: argparse.Namespace) -> None:
-    from groundkit.engine.grounding import build_grounding_model
+    from groundkit.models import build_model
 
     model_type, cfg, batches = training_batches(args)
     rows = []
     for cached in (True, False):
         torch.manual_seed(0)
-        model = build_grounding_model(model_type, cfg.model).train()
+        model = build_model(model_type, cfg.model).train()
         if not cached:
             model.text_cache = None  # the frozen encoder runs on every step
         else:
@@ -101,14 +101,14 @@ def text_cache(args: argparse.Namespace) -> None:
 
 
 def layout(args: argparse.Namespace) -> None:
-    from groundkit.engine.grounding import build_grounding_model
+    from groundkit.models import build_model
 
     model_type, cfg, batches = training_batches(args)
     rows = []
     for _ in range(args.repeats):  # alternate, so drifts of a shared machine hit both alike
         for channels_last in (False, True):
             torch.manual_seed(0)
-            model = build_grounding_model(model_type, cfg.model).train()
+            model = build_model(model_type, cfg.model).train()
             model.text_cache.get_or_compute([c for b in batches for c in b["captions"]])
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
