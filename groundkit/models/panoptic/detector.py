@@ -7,7 +7,8 @@ potential (App. A.4: "gradients from the panoptic submodule flow to the object d
 
 Per level with stride s the head predicts class logits, distances ``(l, t, r, b)`` from the cell centre
 to the box sides (in units of s) and a centre-ness logit (on the regression tower, as in FCOS v2).
-Levels P3..P5 come from the backbone, P6/P7 from stride-2 convs on P5.
+Levels P3..P5 come from the backbone (from P``first_level``: P5 alone is the point detector of PBREC),
+P6/P7 from stride-2 convs on P5.
 """
 from __future__ import annotations
 
@@ -84,28 +85,35 @@ class FCOSHead(nn.Module):
 
 
 class FCOS(nn.Module):
-    """Detector over backbone levels ``p3..p5`` (+ P6, P7 made here when ``num_levels`` asks).
+    """Detector over backbone levels ``p{first_level}..p5`` (+ P6, P7 made here when ``num_levels``
+    asks), strides ``2**first_level * 2**i``.
 
     ``forward(features) -> LevelOutputs``; ``losses(outputs, gt_boxes, gt_classes)`` -> dict;
-    ``detect(outputs, image_sizes)`` -> per image ``{"boxes", "scores", "classes"}``.
+    ``detect(outputs, image_sizes)`` -> per image ``{"boxes", "scores", "classes"}``;
+    ``point_boxes(outputs)`` -> one box and score per point (no threshold, no NMS).
+    ``num_levels=1, first_level=5, size_limits=()`` is a P5-only point detector (one box per cell).
     """
 
     def __init__(self, in_channels: int, num_classes: int, num_levels: int = 5, num_convs: int = 4,
                  size_limits: tuple[float, ...] = (64, 128, 256, 512), center_radius: float = 1.5,
                  box_loss: str = "giou", focal_alpha: float = 0.25, focal_gamma: float = 2.0,
                  pre_nms_thresh: float = 0.05, pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
-                 max_detections: int = 100) -> None:
+                 max_detections: int = 100, first_level: int = 3) -> None:
         super().__init__()
-        if not 1 <= num_levels <= 5 or len(size_limits) != num_levels - 1:
-            raise ValueError(f"FCOS: num_levels must be 1..5 with num_levels - 1 size limits, "
-                             f"got {num_levels} and {size_limits}")
+        if first_level not in (3, 4, 5):
+            raise ValueError(f"FCOS: first_level must be 3, 4 or 5, got {first_level}")
+        max_levels = 8 - first_level  # up to P7
+        if not 1 <= num_levels <= max_levels or len(size_limits) != num_levels - 1:
+            raise ValueError(f"FCOS: num_levels must be 1..{max_levels} (from P{first_level}) with "
+                             f"num_levels - 1 size limits, got {num_levels} and {size_limits}")
         if box_loss not in ("giou", "iou"):
             raise ValueError(f"FCOS: box_loss must be 'giou' or 'iou', got {box_loss!r}")
         self.num_classes = num_classes
-        self.strides = tuple(8 * 2 ** i for i in range(num_levels))
+        self.first_level = first_level
+        self.strides = tuple(2 ** first_level * 2 ** i for i in range(num_levels))
         bounds = [-1.0, *size_limits, INF]  # level i takes max(l, t, r, b) in (bounds[i], bounds[i+1]]
         self.limits = list(zip(bounds[:-1], bounds[1:]))
-        extra = max(0, num_levels - 3)
+        extra = max(0, num_levels - (6 - first_level))  # levels past P5
         self.extra = nn.ModuleList([nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1)
                                     for _ in range(extra)])
         self.head = FCOSHead(in_channels, num_classes, self.strides, num_convs)
@@ -115,7 +123,7 @@ class FCOS(nn.Module):
         self.nms_thresh, self.max_detections = nms_thresh, max_detections
 
     def pyramid(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        levels = [features[k] for k in ("p3", "p4", "p5")][:len(self.strides)]
+        levels = [features[f"p{k}"] for k in range(self.first_level, 6)][:len(self.strides)]
         x = features["p5"]
         for i, conv in enumerate(self.extra):
             x = conv(x if i == 0 else F.relu(x))
@@ -137,12 +145,23 @@ class FCOS(nn.Module):
 
     # --- training ------------------------------------------------------------------------------
 
-    def targets(self, out: LevelOutputs, gt_boxes: torch.Tensor, gt_classes: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Labels ``(N,)`` (``num_classes`` = background) and ltrb targets ``(N, 4)`` for one image."""
+    def targets(self, out: LevelOutputs, gt_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """FCOS assignment of every point of a batch.
+
+        gt_boxes: per image ``(G_i, 4)`` xyxy pixels; gt_classes: per image ``(G_i,)`` in ``[0, K)``.
+        Returns labels ``(B, N)`` (``num_classes`` = background), ltrb targets ``(B, N, 4)`` pixels and
+        matched ``(B, N)`` long, the index of the point's box in ``gt_boxes[i]`` (-1 = background),
+        so that other per-point heads (a mask per point) train on the same instance as the box.
+        """
         limits = torch.tensor(self.limits, device=out.points.device)[out.level]
-        return assign_targets(out.points, out.strides, limits, gt_boxes, gt_classes,
-                              self.num_classes, self.center_radius)
+        labels, reg, matched = [], [], []
+        for boxes, classes in zip(gt_boxes, gt_classes):
+            m, r = match_points(out.points, out.strides, limits, boxes, self.center_radius)
+            labels.append(point_labels(m, classes, self.num_classes))
+            reg.append(r)
+            matched.append(m)
+        return torch.stack(labels), torch.stack(reg), torch.stack(matched)
 
     def losses(self, out: LevelOutputs, gt_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor]
                ) -> dict[str, torch.Tensor]:
@@ -150,8 +169,7 @@ class FCOS(nn.Module):
 
         gt_boxes: per image ``(G_i, 4)`` xyxy pixels; gt_classes: per image ``(G_i,)`` in ``[0, K)``.
         """
-        labels, reg = zip(*(self.targets(out, b, c) for b, c in zip(gt_boxes, gt_classes)))
-        labels, reg = torch.stack(labels), torch.stack(reg)  # (B, N), (B, N, 4)
+        labels, reg, _ = self.targets(out, gt_boxes, gt_classes)  # (B, N), (B, N, 4)
         pos = labels < self.num_classes
         num_pos = max(int(pos.sum()), 1)
         onehot = F.one_hot(labels, self.num_classes + 1)[..., :-1].to(out.cls.dtype)
@@ -171,6 +189,16 @@ class FCOS(nn.Module):
         ``max_detections``, score ``sqrt(p_class * p_centre)``. Scores keep their autograd graph."""
         return [self._detect_one(out, i, size, score_thresh) for i, size in enumerate(image_sizes)]
 
+    def point_boxes(self, out: LevelOutputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One proposal per point, no threshold and no NMS (PBREC's localisation stage).
+
+        Returns boxes ``(B, N, 4)`` xyxy pixels, not clipped (the caller clips to its image), and
+        scores ``(B, N)`` = ``sqrt(max_k p_k * p_centre)``, the score ``detect`` gives the point's
+        best class. Both keep their autograd graph.
+        """
+        scores = (out.cls.sigmoid().amax(dim=2) * out.ctr.sigmoid()).sqrt()
+        return ltrb_to_boxes(out.points, out.ltrb), scores
+
     def _detect_one(self, out: LevelOutputs, i: int, size: tuple[int, int], score_thresh: float
                     ) -> dict[str, torch.Tensor]:
         prob = out.cls[i].sigmoid()  # (N, K)
@@ -183,8 +211,7 @@ class FCOS(nn.Module):
                 cand = cand[p.detach()[cand[:, 0], cand[:, 1]].topk(self.pre_nms_top_n).indices]
             cell = cells[cand[:, 0]]
             scores.append((p[cand[:, 0], cand[:, 1]] * out.ctr[i, cell].sigmoid()).sqrt())
-            pts, d = out.points[cell], out.ltrb[i, cell].detach()
-            boxes.append(clip_boxes(torch.cat([pts - d[:, :2], pts + d[:, 2:]], dim=1), size))
+            boxes.append(clip_boxes(ltrb_to_boxes(out.points[cell], out.ltrb[i, cell].detach()), size))
             classes.append(cand[:, 1])
         boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -192,6 +219,11 @@ class FCOS(nn.Module):
         boxes, scores, classes = boxes[valid], scores[valid], classes[valid]
         keep = batched_nms(boxes, scores.detach(), classes, self.nms_thresh)[:self.max_detections]
         return {"boxes": boxes[keep], "scores": scores[keep], "classes": classes[keep]}
+
+
+def ltrb_to_boxes(points: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:
+    """points ``(..., 2)`` ``(x, y)`` and distances ``(..., 4)`` -> boxes ``(..., 4)`` xyxy."""
+    return torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], dim=-1)
 
 
 def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Tensor,
@@ -206,9 +238,27 @@ def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Te
     positive for several boxes takes the smallest. Returns labels ``(N,)`` (``num_classes`` =
     background) and ltrb ``(N, 4)`` pixels (zeros on background).
     """
+    matched, reg = match_points(points, strides, limits, gt_boxes, center_radius)
+    return point_labels(matched, gt_classes, num_classes), reg
+
+
+def point_labels(matched: torch.Tensor, gt_classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """matched ``(...)`` box index or -1, gt_classes ``(G,)`` -> labels ``(...)`` long,
+    ``num_classes`` where unmatched."""
+    labels = torch.full_like(matched, num_classes)
+    pos = matched >= 0
+    labels[pos] = gt_classes[matched[pos]].to(labels.dtype)
+    return labels
+
+
+def match_points(points: torch.Tensor, strides: torch.Tensor, limits: torch.Tensor,
+                 gt_boxes: torch.Tensor, center_radius: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FCOS rule of ``assign_targets`` (see there), as box indices: matched ``(N,)`` long, the
+    index in ``gt_boxes`` of each point's box or -1 (background), and ltrb ``(N, 4)`` pixels (zeros
+    on background)."""
     n = len(points)
     if len(gt_boxes) == 0:
-        return (torch.full((n,), num_classes, dtype=torch.long, device=points.device),
+        return (torch.full((n,), -1, dtype=torch.long, device=points.device),
                 torch.zeros(n, 4, device=points.device))
     x, y = points[:, 0, None], points[:, 1, None]  # (N, 1)
     ltrb = torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1],
@@ -225,9 +275,9 @@ def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Te
     area = ((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1]))[None].expand(n, -1)
     area = torch.where(inside & fits, area, torch.full_like(area, INF))
     min_area, best = area.min(dim=1)
-    labels = torch.where(min_area < INF, gt_classes[best], torch.full_like(best, num_classes))
-    reg = ltrb[torch.arange(n, device=points.device), best] * (min_area < INF)[:, None]
-    return labels, reg
+    found = min_area < INF
+    reg = ltrb[torch.arange(n, device=points.device), best] * found[:, None]
+    return torch.where(found, best, torch.full_like(best, -1)), reg
 
 
 def centerness(ltrb: torch.Tensor) -> torch.Tensor:

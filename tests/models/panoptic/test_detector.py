@@ -9,9 +9,10 @@ from groundkit.models.panoptic.detector import (
     cell_centres,
     centerness,
     ltrb_iou_loss,
+    match_points,
     sigmoid_focal_loss,
 )
-from groundkit.ops.boxes import generalized_box_iou
+from groundkit.ops.boxes import clip_boxes, generalized_box_iou
 
 
 def test_cell_centres_row_major():
@@ -113,3 +114,57 @@ def test_bad_settings_raise():
         FCOS(8, 2, num_levels=3, size_limits=(64,))
     with pytest.raises(ValueError, match="box_loss"):
         FCOS(8, 2, box_loss="l1")
+
+
+def test_first_level_picks_the_pyramid_levels():
+    feats = _features()  # 64 x 96: P3 8 x 12, P4 4 x 6, P5 2 x 3
+    p5 = FCOS(16, num_classes=3, num_levels=1, num_convs=1, size_limits=(), first_level=5)
+    assert p5.strides == (32,) and len(p5.extra) == 0
+    out = p5(feats)
+    assert out.cls.shape == (2, 2 * 3, 3) and out.points.shape == (2 * 3, 2)
+    assert out.strides.tolist() == [32] * 6 and out.points[:3].tolist() == [[16, 16], [48, 16], [80, 16]]
+    p3 = FCOS(16, num_classes=3, num_levels=1, num_convs=1, size_limits=(), first_level=3)
+    assert p3.strides == (8,) and p3(feats).ltrb.shape == (2, 8 * 12, 4)
+    # From P4, two levels past P5 come from the extra convs: P4, P5, P6, P7.
+    p4 = FCOS(16, num_classes=3, num_levels=4, num_convs=1, size_limits=(64, 128, 256), first_level=4)
+    assert p4.strides == (16, 32, 64, 128) and len(p4.extra) == 2
+    assert p4(feats).ctr.shape == (2, 4 * 6 + 2 * 3 + 1 * 2 + 1 * 1)
+    with pytest.raises(ValueError, match="num_levels"):
+        FCOS(8, 2, num_levels=4, size_limits=(1, 2, 3), first_level=5)  # P5..P8 does not exist
+    with pytest.raises(ValueError, match="first_level"):
+        FCOS(8, 2, first_level=2)
+
+
+def test_point_boxes_are_detect_boxes_before_nms():
+    torch.manual_seed(0)
+    det = FCOS(16, num_classes=3, num_levels=1, num_convs=1, size_limits=(), first_level=3)
+    det.pre_nms_thresh, det.nms_thresh = 0.0, 1.0  # keep every candidate: detections = point proposals
+    out = det(_features())
+    boxes, scores = det.point_boxes(out)
+    n = 8 * 12
+    assert boxes.shape == (2, n, 4) and scores.shape == (2, n)
+    torch.testing.assert_close(boxes[..., :2] + out.ltrb[..., :2], out.points.expand(2, -1, -1))
+    assert scores.requires_grad and ((scores > 0) & (scores < 1)).all()
+    sizes = [(64, 96), (60, 90)]
+    for i, d in enumerate(det.detect(out, sizes, score_thresh=0.0)):
+        clipped = clip_boxes(boxes[i].detach(), sizes[i])  # (N, 4)
+        same = (d["boxes"][:, None] == clipped[None]).all(dim=2)  # (D, N)
+        assert len(d["boxes"]) > 0 and same.any(dim=1).all()  # every detection is a point's box
+        point = same.float().argmax(dim=1)
+        best = out.cls[i, point].argmax(dim=1) == d["classes"]
+        # detect scores each class, point_boxes the best class: equal there, never lower elsewhere.
+        torch.testing.assert_close(d["scores"][best], scores[i, point[best]])
+        assert best.any() and (d["scores"] <= scores[i, point] + 1e-6).all()
+
+
+def test_match_points_gives_the_box_behind_each_label():
+    boxes = torch.tensor([[0.0, 0, 40, 40], [10.0, 10, 30, 30], [100.0, 100, 300, 300]])
+    points = torch.tensor([[20.0, 20], [5.0, 5], [60.0, 60], [200.0, 200], [200.0, 200]])
+    strides = torch.tensor([8.0, 8, 8, 8, 32])
+    limits = torch.tensor([[-1.0, 64], [-1, 64], [-1, 64], [-1, 64], [64, float("inf")]])
+    matched, reg = match_points(points, strides, limits, boxes, center_radius=0)
+    assert matched.tolist() == [1, 0, -1, -1, 2]
+    labels, reg2 = assign_targets(points, strides, limits, boxes, torch.tensor([3, 1, 2]), 5, 0)
+    assert labels.tolist() == [1, 3, 5, 5, 2] and torch.equal(reg, reg2)
+    empty, _ = match_points(points, strides, limits, torch.zeros(0, 4))
+    assert empty.tolist() == [-1] * 5
