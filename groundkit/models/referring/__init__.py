@@ -1,0 +1,1 @@
+"""Referring-expression models (two-stage, point-based: PBREC): localisation heads and comprehension."""
