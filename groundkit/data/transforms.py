@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -29,6 +28,21 @@ def target_size(height: int, width: int, cfg: ResizeConfig) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def letterbox_size(height: int, width: int, size: int) -> tuple[float, tuple[int, int]]:
+    """The scale and ``(h, w)`` of an image of ``(height, width)`` letterboxed into a
+    ``size x size`` square: its long side becomes ``size``."""
+    scale = size / max(height, width)
+    return scale, (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """``(H, W, 3) uint8`` -> ``(3, size, size)`` normalised, the image resized so that its long
+    side is ``size`` and pasted at the top-left (zeros at the bottom/right, as batches are padded);
+    also its scale (input pixels = original pixels x scale) and its ``(h, w)`` inside the square."""
+    scale, inner = letterbox_size(*image.shape[:2], size)
+    return pad_maps(image_to_tensor(image, inner), (size, size)), scale, inner
+
+
 def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """``(H, W, 3) uint8`` -> ``(3, h, w) float`` resized (bilinear, antialiased) and normalised."""
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255
@@ -53,7 +67,8 @@ def masks_to_targets(masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
 
 def pad_batch(images: list[torch.Tensor], divisor: int = 32) -> torch.Tensor:
-    """B x ``(3, h_i, w_i)`` -> ``(B, 3, H, W)``, zero-padded at the bottom/right to a multiple of ``divisor``."""
+    """B x ``(3, h_i, w_i)`` -> ``(B, 3, H, W)``, zero-padded at the bottom/right to a multiple
+    of ``divisor``."""
     h = max(x.shape[-2] for x in images)
     w = max(x.shape[-1] for x in images)
     h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor

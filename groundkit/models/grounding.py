@@ -28,7 +28,12 @@ from groundkit.errors import InputError
 from groundkit.models.losses import bce_dice_loss
 from groundkit.models.panoptic.semantic_head import semantic_loss
 from groundkit.structures import GroundingResult
-from groundkit.text.encoder import TextEncoder, TextFeatureCache, span_to_token_indices
+from groundkit.text.encoder import (
+    TextEncoder,
+    TextFeatureCache,
+    leave_out_of_checkpoints,
+    span_to_token_indices,
+)
 from groundkit.vision.backbone import BackboneConfig, build_backbone
 from groundkit.vision.neck import SemanticFPNNeck
 
@@ -118,8 +123,7 @@ class GroundingModel(nn.Module):
         self.predict_round = -1
         if self.text_encoder.frozen:
             # A frozen encoder is the installed one: checkpoints leave it out and stay small.
-            self.text_encoder.register_state_dict_post_hook(_drop_own_keys)
-            self.register_load_state_dict_post_hook(_allow_missing_text_encoder)
+            leave_out_of_checkpoints(self, "text_encoder")
 
     # --- encoders -----------------------------------------------------------------------------
 
@@ -270,16 +274,6 @@ class GroundingModel(nn.Module):
         if text:
             groups.append({"params": text, "lr": text_lr if text_lr is not None else lr})
         return groups
-
-
-def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        del state_dict[key]
-
-
-def _allow_missing_text_encoder(module: nn.Module, incompatible_keys) -> None:
-    missing = incompatible_keys.missing_keys
-    missing[:] = [k for k in missing if not k.startswith("text_encoder.")]
 
 
 def pool_phrases(features: torch.Tensor, phrase: torch.Tensor, num_phrases: list[int]

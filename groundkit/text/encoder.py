@@ -171,6 +171,24 @@ def span_to_token_indices(offsets: Tensor, span: tuple[int, int]) -> list[int]:
     return hit.nonzero().flatten().tolist()
 
 
+def leave_out_of_checkpoints(owner: nn.Module, attribute: str) -> None:
+    """Keep ``owner.<attribute>`` (a frozen, installed encoder) out of ``owner``'s state dict and
+    let ``owner.load_state_dict`` accept its absence: checkpoints stay small and the encoder comes
+    from the installed files."""
+    prefix = f"{attribute}."
+
+    def drop(module: nn.Module, state_dict: dict, own_prefix: str, local_metadata: dict) -> None:
+        for key in [k for k in state_dict if k.startswith(own_prefix)]:
+            del state_dict[key]
+
+    def allow_missing(module: nn.Module, incompatible_keys) -> None:
+        missing = incompatible_keys.missing_keys
+        missing[:] = [k for k in missing if not k.startswith(prefix)]
+
+    getattr(owner, attribute).register_state_dict_post_hook(drop)
+    owner.register_load_state_dict_post_hook(allow_missing)
+
+
 class TextFeatureCache:
     """Features of a frozen encoder, computed once per caption and kept on CPU.
 
