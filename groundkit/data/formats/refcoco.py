@@ -228,10 +228,33 @@ def load_referring(refs_path: str | Path, instances_path: str | Path,
     """One :class:`ReferringSample` per sentence of the refs of ``split``, with their instances."""
     instances = load_instances(instances_path)
     refs = select_refs(load_refs(refs_path), split, refs_path)
-    return [s for r in refs for s in _samples(r, refs_path, instances)], instances
+    return referring_samples(refs, instances, refs_path), instances
 
 
-def _samples(ref: dict[str, Any], file: str | Path, instances: Instances) -> list[ReferringSample]:
+def referring_samples(refs: Iterable[dict[str, Any]], instances: Instances,
+                      file: str | Path | None = None) -> list[ReferringSample]:
+    """One :class:`ReferringSample` per sentence of ``refs``, in order; ``file`` names the refs
+    file in errors (a ref whose annotation is not in ``instances`` is one)."""
+    return [s for r in refs for s in _samples(r, file, instances)]
+
+
+def sentence_types(refs: Iterable[dict[str, Any]], split: str,
+                   file: str | Path | None = None) -> dict[int, str]:
+    """``{sent_id: type}`` for every sentence of the refs of ``split``: the sentence's ``"type"``
+    ("attributes", "relation", "extreme" on the synthetic benchmark), or "" when it has none (the
+    real RefCOCO files have none)."""
+    out = {}
+    for ref in select_refs(refs, split, file):
+        item = f"ref {ref.get('ref_id', '?')}"
+        for j, sentence in enumerate(get(ref, "sentences", "list", file, item)):
+            where = f"{item}, sentence {j}"
+            out[get(sentence, "sent_id", "int", file, where)] = get(sentence, "type", "str", file,
+                                                                     where, default="")
+    return out
+
+
+def _samples(ref: dict[str, Any], file: str | Path | None,
+             instances: Instances) -> list[ReferringSample]:
     ref_id = get(ref, "ref_id", "int", file, "ref")
     item = f"ref {ref_id}"
     ann_id = get(ref, "ann_id", "int", file, item)
@@ -247,7 +270,8 @@ def _samples(ref: dict[str, Any], file: str | Path, instances: Instances) -> lis
             for j, s in enumerate(get(ref, "sentences", "list", file, item))]
 
 
-def _sample(sentence: Any, common: dict[str, Any], file: str | Path, item: str) -> ReferringSample:
+def _sample(sentence: Any, common: dict[str, Any], file: str | Path | None,
+            item: str) -> ReferringSample:
     return ReferringSample(sent_id=get(sentence, "sent_id", "int", file, item),
                            sentence=get(sentence, "sent", "str", file, item),
                            tokens=tuple(get_list(sentence, "tokens", "str", file, item, default=())),

@@ -45,6 +45,13 @@ class Reference:
     relation: str = ""
     anchor: Attrs = ()
 
+    @property
+    def kind(self) -> str:
+        """The sentence type of the reference: "attributes", "relation" or "extreme"."""
+        if not self.relation:
+            return "attributes"
+        return "extreme" if self.relation in EXTREMES else "relation"
+
 
 def attrs_of(thing: Thing, names: Sequence[str]) -> Attrs:
     """The values of ``thing`` for the attribute ``names``, as sorted pairs."""

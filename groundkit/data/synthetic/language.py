@@ -281,6 +281,16 @@ def make_refs(scene: Scene, rng: np.random.Generator, max_refs: int = 4
 
     Expressions need an attribute or a relation: a bare shape name ("the star") is not used.
     """
+    return [(i, [text for text, _ in typed]) for i, typed in make_typed_refs(scene, rng, max_refs)]
+
+
+def make_typed_refs(scene: Scene, rng: np.random.Generator, max_refs: int = 4
+                    ) -> list[tuple[int, list[tuple[str, str]]]]:
+    """:func:`make_refs` with the type of each sentence: ``(thing index, [(raw sentence, type)])``,
+    type being :attr:`Reference.kind` ("attributes", "relation" or "extreme").
+
+    The random draws are exactly those of :func:`make_refs` (the benchmark files depend on them).
+    """
     index = SceneIndex(scene.things, scene.image.shape[0])
     out = []
     for i in rng.permutation(len(scene.things)):
@@ -289,9 +299,19 @@ def make_refs(scene: Scene, rng: np.random.Generator, max_refs: int = 4
         if not refs:
             continue
         chosen = rng.permutation(len(refs))[:int(rng.integers(1, 4))]
-        sentences = [reference_text(refs[k], str(rng.choice(("the", ""))), rng) for k in chosen]
-        sentences = [s[0].upper() + s[1:] if rng.random() < 0.3 else s for s in sentences]
-        out.append((int(i), list(dict.fromkeys(sentences))))
+        typed = [(reference_text(refs[k], str(rng.choice(("the", ""))), rng), refs[k].kind)
+                 for k in chosen]
+        typed = [(s[0].upper() + s[1:] if rng.random() < 0.3 else s, kind) for s, kind in typed]
+        # A repeated sentence is kept once, with the type of its first occurrence.
+        out.append((int(i), _first(typed)))
         if len(out) == max_refs:
             break
     return out
+
+
+def _first(typed: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(sentence, type)`` pairs without repeated sentences, first occurrences in order."""
+    seen: dict[str, str] = {}
+    for sentence, kind in typed:
+        seen.setdefault(sentence, kind)
+    return list(seen.items())
