@@ -20,21 +20,28 @@ import torch
 from groundkit._io import write_json
 from groundkit.data.formats import write_segment_png
 from groundkit.data.images import read_image, to_rgb_array
-from groundkit.data.transforms import ResizeConfig, image_to_tensor, pad_batch, target_size
+from groundkit.data.transforms import ResizeConfig, image_to_tensor, letterbox, pad_batch, target_size
 from groundkit.engine.distributed import default_device
 from groundkit.engine.tasks import get_task
 from groundkit.errors import InputError
 from groundkit.models.grounding import GroundingModel
 from groundkit.models.panoptic import PanopticModel
+from groundkit.models.referring.pbrec import PBRECModel
 from groundkit.ops.masks import encode_rle
-from groundkit.structures import Category, GroundingResult, PanopticResult
+from groundkit.structures import Category, GroundingResult, PanopticResult, ReferringResult
 from groundkit.text.phrases import check_spans, noun_chunk_spans, parse_marked_caption
-from groundkit.visualize import overlay_grounding, overlay_panoptic, phrase_colors, save_image
+from groundkit.visualize import (
+    overlay_grounding,
+    overlay_panoptic,
+    overlay_referring,
+    phrase_colors,
+    save_image,
+)
 
 ImageLike = Any  # np.ndarray (H, W[, C]), PIL.Image, or a path
 
-__all__ = ["Grounder", "Segmenter", "Predictor", "predictor_class", "as_rgb", "caption_phrases",
-           "default_device"]
+__all__ = ["Grounder", "Segmenter", "Referrer", "Predictor", "predictor_class", "as_rgb",
+           "caption_phrases", "default_device"]
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:
@@ -298,6 +305,101 @@ class Segmenter(Predictor):
         written = super().save(image, result, out_dir)
         write_segment_png(Path(out_dir) / "panoptic.png", result.id_map)
         return written + [Path(out_dir) / "panoptic.png"]
+
+
+class Referrer(Predictor):
+    """Referring expressions: the box and mask of the one object an expression describes.
+
+    >>> r = Referrer.from_pretrained("pbrec-synthetic")
+    >>> r.set_image("scene.png")                       # encoded once
+    >>> out = r.refer("the red circle left of the star")
+    >>> out.box, out.mask.shape, out.proposals.shape   # (4,) xyxy pixels, (H, W), (k, 4)
+
+    Args:
+        model: a :class:`~groundkit.models.referring.pbrec.PBRECModel`.
+        input_size: the square side images are letterboxed to (the one it was trained with).
+        device: where the model runs (default: CUDA when available).
+    """
+
+    task = "referring"
+
+    def __init__(self, model: PBRECModel, input_size: int,
+                 device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.input_size = input_size
+        self._image: dict[str, Any] | None = None
+
+    @classmethod
+    def from_model(cls, model: PBRECModel, cfg: Any,
+                   device: str | torch.device | None = None) -> "Referrer":
+        return cls(model, cfg.data.input_size, device)
+
+    @torch.no_grad()
+    def set_image(self, image: ImageLike) -> None:
+        """Letterbox and encode ``image`` once; :meth:`refer` calls reuse its features."""
+        rgb = as_rgb(image)
+        tensor, scale, size = letterbox(rgb, self.input_size)
+        self._image = {"rgb": rgb, "scale": scale, "size": size,
+                       "features": self.model.encode_images(tensor[None].to(self.device))}
+
+    @torch.no_grad()
+    def refer(self, expression: str) -> ReferringResult:
+        """The referent of ``expression`` on the image given to :meth:`set_image`: ``box (4,)``
+        xyxy and ``mask (H, W) bool`` at the image's size, ``score``, the top-k ``proposals``."""
+        if self._image is None:
+            raise InputError("call set_image(image) before refer(expression)")
+        im = self._image
+        return self.model.refer(im["features"], [_expression(expression)], [im["size"]],
+                                [im["rgb"].shape[:2]], [im["scale"]])[0]
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[ImageLike], expressions: Sequence[str]
+                 ) -> list[ReferringResult]:
+        """The referent of ``expressions[i]`` on ``images[i]``, one result each."""
+        if len(images) != len(expressions):
+            raise InputError(f"{len(images)} images but {len(expressions)} expressions")
+        if not images:
+            return []
+        rgbs = [as_rgb(im) for im in images]
+        boxed = [letterbox(rgb, self.input_size) for rgb in rgbs]
+        batch = {"images": torch.stack([t for t, _, _ in boxed]).to(self.device),
+                 "expressions": [_expression(e) for e in expressions],
+                 "image_sizes": [size for _, _, size in boxed],
+                 "orig_sizes": [rgb.shape[:2] for rgb in rgbs],
+                 "scales": [scale for _, scale, _ in boxed]}
+        return self.model.predict(batch)
+
+    # --- one image to files (``groundkit predict``) ------------------------------------------------
+
+    def predict_one(self, image: ImageLike, text: str | None = None) -> ReferringResult:
+        if not text:
+            raise InputError("an expression is required, e.g. --expression 'the red circle'")
+        self.set_image(image)
+        return self.refer(text)
+
+    def draw(self, image: np.ndarray, result: ReferringResult) -> Any:
+        return overlay_referring(image, result.expression, result.box, result.mask,
+                                 result.proposals, result.score)
+
+    def to_json(self, result: ReferringResult) -> dict[str, Any]:
+        out = {"expression": result.expression,
+               "box": [float(v) for v in result.box], "score": float(result.score),
+               "proposals": [] if result.proposals is None else result.proposals.tolist()}
+        if result.mask is not None:
+            out["mask"] = encode_rle(result.mask)
+        return out
+
+    def describe(self, result: ReferringResult) -> list[str]:
+        x1, y1, x2, y2 = (float(v) for v in result.box)
+        area = "" if result.mask is None else f", mask {int(result.mask.sum())} px"
+        return [f"box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) score {result.score:.3f}{area}"]
+
+
+def _expression(text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"expression: expected a non-empty string, got {text!r}")
+    return text.strip()
 
 
 def model_categories(cfg: Any) -> dict[int, Category]:

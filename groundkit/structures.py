@@ -6,7 +6,7 @@ Boxes are ``xyxy`` absolute pixels everywhere in Python; ``xywh`` only inside CO
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -123,7 +123,10 @@ class ReferringSample:
 
 class Result:
     """Mapping-style access to a result dataclass, as Hugging Face's ``ModelOutput``:
-    ``result.masks`` and ``result["masks"]`` are the same array; ``keys()`` lists the fields."""
+    ``result.masks`` and ``result["masks"]`` are the same array; ``keys()`` lists the fields.
+    ``image_fields`` names the fields that are maps at the image's size (``(..., H, W)``)."""
+
+    image_fields: ClassVar[tuple[str, ...]] = ()
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.keys():
@@ -149,6 +152,8 @@ class GroundingResult(Result):
     scores: ``(N,) float`` mean probability inside the mask.
     """
 
+    image_fields: ClassVar[tuple[str, ...]] = ("masks",)
+
     caption: str
     phrases: list[str]
     spans: list[tuple[int, int]]
@@ -158,11 +163,20 @@ class GroundingResult(Result):
 
 @dataclass
 class ReferringResult(Result):
-    """box: ``(4,)`` xyxy pixels; score: float; mask: ``(H, W) bool`` (RES only)."""
+    """The referent of one expression on one image.
+
+    box: ``(4,)`` xyxy pixels; score: float; mask: ``(H, W) bool`` at image size (RES models);
+    proposals: ``(k, 4)`` xyxy pixels, the boxes the choice was made among, best ranked first;
+    expression: the text it refers to.
+    """
+
+    image_fields: ClassVar[tuple[str, ...]] = ("mask",)
 
     box: np.ndarray
     score: float
     mask: np.ndarray | None = None
+    proposals: np.ndarray | None = None
+    expression: str = ""
 
 
 @dataclass
@@ -171,6 +185,8 @@ class PanopticResult(Result):
 
     ``segments_info`` items: ``{"id", "category_id", "isthing", "score"}``.
     """
+
+    image_fields: ClassVar[tuple[str, ...]] = ("id_map",)
 
     id_map: np.ndarray
     segments_info: list[dict[str, Any]] = field(default_factory=list)

@@ -3,6 +3,8 @@
 * :func:`overlay_grounding`: each phrase's mask tinted in its own colour over the image, and the
   caption below with each phrase written in that colour, so colours match phrases at a glance;
 * :func:`overlay_panoptic`: a panoptic map over the image with a legend of the categories present;
+* :func:`overlay_referring`: the referent's mask and box, the proposals it was chosen among drawn
+  faintly, and the expression below;
 * :func:`contact_sheet`: many such pictures on one page; :func:`save_image` writes a PNG atomically.
 
 Pillow and numpy only; text uses Pillow's built-in font, so nothing is downloaded or looked up.
@@ -161,6 +163,36 @@ def overlay_panoptic(image: np.ndarray, id_map: np.ndarray,
         _paint_region(canvas, ids == segment_id, colour)
     font = _font(canvas.shape[1])
     return _stack(Image.fromarray(canvas), _text_panel(_legend(segments), canvas.shape[1], font))
+
+
+def overlay_referring(image: np.ndarray, expression: str, box: np.ndarray,
+                      mask: np.ndarray | None = None, proposals: np.ndarray | None = None,
+                      score: float | None = None) -> Image.Image:
+    """The image with the referent's mask tinted, its box drawn, the ``proposals`` it was chosen
+    among drawn thin and faint (as PBREC's Fig. 4), and the expression below in the box's colour.
+
+    box: ``(4,)`` xyxy pixels; mask: ``(H, W) bool`` or None; proposals: ``(k, 4)`` or None.
+    """
+    rgb = to_rgb_array(image)
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    if box.shape != (4,) or not np.isfinite(box).all():
+        raise InputError(f"overlay_referring: box must be 4 finite numbers, got {box.tolist()}")
+    if mask is not None and np.asarray(mask).shape != rgb.shape[:2]:
+        raise InputError(f"overlay_referring: mask must have the image's shape {rgb.shape[:2]}, "
+                         f"got {np.asarray(mask).shape}")
+    factor = _upscale_factor(rgb.shape[1])
+    canvas = _upscale(rgb, factor)
+    colour, faint = _PALETTE[0], _PALETTE[1]
+    if mask is not None:
+        _paint_region(canvas, _upscale(np.asarray(mask, bool), factor), colour)
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture, "RGBA")
+    for p in [] if proposals is None else np.asarray(proposals, dtype=np.float64).reshape(-1, 4):
+        draw.rectangle((p * factor).tolist(), outline=(*faint, 110), width=1)
+    draw.rectangle((box * factor).tolist(), outline=colour, width=max(2, factor))
+    text = expression if score is None else f"{expression} ({score:.2f})"
+    font = _font(canvas.shape[1])
+    return _stack(picture, _text_panel([[_Run(text, colour, "underline")]], canvas.shape[1], font))
 
 
 def _check_segments(ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]],

@@ -10,6 +10,10 @@ COCO RLE masks at the image's size, scores, character spans).
 
 Panoptic (``--task panoptic``): writes ``DIR/overlay.png`` with a legend, ``DIR/panoptic.png``
 (COCO panoptic ids) and ``DIR/result.json`` (segments_info).
+
+Referring (``--task referring`` or a referring checkpoint, ``--expression "the red circle"``):
+writes ``DIR/overlay.png`` (the chosen box and mask, the top-k proposals faintly) and
+``DIR/result.json`` (box, score, mask RLE, proposals).
 """
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", choices=families(),
                         help="task family (default: the checkpoint's, else grounding)")
     parser.add_argument("--image", required=True)
-    parser.add_argument("--caption", help="caption with [bracketed] phrases (grounding)")
+    parser.add_argument("--caption", "--expression", dest="text",
+                        help="grounding: a caption with [bracketed] phrases; referring: the "
+                             "expression (--expression)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     parser.set_defaults(func=run)
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     family = args.task or (task_of_checkpoint(args.checkpoint).name if args.checkpoint
                            else "grounding")
     predictor = predictor_class(family).from_pretrained(args.checkpoint, device=args.device)
-    result = predictor.predict_one(args.image, args.caption)
+    result = predictor.predict_one(args.image, args.text)
     written = predictor.save(args.image, result, args.out)
     for line in predictor.describe(result):
         print(line)

@@ -13,8 +13,14 @@ from groundkit.data.formats import check_narratives, load_narratives, load_panop
 from groundkit.data.images import read_record_image
 from groundkit.data.layout import SplitPaths
 from groundkit.data.panoptic_dataset import category_order
-from groundkit.data.transforms import (ResizeConfig, image_to_tensor, masks_to_targets, pad_batch,
-                                       pad_maps, target_size)
+from groundkit.data.transforms import (
+    ResizeConfig,
+    image_to_tensor,
+    masks_to_targets,
+    pad_batch,
+    pad_maps,
+    target_size,
+)
 from groundkit.labels import IGNORE_LABEL
 from groundkit.structures import Narrative
 

@@ -88,7 +88,6 @@ class GroundingTask(Task):
     default_checkpoint = "ppmn-synthetic"
     result_type = GroundingResult
     unit = "narratives"
-    tiny_data = ("data.resize.short_side=64", "data.resize.max_size=64")
 
     def experiment_class(self, model_type: str) -> type:
         if model_type not in EXPERIMENTS:
@@ -113,12 +112,15 @@ class GroundingTask(Task):
                               f"to that number (or 0 to train without the loss)")
         return cfg
 
-    def prepare_model(self, model: GroundingModel, train_set: GroundingDataset) -> None:
+    def prepare_model(self, model: GroundingModel, dataset: GroundingDataset) -> None:
         if model.text_cache is not None:  # encode every caption once, before the clock of epoch 1
-            model.text_cache.get_or_compute([n.caption for n in train_set.narratives])
+            model.text_cache.get_or_compute([n.caption for n in dataset.narratives])
 
     def predict(self, model: GroundingModel, dataset: GroundingDataset, pred_dir: str | Path,
                 batch_size: int = 8, progress: bool = True) -> list[Path]:
+        # Every caption is encoded first, in one canonical order: encoded batch by batch, a
+        # caption's features would depend (at float precision) on the batch it came in.
+        self.prepare_model(model, dataset)
         path = Path(pred_dir) / PREDICTIONS
         write_grounding_predictions(path, predict_records(model, dataset, batch_size, progress))
         return [path]

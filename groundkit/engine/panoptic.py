@@ -79,7 +79,6 @@ class PanopticTask(Task):
     default_checkpoint = "panoptic-synthetic"
     result_type = PanopticResult
     unit = "images"
-    tiny_data = ("data.resize.short_side=64", "data.resize.max_size=64")
 
     def experiment_class(self, model_type: str) -> type:
         if model_type != "panoptic":

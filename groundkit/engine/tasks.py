@@ -19,6 +19,7 @@ Adding a family: a module ``engine/<family>.py`` with a :class:`Task` subclass, 
 from __future__ import annotations
 
 import importlib
+import json
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from groundkit.models import build_model, model_spec_of, model_types
 FAMILIES: dict[str, str] = {
     "grounding": "groundkit.engine.grounding:GroundingTask",
     "panoptic": "groundkit.engine.panoptic:PanopticTask",
+    "referring": "groundkit.engine.referring:ReferringTask",
 }
 
 
@@ -89,7 +91,9 @@ class Task(ABC):
     default_checkpoint: ClassVar[str]   # the bundled model ``groundkit predict`` uses by default
     result_type: ClassVar[type]         # what its models return per image in eval mode
     unit: ClassVar[str] = "items"       # what one dataset item is, for messages ("narratives")
-    tiny_data: ClassVar[tuple[str, ...]] = ()  # overrides that make its data tiny (tests)
+    # True when every input has one size (letterboxed squares): a batch never pads one image
+    # for another, so batch independence holds by construction.
+    fixed_input_size: ClassVar[bool] = False
 
     # --- configs and models ------------------------------------------------------------------
 
@@ -102,11 +106,16 @@ class Task(ABC):
         """The model of an experiment config, from parts another model may own (``parts``)."""
         return build_model(cfg.model_type, cfg.model, **parts)
 
+    def input_size_overrides(self, size: int) -> list[str]:
+        """``key=value`` overrides of the data config that size images to about ``size`` pixels
+        (the resize of most families: short side ``size``, long side at most ``size``)."""
+        return [f"data.resize.short_side={size}", f"data.resize.max_size={size}"]
+
     def tiny_overrides(self, model_type: str) -> list[str]:
-        """``key=value`` overrides of the experiment that make ``model_type`` tiny and its
-        training one quiet CPU epoch (tests, smoke runs)."""
-        return ([f"model.{o}" for o in model_spec_of(model_type).tiny] + list(self.tiny_data)
-                + list(TINY_TRAINER))
+        """``key=value`` overrides of the experiment that make ``model_type`` tiny (64 px inputs)
+        and its training one quiet CPU epoch (tests, smoke runs)."""
+        tiny = json.dumps(dict(model_spec_of(model_type).tiny))  # JSON is YAML: one override
+        return [f"model={tiny}", *self.input_size_overrides(64), *TINY_TRAINER]
 
     # --- data --------------------------------------------------------------------------------
 
@@ -157,8 +166,9 @@ class Task(ABC):
         """Check ``cfg`` against the training data, or fill in what it takes from it."""
         return cfg
 
-    def prepare_model(self, model: torch.nn.Module, train_set: Dataset) -> None:
-        """Work done once before the first epoch (e.g. caching frozen features)."""
+    def prepare_model(self, model: torch.nn.Module, dataset: Dataset) -> None:
+        """Work done once before a model runs over ``dataset`` (training's first epoch, a
+        prediction): e.g. caching the frozen text features of all its captions at once."""
 
     def train(self, cfg: Any, resume: bool = False) -> dict[str, float]:
         """Train on ``cfg.data``'s train split, evaluating on its val split every

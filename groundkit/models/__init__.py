@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from groundkit.errors import ConfigError
 
@@ -22,31 +22,38 @@ class ModelSpec:
     """Where a model type lives and what it is.
 
     module / config / builder: the module, its config dataclass and its ``build(cfg, **parts)``;
-    family: the task family (``"grounding"``, ``"panoptic"``) whose engine module trains it;
-    tiny: ``key=value`` overrides of the model config that make a model small enough for tests.
+    family: the task family (``"grounding"``, ``"panoptic"``, ...) whose engine module trains it;
+    tiny: model config values that make a model small enough for tests (applied together, so
+    keys checked against each other, as detector levels and size limits, may change at once).
     """
 
     module: str
     config: str
     builder: str
     family: str
-    tiny: tuple[str, ...] = field(default=())
+    tiny: Mapping[str, Any] = field(default_factory=dict)
 
 
-_TINY_BACKBONE = ("backbone.depth=18", "backbone.base_width=8", "backbone.fpn_channels=16")
+_TINY_BACKBONE = {"backbone": {"depth": 18, "base_width": 8, "fpn_channels": 16, "weights": None,
+                             "freeze": False}}
 
 _REGISTRY: dict[str, ModelSpec] = {
     "ppmn": ModelSpec("groundkit.models.ppmn", "PPMNConfig", "build_ppmn", "grounding",
-                      (*_TINY_BACKBONE, "neck_channels=16", "hidden_dim=16", "rounds=1",
-                       "top_pixels=4", "heads=2", "ffn_dim=32")),
+                      {**_TINY_BACKBONE, "neck_channels": 16, "hidden_dim": 16, "rounds": 1,
+                       "top_pixels": 4, "heads": 2, "ffn_dim": 32}),
     "drmn": ModelSpec("groundkit.models.drmn", "DRMNConfig", "build_drmn", "grounding",
-                      (*_TINY_BACKBONE, "hidden_dim=16", "heads=2", "ffn_dim=32",
-                       "encoder_layers=1", "refine_rounds=1", "top_k=4")),
+                      {**_TINY_BACKBONE, "hidden_dim": 16, "heads": 2, "ffn_dim": 32,
+                       "encoder_layers": 1, "refine_rounds": 1, "top_k": 4}),
     "panoptic": ModelSpec("groundkit.models.panoptic", "PanopticConfig", "build_panoptic",
                           "panoptic",
-                          (*_TINY_BACKBONE, "decoder_channels=8", "decoder_convs=1",
-                           "affinity_channels=8", "detector_convs=1", "stuff_area_min=0",
-                           "test_score_thresh=0.0")),
+                          {**_TINY_BACKBONE, "decoder_channels": 8, "decoder_convs": 1,
+                           "affinity_channels": 8, "detector_convs": 1, "detector_levels": 3,
+                           "size_limits": [32, 64], "stuff_area_min": 0,
+                           "test_score_thresh": 0.0}),
+    "pbrec": ModelSpec("groundkit.models.referring.pbrec", "PBRECConfig", "build_pbrec",
+                       "referring",
+                       {**_TINY_BACKBONE, "grid_stride": 8, "dim": 16, "layers": 1, "heads": 2,
+                        "ffn_dim": 32, "detector_convs": 1, "mask_dim": 8, "mask_convs": 1}),
 }
 
 

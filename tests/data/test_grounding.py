@@ -48,6 +48,7 @@ def test_collate_pads_images_to_32_and_masks_to_a_quarter(dataset):
 
 def test_image_size_must_match_its_record(tmp_path, dataset):
     import shutil
+
     from PIL import Image
     root = tmp_path / "sample"
     shutil.copytree(SAMPLE, root)

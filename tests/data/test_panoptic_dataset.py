@@ -58,7 +58,8 @@ def test_resize_flip_and_collate(root):
     assert batch["images"].shape == (2, 3, 128, 192) and batch["semantic"].shape == (2, 128, 192)
     assert (batch["semantic"][0, 100:] == IGNORE).all() and (batch["semantic"][0, :, 150:] == IGNORE).all()
     assert batch["masks"][1].shape == (len(b["masks"]), 128, 192) and not batch["masks"][1][:, 100:].any()
-    assert batch["image_sizes"] == [(100, 150), (100, 178)] and batch["orig_sizes"] == [(427, 640), (360, 640)]
+    assert batch["image_sizes"] == [(100, 150), (100, 178)]
+    assert batch["orig_sizes"] == [(427, 640), (360, 640)]
 
 
 def test_categories_must_fit_the_model(root):

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from groundkit.cli import main
-from groundkit.data.stats import (
-    ROWS, colour_name, find_splits, format_table, has_distractors, split_stats)
+from groundkit.data.stats import ROWS, colour_name, find_splits, format_table, has_distractors, split_stats
 from groundkit.data.synthetic import generate_benchmark
 from groundkit.errors import InputError
 

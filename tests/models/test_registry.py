@@ -28,7 +28,7 @@ def tiny_experiment(model_type: str, root, size: int = 64):
     task = task_of(model_type)
     config = CONFIGS / f"{model_type}_synthetic.yaml"
     overrides = [*task.tiny_overrides(model_type), f"data.root={root}",
-                 f"data.resize.short_side={size}", f"data.resize.max_size={size}"]
+                 *task.input_size_overrides(size)]
     return task, load_config(task.experiment_class(model_type),
                              config if config.exists() else None, overrides)
 
@@ -97,9 +97,8 @@ def test_eval_returns_the_family_result_type_at_the_original_size(built, tiny_sy
     assert len(results) == 2
     for result, size in zip(results, batch["orig_sizes"]):
         assert isinstance(result, task.result_type)
-        shaped = [v for v in (result[k] for k in result.keys()) if isinstance(v, np.ndarray)
-                  and v.ndim >= 2]
-        assert shaped and all(v.shape[-2:] == tuple(size) for v in shaped)
+        maps = [result[k] for k in result.image_fields]
+        assert maps and all(m.shape[-2:] == tuple(size) for m in maps)
 
 
 def test_save_then_load_gives_identical_outputs(built, tiny_synthetic, text_encoder, tmp_path):
@@ -116,10 +115,14 @@ def test_save_then_load_gives_identical_outputs(built, tiny_synthetic, text_enco
 def test_an_image_gives_the_same_output_alone_and_batched_with_other_sizes(built, tiny_synthetic):
     _, task, cfg, model = built
     model.eval()
+    # 40 px pads to 64, 80 to 96, 120 to 128: batched, the 80 px image sits in 128 x 128. A family
+    # whose inputs all have one size (letterboxed squares) is batched with other images instead.
+    sizes = (80, 80, 80) if task.fixed_input_size else (40, 80, 120)
     with torch.no_grad():
-        alone = model(batch_of(task, cfg, tiny_synthetic, split="val", sizes=(80,), items=[1]))[0]
-        # 40 px pads to 64, 80 to 96, 120 to 128: batched, the 80 px image sits in 128 x 128
-        mixed = batch_of(task, cfg, tiny_synthetic, split="val", sizes=(40, 80, 120))
-        assert tuple(mixed["images"].shape[-2:]) == (128, 128)
+        alone = model(batch_of(task, cfg, tiny_synthetic, split="val", sizes=sizes[1:2],
+                               items=[1]))[0]
+        mixed = batch_of(task, cfg, tiny_synthetic, split="val", sizes=sizes, items=[0, 1, 2])
+        if not task.fixed_input_size:
+            assert tuple(mixed["images"].shape[-2:]) == (128, 128)
         batched = model(mixed)
     assert same_result(alone, batched[1])

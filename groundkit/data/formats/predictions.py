@@ -23,8 +23,7 @@ from groundkit.data.formats._fields import get, get_list, int_id, read_json
 from groundkit.data.formats.coco_panoptic import write_panoptic_json, write_segment_png
 from groundkit.errors import FormatError, InputError
 from groundkit.ops.masks import check_rle, encode_rle
-from groundkit.structures import (Category, ImageRecord, Narrative, PanopticAnnotation,
-                                  PanopticResult, Segment)
+from groundkit.structures import Category, ImageRecord, Narrative, PanopticAnnotation, PanopticResult, Segment
 
 Record = dict[str, Any]
 

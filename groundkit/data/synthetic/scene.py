@@ -290,7 +290,7 @@ def _place_things(rng: np.random.Generator, size: int
             cx, cy = rng.uniform(diameter / 2, size - diameter / 2, 2)
             mask = _shape_mask(shape, cx, cy, diameter, angle, size)
             left = [v & ~mask for v in visible]
-            if all(l.sum() >= _MIN_VISIBLE * f.sum() for l, f in zip(left, full)):
+            if all(kept.sum() >= _MIN_VISIBLE * f.sum() for kept, f in zip(left, full)):
                 visible = left + [mask]
                 full.append(mask)
                 placed.append(spec)

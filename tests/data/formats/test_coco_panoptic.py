@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from groundkit.data.formats.coco_panoptic import (
-    id_to_rgb, load_panoptic, read_segment_png, rgb_to_id, write_panoptic_json, write_segment_png)
+    id_to_rgb,
+    load_panoptic,
+    read_segment_png,
+    rgb_to_id,
+    write_panoptic_json,
+    write_segment_png,
+)
 from groundkit.errors import FormatError
 
 IMAGE = 142238
@@ -43,7 +48,8 @@ def test_segment_and_union_masks(sample):
     assert not ds.union_mask(IMAGE, []).any()
     many = ds.union_masks(IMAGE, [people, [], people[:1]])
     assert many.shape == (3, 427, 640)
-    assert (many[0] == union).all() and not many[1].any() and (many[2] == ds.segment_mask(IMAGE, people[0])).all()
+    assert (many[0] == union).all() and not many[1].any()
+    assert (many[2] == ds.segment_mask(IMAGE, people[0])).all()
     assert ds.union_masks(IMAGE, []).shape == (0, 427, 640)
 
 

@@ -5,8 +5,7 @@ import json
 import pytest
 
 from groundkit.data.formats.coco_panoptic import load_panoptic
-from groundkit.data.formats.png_narratives import (
-    check_narratives, load_narratives, locate, write_narratives)
+from groundkit.data.formats.png_narratives import check_narratives, load_narratives, locate, write_narratives
 from groundkit.errors import FormatError
 
 
@@ -81,7 +80,8 @@ def test_utterances_out_of_order(sample_copy, edit_json):
 def test_missing_field_and_bad_id(sample_copy, edit_json):
     path = sample_copy / "png_narratives.json"
     edit_json(path, lambda d: d[0]["segments"][5].pop("noun"))
-    with pytest.raises(FormatError, match=r"narrative 0 \(image 142238\), utterance 5: field 'noun': missing"):
+    with pytest.raises(FormatError,
+                       match=r"narrative 0 \(image 142238\), utterance 5: field 'noun': missing"):
         load_narratives(path)
     edit_json(path, lambda d: (d[0]["segments"][5].update(noun=True), d[1].update(image_id="abc")))
     with pytest.raises(FormatError, match=r"narrative 1: field 'image_id': expected an integer id"):

@@ -8,9 +8,15 @@ import pytest
 from groundkit.data.formats.coco_panoptic import load_panoptic
 from groundkit.data.formats.png_narratives import load_narratives
 from groundkit.data.formats.predictions import (
-    grounding_record, read_grounding_predictions, read_referring_predictions, read_scores,
-    write_grounding_predictions, write_panoptic_predictions, write_referring_predictions,
-    write_scores)
+    grounding_record,
+    read_grounding_predictions,
+    read_referring_predictions,
+    read_scores,
+    write_grounding_predictions,
+    write_panoptic_predictions,
+    write_referring_predictions,
+    write_scores,
+)
 from groundkit.errors import FormatError, InputError
 from groundkit.ops.masks import decode_rle, encode_rle
 from groundkit.structures import PanopticResult
@@ -73,7 +79,8 @@ def test_bad_grounding_files(tmp_path):
     path.write_text(json.dumps(good))
     with pytest.raises(FormatError, match="expected a JSON list of records"):
         read_grounding_predictions(path)
-    with pytest.raises(FormatError, match=r"record 0 \(image 1\), phrase 0: field 'score': expected a number"):
+    with pytest.raises(FormatError,
+                       match=r"record 0 \(image 1\), phrase 0: field 'score': expected a number"):
         write_grounding_predictions(path, [{**good, "phrases": [{**good["phrases"][0], "score": np.nan}]}])
     assert json.loads(path.read_text()) == good  # a failed write leaves the old file alone
 

@@ -12,8 +12,15 @@ from groundkit._io import safe_load_pickle
 from groundkit.cli import main
 from groundkit.data.formats.coco_panoptic import load_panoptic
 from groundkit.data.formats.refcoco import (
-    Instance, instance_from_mask, load_instances, load_referring, load_refs, select_refs,
-    write_instances, write_refs)
+    Instance,
+    instance_from_mask,
+    load_instances,
+    load_referring,
+    load_refs,
+    select_refs,
+    write_instances,
+    write_refs,
+)
 from groundkit.errors import FormatError, InputError
 from groundkit.structures import Category, ImageRecord
 

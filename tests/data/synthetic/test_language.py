@@ -10,7 +10,12 @@ import pytest
 
 from groundkit.data.synthetic.describe import Reference, SceneIndex
 from groundkit.data.synthetic.language import (
-    BODY_TEMPLATES, FILLER_TEMPLATES, INTRO_TEMPLATES, make_narrative, make_refs)
+    BODY_TEMPLATES,
+    FILLER_TEMPLATES,
+    INTRO_TEMPLATES,
+    make_narrative,
+    make_refs,
+)
 from groundkit.data.synthetic.scene import COLOURS, SHAPES, Scene, make_scene
 
 SIZE = {"small": "small", "little": "small", "large": "large", "big": "large"}

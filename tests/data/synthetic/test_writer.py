@@ -9,7 +9,13 @@ from PIL import Image
 
 from groundkit.cli import main
 from groundkit.data.formats import (
-    check_narratives, load_instances, load_narratives, load_panoptic, load_referring, load_refs)
+    check_narratives,
+    load_instances,
+    load_narratives,
+    load_panoptic,
+    load_referring,
+    load_refs,
+)
 from groundkit.data.synthetic import CATEGORIES, generate_benchmark
 from groundkit.data.synthetic.writer import image_id
 from groundkit.errors import InputError
@@ -67,8 +73,8 @@ def test_panoptic_and_narratives_load_and_agree(root, split):
     check_narratives(narratives, panoptic)
     assert {c.id for c in panoptic.categories.values()} == {c.id for c in CATEGORIES}
     assert sorted(n.image_id for n in narratives) == sorted(panoptic.images)
-    for image_id, ann_ in panoptic.annotations.items():
-        ids = panoptic.id_map(image_id)  # PNG ids are the JSON's segments
+    for record_id, ann_ in panoptic.annotations.items():
+        ids = panoptic.id_map(record_id)  # PNG ids are the JSON's segments
         assert set(np.unique(ids)) == {s.id for s in ann_.segments}
         for s in ann_.segments:
             ys, xs = np.nonzero(ids == s.id)

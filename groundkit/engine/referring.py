@@ -1,0 +1,178 @@
+"""The referring family: referring expression comprehension (boxes) and segmentation (masks) on
+RefCOCO-format folders (PBREC / PBREC-MT).
+
+Prediction files are ``predictions.json`` (formats.md section 4: ``{ref_id, sent_id, box, score,
+mask}`` per sentence, at the original image size); scores are REC Acc@0.5 and RES oIoU / mIoU /
+Pr@X of those files, overall and by expression type when the data names types.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from groundkit.data.formats import read_referring_predictions, write_referring_predictions
+from groundkit.data.referring import ReferringDataConfig, ReferringDataset, collate_referring
+from groundkit.engine.tasks import EvalConfig, Evaluation, Task
+from groundkit.engine.trainer import TrainerConfig
+from groundkit.errors import ConfigError
+from groundkit.metrics.files import referring_by_sentence, score_rec, score_res
+from groundkit.metrics.report import pct
+from groundkit.models.referring.pbrec import PBRECConfig, PBRECModel
+from groundkit.ops.masks import decode_rle, encode_rle
+from groundkit.structures import ReferringResult
+
+PREDICTIONS = "predictions.json"
+RES_COLUMNS = ("oiou", "miou", "pr@0.5", "pr@0.6", "pr@0.7", "pr@0.8", "pr@0.9")
+
+
+@dataclass
+class PBRECExperiment:
+    """``groundkit train`` of PBREC / PBREC-MT (``configs/pbrec_synthetic.yaml``)."""
+
+    model_type: str = "pbrec"
+    model: PBRECConfig = field(default_factory=PBRECConfig)
+    data: ReferringDataConfig = field(default_factory=ReferringDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+EXPERIMENTS: dict[str, type] = {"pbrec": PBRECExperiment}
+
+
+@dataclass
+class ReferringEvaluation(Evaluation):
+    """REC and RES scores, overall (``"all"``) and per expression type."""
+
+    groups: dict[str, dict[str, Any]]   # group -> {"rec": {...}, "res": {...}}
+    no_prediction: int = 0
+
+    def scores(self) -> dict[str, Any]:
+        return self.groups
+
+    def table(self, title: str | None = None) -> str:
+        header = f"{'expressions':14} {'Acc@0.5':>8} " + " ".join(f"{c:>7}" for c in RES_COLUMNS)
+        lines = ([title] if title else []) + [header + f" {'n':>6}"]
+        for group, s in self.groups.items():
+            res = s["res"]
+            lines.append(f"{group:14} {pct(s['rec']['acc@0.5']):>8} "
+                         + " ".join(f"{pct(res[c]):>7}" for c in RES_COLUMNS)
+                         + f" {s['rec']['n']:>6}")
+        return "\n".join(lines)
+
+    def log_metrics(self) -> dict[str, float]:
+        overall = self.groups["all"]
+        return {"acc@0.5": overall["rec"]["acc@0.5"], "oiou": overall["res"]["oiou"],
+                "miou": overall["res"]["miou"]}
+
+    @property
+    def missing(self) -> int:
+        return self.no_prediction
+
+
+class ReferringTask(Task):
+    name = "referring"
+    api_class = "Referrer"
+    default_checkpoint = "pbrec-synthetic"
+    result_type = ReferringResult
+    unit = "expressions"
+    fixed_input_size = True   # every image is letterboxed to the same S x S square
+
+    def input_size_overrides(self, size: int) -> list[str]:
+        return [f"data.input_size={size}"]   # the letterboxed square's side
+
+    def experiment_class(self, model_type: str) -> type:
+        if model_type not in EXPERIMENTS:
+            raise ConfigError(f"model_type {model_type!r} is not a referring model "
+                              f"(expected one of {sorted(EXPERIMENTS)})")
+        return EXPERIMENTS[model_type]
+
+    def dataset(self, cfg: Any, root: str | Path, split: str, *, train: bool = False,
+                max_items: int | None = None, cache: bool = False) -> ReferringDataset:
+        return ReferringDataset(replace(cfg.data, root=str(root)), split, train=train,
+                                max_items=max_items, cache=cache)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_referring(items)
+
+    def prepare(self, cfg: Any, train_set: ReferringDataset) -> Any:
+        found = len(train_set.category_ids())
+        if cfg.model.num_classes == 0:
+            return replace(cfg, model=replace(cfg.model, num_classes=found))
+        if cfg.model.num_classes != found:
+            raise ConfigError(f"model.num_classes is {cfg.model.num_classes} but the training "
+                              f"instances have {found} categories: set it to {found} (or 0)")
+        return cfg
+
+    def prepare_model(self, model: PBRECModel, dataset: ReferringDataset) -> None:
+        if model.text_cache is not None:  # encode every expression once, before epoch 1
+            model.text_cache.get_or_compute([s.sentence for s in dataset.samples])
+
+    def predict(self, model: PBRECModel, dataset: ReferringDataset, pred_dir: str | Path,
+                batch_size: int = 8, progress: bool = True) -> list[Path]:
+        self.prepare_model(model, dataset)  # expressions encoded once, in one order (grounding's)
+        path = Path(pred_dir) / PREDICTIONS
+        write_referring_predictions(path, predict_records(model, dataset, batch_size, progress))
+        return [path]
+
+    def score(self, dataset: ReferringDataset, pred_dir: str | Path) -> ReferringEvaluation:
+        path = Path(pred_dir) / PREDICTIONS
+        predictions = referring_by_sentence(read_referring_predictions(path), path)
+        groups = {"all": list(range(len(dataset.samples)))}
+        for k, kind in enumerate(dataset.types):
+            if kind:
+                groups.setdefault(kind, []).append(k)
+        scores, missing = {}, 0
+        for group, index in groups.items():
+            samples = [dataset.samples[k] for k in index]
+            rec, missing_boxes = score_rec(samples, dataset.instances, predictions)
+            res, _ = score_res(samples, dataset.instances, predictions, path)
+            scores[group] = {"rec": rec, "res": res}
+            missing = missing_boxes if group == "all" else missing
+        return ReferringEvaluation(scores, missing)
+
+    def results(self, dataset: ReferringDataset, pred_dir: str | Path
+                ) -> Iterator[tuple[np.ndarray, ReferringResult]]:
+        path = Path(pred_dir) / PREDICTIONS
+        predictions = referring_by_sentence(read_referring_predictions(path), path)
+        for sample in dataset.samples:
+            p = predictions.get((sample.ref_id, sample.sent_id))
+            image = dataset.load_image(sample.image_id)
+            if p is None:
+                yield image, ReferringResult(np.zeros(4), 0.0, np.zeros(image.shape[:2], bool),
+                                             expression=sample.sentence)
+                continue
+            mask = decode_rle(p["mask"]) if p.get("mask") is not None else None
+            yield image, ReferringResult(np.asarray(p["box"], np.float64), float(p["score"]), mask,
+                                         expression=sample.sentence)
+
+
+@torch.no_grad()
+def predict_records(model: PBRECModel, dataset: ReferringDataset, batch_size: int = 8,
+                    progress: bool = True) -> list[dict[str, Any]]:
+    """Referring prediction records (formats.md section 4) of every sentence, in order."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_referring)
+    records = []
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+        batch["images"] = batch["images"].to(device)
+        for result, ref_id, sent_id in zip(model(batch), batch["ref_ids"], batch["sent_ids"]):
+            records.append(referring_record(ref_id, sent_id, result))
+    model.train(was_training)
+    return records
+
+
+def referring_record(ref_id: int, sent_id: int, result: ReferringResult) -> dict[str, Any]:
+    """One line of a referring predictions file."""
+    record = {"ref_id": int(ref_id), "sent_id": int(sent_id),
+              "box": [float(v) for v in result.box], "score": float(result.score)}
+    if result.mask is not None:
+        record["mask"] = encode_rle(result.mask)
+    return record

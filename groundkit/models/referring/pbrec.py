@@ -1,0 +1,235 @@
+"""PBREC / PBREC-MT: point-based two-stage referring expression comprehension and segmentation.
+
+Zhang et al., "A Point-Based Two-Stage Framework for Referring Expression Comprehension"
+(AAAI 2023). Every point of a grid (stride g) of a letterboxed square image carries one box (an
+FCOS head on that level) and one mask (a SOLO-style dynamic kernel): the localisation stage. The
+comprehension stage encodes the grid's visual tokens with the expression's tokens and predicts, per
+point, a center-ness (boxes) and a mass-ness (masks) of the referent. Inference ranks the points,
+takes the top k and keeps the proposal that overlaps the others most (the IoU vote).
+
+Choices, and why:
+
+- One model, one loss: the localisation stage trains on every annotated object of the image
+  (FCOS losses, Dice on the masks) beside the comprehension loss, so ``groundkit train`` is one run.
+  The paper trains its detectors separately and freezes them; ``localization_weight=0`` with a
+  loaded backbone is that setting.
+- ``lambda_center`` / ``lambda_mass`` are the paper's task switches: PBREC-MT uses both (the default),
+  PBREC for boxes only sets ``lambda_mass=0``.
+
+Batch contract (``groundkit.data.referring.collate_referring``): ``images (B, 3, S, S)``,
+``expressions`` (B str), ``box (B, 4)`` and ``mask (B, S, S)`` of the referent (training),
+``boxes`` / ``classes`` / ``masks`` of every object (training), ``image_sizes`` (the letterboxed
+image inside the square), ``orig_sizes`` and ``scales`` (prediction).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from groundkit.errors import ConfigError
+from groundkit.models.panoptic.detector import FCOS, cell_centres
+from groundkit.models.referring.comprehension import (
+    VisionLanguageEncoder,
+    center_targets,
+    comprehension_loss,
+    iou_vote,
+    mass_targets,
+    mlp,
+    pairwise_box_iou,
+    pairwise_mask_iou,
+)
+from groundkit.models.referring.masks import PointMaskHead
+from groundkit.structures import ReferringResult
+from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_checkpoints
+from groundkit.vision.backbone import BackboneConfig, build_backbone
+
+LEVELS = {8: "p3", 16: "p4", 32: "p5"}
+
+
+@dataclass
+class PBRECConfig:
+    """Defaults are the paper's RefCOCO model (ResNet-101, g = 32, 6 layers, d 256, top-12 vote)."""
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(depth=101))
+    text_encoder: str | None = None   # a local Hugging Face folder; None = bundled all-MiniLM-L6-v2
+    freeze_text: bool = True
+    num_classes: int = 0              # object categories of the localisation stage; 0 = from the data
+    grid_stride: int = 32             # g: 32 (P5, the paper), 16 (P4) or 8 (P3, small images)
+    dim: int = 256
+    layers: int = 6
+    heads: int = 8
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    head_layers: int = 3              # the center-ness and mass-ness MLPs
+    lambda_center: float = 1.0        # Eq. 6; PBREC-MT: both 1; boxes only: lambda_mass = 0
+    lambda_mass: float = 1.0
+    hard_targets: bool = False        # 0/1 instead of the soft center-ness / mass-ness (Table 4)
+    detector_convs: int = 4
+    center_radius: float = 1.5
+    mask_dim: int = 64
+    mask_convs: int = 2
+    localization_weight: float = 1.0  # weight of the detector and mask losses in the total
+    top_k: int = 12                   # proposals in the IoU vote (1 = top-1 ranking)
+    rank_by_confidence: bool = False  # boxes ranked by center-ness x detector confidence
+    mask_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.grid_stride not in LEVELS:
+            raise ConfigError(f"pbrec: grid_stride must be one of {sorted(LEVELS)}, "
+                              f"got {self.grid_stride}")
+        if self.dim % self.heads:
+            raise ConfigError(f"pbrec: dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.top_k < 1:
+            raise ConfigError(f"pbrec: top_k must be >= 1, got {self.top_k}")
+
+
+class PBRECModel(nn.Module):
+    """Backbone + text encoder + point detector + point mask head + comprehension encoder/heads."""
+
+    def __init__(self, cfg: PBRECConfig, backbone: nn.Module, text_encoder: TextEncoder,
+                 detector: FCOS, mask_head: PointMaskHead, encoder: VisionLanguageEncoder) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.text_encoder = text_encoder
+        self.text_cache = TextFeatureCache(text_encoder) if text_encoder.frozen else None
+        self.detector = detector
+        self.mask_head = mask_head
+        self.encoder = encoder
+        self.center_head = mlp(cfg.dim, 1, cfg.head_layers)
+        self.mass_head = mlp(cfg.dim, 1, cfg.head_layers)
+        self.grid = LEVELS[cfg.grid_stride]
+        if text_encoder.frozen:
+            leave_out_of_checkpoints(self, "text_encoder")
+
+    # --- shared pieces -------------------------------------------------------------------------
+
+    def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images ``(B, 3, S, S)`` -> FPN levels ``"p2".."p5"``."""
+        return dict(self.backbone(images))
+
+    def encode_text(self, expressions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token features ``(B, L, D)`` and mask ``(B, L)`` (True on real tokens)."""
+        text = (self.text_cache.get_or_compute(expressions) if self.text_cache is not None
+                else self.text_encoder(expressions))
+        device = self.center_head[0].weight.device
+        return text.features.to(device), text.mask.to(device)
+
+    def point_logits(self, features: dict[str, torch.Tensor], expressions: list[str]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Center-ness and mass-ness logits ``(B, N)`` of every grid point."""
+        text, mask = self.encode_text(expressions)
+        states = self.encoder(features[self.grid], text, mask)
+        return self.center_head(states)[..., 0], self.mass_head(states)[..., 0]
+
+    # --- training ------------------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor] | list[ReferringResult]:
+        """Training: a dict of losses with ``"loss"``. Eval: :meth:`predict`."""
+        if not self.training:
+            return self.predict(batch)
+        features = self.encode_images(batch["images"])
+        cfg = self.cfg
+        center, mass = self.point_logits(features, batch["expressions"])
+        points = self._points(features)
+        losses = comprehension_loss(
+            center, mass, center_targets(batch["box"], points, cfg.grid_stride, cfg.hard_targets),
+            mass_targets(batch["mask"], points, cfg.grid_stride, cfg.hard_targets),
+            cfg.lambda_center, cfg.lambda_mass)
+        losses.update(self._localization_losses(features, batch))
+        localization = sum(losses[k] for k in ("loss_cls", "loss_box", "loss_ctr", "loss_mask"))
+        losses["loss"] = losses["loss_comprehension"] + cfg.localization_weight * localization
+        return losses
+
+    def _localization_losses(self, features: dict[str, torch.Tensor], batch: dict[str, Any]
+                             ) -> dict[str, torch.Tensor]:
+        """FCOS losses on every object, and Dice of each positive point's mask against the mask of
+        the object FCOS assigns the point to (box and mask of a point share their object)."""
+        out = self.detector(features)
+        losses = self.detector.losses(out, batch["boxes"], batch["classes"])
+        _, _, matched = self.detector.targets(out, batch["boxes"], batch["classes"])
+        kernels, mask_features = self.mask_head(features, self.grid)
+        losses.update(self.mask_head.losses(kernels, mask_features, matched, batch["masks"]))
+        return losses
+
+    def _points(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        grid = features[self.grid]
+        return cell_centres(grid.shape[-2:], self.cfg.grid_stride, grid.device)
+
+    # --- inference -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> list[ReferringResult]:
+        """One :class:`ReferringResult` per expression of the batch, in original image pixels."""
+        return self.refer(self.encode_images(batch["images"]), batch["expressions"],
+                          batch["image_sizes"], batch["orig_sizes"], batch["scales"])
+
+    @torch.no_grad()
+    def refer(self, features: dict[str, torch.Tensor], expressions: list[str],
+              image_sizes: list[tuple[int, int]], orig_sizes: list[tuple[int, int]],
+              scales: list[float]) -> list[ReferringResult]:
+        """The referent of each expression on its image's ``features`` (computed once per image
+        and reusable for many expressions: repeat the rows of ``features``)."""
+        cfg = self.cfg
+        center, mass = (x.sigmoid() for x in self.point_logits(features, expressions))
+        out = self.detector(features)
+        boxes, confidence = self.detector.point_boxes(out)                   # (B, N, 4), (B, N)
+        rank = center * confidence if cfg.rank_by_confidence else center
+        box_point, box_top = iou_vote(rank, lambda i: pairwise_box_iou(_take(boxes, i)), cfg.top_k)
+        kernels, mask_features = self.mask_head(features, self.grid)
+        mask_point, _ = iou_vote(mass, lambda i: pairwise_mask_iou(
+            self.mask_head.mask_logits(_take(kernels, i), mask_features) > 0), cfg.top_k)
+        chosen = self.mask_head.mask_logits(_take(kernels, mask_point[:, None]), mask_features)
+        results = []
+        for b, (size, orig, scale) in enumerate(zip(image_sizes, orig_sizes, scales)):
+            box = _to_original(boxes[b, box_point[b]], size, scale)
+            proposals = torch.stack([_to_original(p, size, scale) for p in boxes[b, box_top[b]]])
+            mask = _mask_to_original(chosen[b, 0], size, orig, cfg.mask_threshold)
+            results.append(ReferringResult(box.cpu().numpy(), float(center[b, box_point[b]]),
+                                           mask.cpu().numpy(), proposals.cpu().numpy(),
+                                           expressions[b]))
+        return results
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index (B, k)`` of ``x (B, N, ...)`` -> ``(B, k, ...)``."""
+    return x[torch.arange(len(x), device=x.device)[:, None], index]
+
+
+def _to_original(box: torch.Tensor, size: tuple[int, int], scale: float) -> torch.Tensor:
+    """An input-pixel box clipped to the letterboxed image, in original pixels."""
+    h, w = size
+    limits = box.new_tensor([w, h, w, h])
+    return torch.minimum(box.clamp(min=0), limits) / scale
+
+
+def _mask_to_original(logits: torch.Tensor, size: tuple[int, int], orig: tuple[int, int],
+                      threshold: float) -> torch.Tensor:
+    """Stride-4 mask logits of the square input -> ``(H0, W0) bool`` (crop, then resize)."""
+    h4, w4 = math.ceil(size[0] / 4), math.ceil(size[1] / 4)
+    probs = logits[:h4, :w4].sigmoid()[None, None]
+    return F.interpolate(probs, size=tuple(orig), mode="bilinear", align_corners=False)[0, 0] > threshold
+
+
+def build_pbrec(cfg: PBRECConfig, *, backbone: nn.Module | None = None,
+                text_encoder: TextEncoder | None = None) -> PBRECModel:
+    """Compose PBREC; ``backbone`` and ``text_encoder`` may be parts another model owns."""
+    if cfg.num_classes < 1:
+        raise ConfigError("pbrec: model.num_classes is 0: set it to the number of object "
+                          "categories of the data (groundkit train fills it from the training split)")
+    channels = cfg.backbone.fpn_channels
+    first_level = int(math.log2(cfg.grid_stride))
+    detector = FCOS(channels, cfg.num_classes, num_levels=1, num_convs=cfg.detector_convs,
+                    size_limits=(), center_radius=cfg.center_radius, first_level=first_level)
+    mask_head = PointMaskHead(channels, cfg.mask_dim, cfg.mask_convs, cfg.grid_stride)
+    text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text)
+    encoder = VisionLanguageEncoder(channels, text_encoder.dim, cfg.dim, cfg.layers, cfg.heads,
+                                    cfg.ffn_dim, cfg.dropout)
+    backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
+    return PBRECModel(cfg, backbone, text_encoder, detector, mask_head, encoder)
+
