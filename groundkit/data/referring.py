@@ -33,7 +33,7 @@ from groundkit.data.formats.refcoco import (
     sentence_types,
 )
 from groundkit.data.images import read_record_image
-from groundkit.data.transforms import image_to_tensor, masks_to_targets
+from groundkit.data.transforms import image_to_tensor, letterbox_size, masks_to_targets
 from groundkit.errors import ConfigError, FormatError, InputError
 from groundkit.structures import ReferringSample
 
@@ -256,7 +256,7 @@ class ReferringDataset(Dataset):
         letterbox, or with training augmentation a random rescale and move that keeps the
         referent box ``(4,)`` xyxy (original pixels) whole inside the canvas."""
         cfg, S = self.cfg, self.cfg.input_size
-        scale = S / max(shape)
+        scale, size = letterbox_size(*shape, S)
         rescale = self.augment and tuple(cfg.scale_range) != (1.0, 1.0)
         moves = rescale or (self.augment and cfg.translate > 0)
         if rescale:
@@ -266,7 +266,7 @@ class ReferringDataset(Dataset):
             if r > 1:  # the referent must fit in the canvas (a pixel to spare for rounding)
                 r = min(r, max(1.0, (S - 1) / longest))
             scale *= r
-        size = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
+            size = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
         if not moves:
             return scale, size, (0, 0)
         offset = []

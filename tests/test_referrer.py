@@ -1,0 +1,105 @@
+"""Referrer: set_image once, refer many expressions; batches; predict from the command line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from groundkit.api import Referrer
+from groundkit.cli import main
+from groundkit.config import config_to_dict, load_config
+from groundkit.engine.checkpoint import save_checkpoint
+from groundkit.engine.tasks import task_of
+from groundkit.errors import ConfigError, InputError
+from groundkit.structures import ReferringResult
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, text_encoder, tiny_synthetic):
+    """An untrained tiny PBREC saved as a checkpoint (9 shape categories, 64 px squares)."""
+    task = task_of("pbrec")
+    cfg = load_config(task.experiment_class("pbrec"), None,
+                      [*task.tiny_overrides("pbrec"), "model.num_classes=9",
+                       f"data.root={tiny_synthetic}"])
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_pbrec"
+    save_checkpoint(path, task.build_model(cfg, text_encoder=text_encoder), config_to_dict(cfg),
+                    "pbrec")
+    return path
+
+
+@pytest.fixture(scope="module")
+def referrer(checkpoint, text_encoder, monkeypatch_module):
+    monkeypatch_module.setattr("groundkit.models.referring.pbrec.TextEncoder",
+                               lambda *a, **kw: text_encoder)
+    return Referrer.from_pretrained(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def image(h=48, w=80, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_refer_returns_a_box_and_mask_at_the_image_size(referrer):
+    referrer.set_image(image())
+    out = referrer.refer("the red circle left of the star")
+    assert isinstance(out, ReferringResult) and out.expression == "the red circle left of the star"
+    assert out.box.shape == (4,) and out.mask.shape == (48, 80) and out.mask.dtype == bool
+    assert 0 <= out.box[0] <= out.box[2] <= 80 and 0 <= out.box[1] <= out.box[3] <= 48
+    assert out.proposals.shape == (referrer.model.cfg.top_k, 4)
+    assert out.box.tolist() in out.proposals.tolist()  # the vote picks one of the proposals
+
+
+def test_a_batch_gives_what_single_images_give(referrer):
+    pictures, texts = [image(seed=1), image(100, 30, seed=2)], ["the sky", "a small blue square"]
+    batch = referrer(pictures, texts)
+    for picture, text, got in zip(pictures, texts, batch):
+        referrer.set_image(picture)
+        one = referrer.refer(text)
+        np.testing.assert_allclose(one.box, got.box, atol=1e-4)
+        assert (one.mask != got.mask).mean() < 1e-3 and one.mask.shape == picture.shape[:2]
+
+
+@pytest.mark.parametrize("text", ["", "   ", None])
+def test_an_empty_expression_is_a_clear_error(referrer, text):
+    referrer.set_image(image())
+    with pytest.raises(InputError, match="expression"):
+        referrer.refer(text)
+
+
+def test_refer_before_set_image_and_mismatched_batches_are_errors(checkpoint, text_encoder,
+                                                                  monkeypatch):
+    monkeypatch.setattr("groundkit.models.referring.pbrec.TextEncoder",
+                        lambda *a, **kw: text_encoder)
+    fresh = Referrer.from_pretrained(checkpoint, device="cpu")
+    with pytest.raises(InputError, match="set_image"):
+        fresh.refer("the sky")
+    with pytest.raises(InputError, match="2 images but 1 expressions"):
+        fresh([image(), image()], ["the sky"])
+
+
+def test_a_grounding_checkpoint_is_not_a_referring_model(tiny_ppmn_checkpoint):
+    with pytest.raises(ConfigError, match="expected a 'referring' model"):
+        Referrer.from_pretrained(tiny_ppmn_checkpoint)
+
+
+def test_predict_writes_the_overlay_and_the_json(checkpoint, tiny_synthetic, text_encoder, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.setattr("groundkit.models.referring.pbrec.TextEncoder",
+                        lambda *a, **kw: text_encoder)
+    picture = sorted((tiny_synthetic / "images" / "val").iterdir())[0]
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--image", str(picture),
+                 "--expression", "the red circle", "--out", str(out), "--device", "cpu"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["expression"] == "the red circle" and len(result["box"]) == 4
+    assert result["mask"]["size"] == [64, 64] and len(result["proposals"]) >= 1
+    assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code = main(["predict", "--checkpoint", str(checkpoint), "--image", str(picture),
+                 "--out", str(out), "--device", "cpu"])
+    assert code == 2  # no expression: a clear error, not a traceback
