@@ -20,8 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="generate data, train, evaluate, write a report",
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=demo_models(), default="ppmn",
-                        help="model type; trained with configs/<model>_synthetic.yaml")
+    parser.add_argument("--model", choices=demo_models(),
+                        help="model type (default ppmn); trained with configs/<model>_synthetic.yaml")
+    parser.add_argument("--task", metavar="FAMILY",
+                        help="the first model type of a task family instead of --model: "
+                             "grounding, panoptic, referring (a prefix will do: --task refer)")
     parser.add_argument("--pretrained", action="store_true",
                         help="use the bundled <model>-synthetic checkpoint instead of training")
     parser.add_argument("--data", default="data/synthetic", help="benchmark folder")
@@ -43,10 +46,26 @@ def demo_models() -> list[str]:
     return [m for m in model_types() if (CONFIGS / f"{m}_synthetic.yaml").exists()]
 
 
+def demo_model(model: str | None, task: str | None) -> str:
+    """``--model``, or the first demo model of the family ``--task`` names (or begins)."""
+    from groundkit.errors import InputError
+    from groundkit.models import families, model_spec_of
+
+    if task is None:
+        return model or "ppmn"
+    matches = [f for f in families() if f.startswith(task)]
+    if len(matches) != 1:
+        raise InputError(f"--task {task!r}: expected one of {families()} (or a prefix of one)")
+    if model is not None and model_spec_of(model).family != matches[0]:
+        raise InputError(f"--model {model} is not a {matches[0]} model")
+    return model or next(m for m in demo_models() if model_spec_of(m).family == matches[0])
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
     start = time.time()
+    args.model = demo_model(args.model, args.task)
     overrides = list(args.overrides)
     if args.train_images is not None:
         if args.train_images < 1:

@@ -1,9 +1,12 @@
 """groundkit demo end to end at toy size: data, training, evaluation, the report folder."""
 import json
 
+import pytest
+
 from groundkit.cli import main
 from groundkit.commands import demo
 from groundkit.engine.tasks import task_of
+from groundkit.errors import InputError
 
 
 def test_demo_generates_trains_and_writes_a_report(tmp_path, monkeypatch, capsys):
@@ -37,3 +40,12 @@ def test_a_smaller_benchmark_is_extended_with_the_same_files(tmp_path, monkeypat
     assert "generating" in capsys.readouterr().out
     now = {p.name: p.read_bytes() for p in (tmp_path / "images" / "train").iterdir()}
     assert len(now) == 3 and all(now[name] == data for name, data in first.items())
+
+
+def test_task_picks_the_first_demo_model_of_a_family():
+    assert demo.demo_model(None, "refer") == "pbrec"
+    assert demo.demo_model(None, "panoptic") == "panoptic"
+    assert demo.demo_model(None, None) == "ppmn" and demo.demo_model("drmn", "grounding") == "drmn"
+    for model, task in ((None, "x"), ("ppmn", "referring")):
+        with pytest.raises(InputError):
+            demo.demo_model(model, task)
