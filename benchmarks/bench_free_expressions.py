@@ -1,0 +1,302 @@
+"""Refer with expressions written independently of the benchmark's templates and compare with its own.
+
+The synthetic benchmark's referring expressions come from a few templates
+(``groundkit.data.synthetic.language.reference_text``): "[the] [size] [colour] noun", then
+"... left of / to the left of / right of / above / below / under the <anchor>" (relation) or
+"leftmost / rightmost / topmost / lowest ..." and "... on the left / on the right / at the top /
+at the bottom" (extreme). This script parses each of the split's sentences back into what it says
+(target attributes, relation and anchor attributes, or extreme) with regexes built from the
+generator's own word lists, and writes the same reference in other phrasings, by hand, with the
+same content words: "the red circle to the left of the star" -> "the circle that is red, which
+sits on the left side of the star"; "the leftmost square" -> "of all the squares, the one
+furthest to the left". Every rewrite is checked to fall outside the templates (the parser must
+reject it) and stays paired with its sentence's referent. The model then refers with the
+original sentences and with the rewrites, on the same images and referents, and both are scored
+with REC Acc@0.5 and RES oIoU / mIoU in original pixels, overall and by expression type.
+
+    python benchmarks/bench_free_expressions.py --checkpoint runs/pbrec_synthetic --data data/synthetic
+    python benchmarks/bench_free_expressions.py --checkpoint /tmp/pb_overfit2 --data data/synthetic \
+        --max-items 64
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+# --- the generator's templates, parsed back -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thing:
+    """Attributes a description names: ``size`` "small" / "large", ``colour``, ``shape`` (None:
+    not named, the generator's "shape" / "object")."""
+
+    size: str | None = None
+    colour: str | None = None
+    shape: str | None = None
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a template sentence says: the target, and a relation with its anchor or an extreme."""
+
+    target: Thing
+    relation: str = ""    # a key of describe.RELATIONS, or ""
+    anchor: Thing | None = None
+    extreme: str = ""     # a key of describe.EXTREMES, or ""
+
+    @property
+    def kind(self) -> str:
+        return "relation" if self.relation else "extreme" if self.extreme else "attributes"
+
+
+class TemplateParser:
+    """Regexes over ``language.reference_text``'s templates, from the generator's word lists."""
+
+    def __init__(self) -> None:
+        from groundkit.data.synthetic.language import EXTREME_WORDS, RELATION_WORDS, SIZE_WORDS
+        from groundkit.data.synthetic.scene import COLOURS, SHAPES
+
+        self.size_of = {w: size for size, words in SIZE_WORDS.items() for w in words}
+        self.relation_of = {w: rel for rel, words in RELATION_WORDS.items() for w in words}
+        sizes, colours = _alternatives(self.size_of), _alternatives(COLOURS)
+        nouns = _alternatives(list(SHAPES) + ["shape", "object"])
+
+        def thing(p: str) -> str:
+            return rf"(?:(?P<{p}size>{sizes}) )?(?:(?P<{p}colour>{colours}) )?(?P<{p}noun>{nouns})"
+
+        self.patterns: list[tuple[re.Pattern, str]] = [(re.compile(
+            rf"^(?:the )?{thing('t')} (?P<rel>{_alternatives(self.relation_of)}) the {thing('a')}$"), "")]
+        for extreme, forms in EXTREME_WORDS.items():
+            for form in forms:
+                pattern = re.escape(form).replace(r"\{\}", "{}").format(thing("t"))
+                self.patterns.append((re.compile(rf"^(?:the )?{pattern}$"), extreme))
+        self.patterns.append((re.compile(rf"^(?:the )?{thing('t')}$"), ""))
+
+    def parse(self, sentence: str) -> Parsed | None:
+        """The reference a template sentence makes; None when no template produces it."""
+        text = " ".join(sentence.lower().split())
+        for pattern, extreme in self.patterns:
+            m = pattern.match(text)
+            if m is None:
+                continue
+            target = self._thing(m, "t")
+            if "rel" in m.groupdict():
+                return Parsed(target, self.relation_of[m["rel"]], self._thing(m, "a"))
+            return Parsed(target, extreme=extreme)
+        return None
+
+    def _thing(self, m: re.Match, p: str) -> Thing:
+        noun = m[f"{p}noun"]
+        return Thing(self.size_of.get(m[f"{p}size"] or ""), m[f"{p}colour"],
+                     None if noun in ("shape", "object") else noun)
+
+
+def _alternatives(words) -> str:
+    """A regex alternation, longest first ("to the left of" before "left of")."""
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+# --- free phrasings, written by hand ---------------------------------------------------------------
+
+SIZE = {"small": ("small", "little"), "large": ("large", "big")}
+RELATION = {  # the target is <phrase> the anchor
+    "left of": ("on the left side of", "further left than", "to the left of"),
+    "right of": ("on the right side of", "further right than", "to the right of"),
+    "above": ("higher up than", "above", "over"),
+    "below": ("lower down than", "below", "under"),
+}
+INVERSE = {  # "the star with the circle <phrase>": the anchor seen from the target
+    "left of": ("to its right", "on its right"), "right of": ("to its left", "on its left"),
+    "above": ("below it", "under it"), "below": ("above it", "over it"),
+}
+EXTREME = {  # "of all the squares, the one <phrase>"
+    "left": ("furthest to the left", "farthest left", "nearest the left edge"),
+    "right": ("furthest to the right", "farthest right", "nearest the right edge"),
+    "top": ("highest up", "nearest the top edge", "closest to the top"),
+    "bottom": ("lowest down", "nearest the bottom edge", "closest to the bottom"),
+}
+MOST = {"left": "leftmost", "right": "rightmost", "top": "topmost", "bottom": "lowest"}
+BEYOND = {"left": "further left", "right": "further right", "top": "higher up", "bottom": "lower down"}
+
+
+class Rewriter:
+    """Other phrasings of a :class:`Parsed` reference (one drawn per sentence by ``rng``)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def pick(self, options):
+        return options[int(self.rng.integers(len(options)))]
+
+    def noun(self, t: Thing, plural: bool = False) -> str:
+        noun = t.shape or self.pick(("shape", "object"))
+        return noun + ("es" if noun.endswith("ss") else "s") if plural else noun
+
+    def adjectives(self, t: Thing) -> list[str]:
+        return ([self.pick(SIZE[t.size])] if t.size else []) + ([t.colour] if t.colour else [])
+
+    def plain(self, t: Thing, plural: bool = False) -> str:
+        """"red circle", "little red shapes": adjectives then the noun."""
+        return " ".join(self.adjectives(t) + [self.noun(t, plural)])
+
+    def described(self, t: Thing, among: bool = True) -> str:
+        """The thing by its attributes in one of several frames; the bare noun when it has none.
+        ``among``: "the red one among the circles" may be used. It says the attributes alone pick
+        the thing out: false of a relation's target, and nested in a relation it reads badly."""
+        adjectives = self.adjectives(t)
+        if not adjectives:
+            return f"the {self.noun(t)}"
+        noun = self.noun(t)
+        forms = [f"the {noun} that is {' and '.join(adjectives)}",
+                 f"the {noun} which is {' and '.join(adjectives)}"]
+        if among:
+            forms.append(f"the {' '.join(adjectives)} one among the {self.noun(t, plural=True)}")
+        if t.colour:
+            size = f"{adjectives[0]} " if t.size else ""
+            forms += [f"the {size}{noun} coloured {t.colour}", f"the {size}{noun} whose colour is {t.colour}"]
+        if t.size and not t.colour:
+            forms.append(f"the {noun} of {adjectives[0]} size")
+        return self.pick(forms)
+
+    def rewrite(self, p: Parsed) -> str:
+        if p.relation:
+            anchor = self.pick((f"the {self.plain(p.anchor)}", self.described(p.anchor, among=False)))
+            target = self.described(p.target, among=False)
+            forms = [f"{target}, which sits {self.pick(RELATION[p.relation])} {anchor}",
+                     f"{target} placed {self.pick(RELATION[p.relation])} {anchor}",
+                     f"the {self.plain(p.target)} with {anchor} {self.pick(INVERSE[p.relation])}",
+                     f"looking from {anchor}, the {self.plain(p.target)} "
+                     f"{self.pick(RELATION[p.relation])} it"]
+            return self.pick(forms)
+        if p.extreme:
+            many, one = self.plain(p.target, plural=True), self.plain(p.target)
+            return self.pick((f"of all the {many}, the one {self.pick(EXTREME[p.extreme])}",
+                              f"among the {many}, the {MOST[p.extreme]} one",
+                              f"the {one} {self.pick(EXTREME[p.extreme])}",
+                              f"the {one} that is {BEYOND[p.extreme]} than every other {one}"))
+        return self.described(p.target)
+
+
+# --- scoring --------------------------------------------------------------------------------------
+
+
+def refer_all(model, dataset, index: list[int], expressions: list[str], batch_size: int,
+              device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``model.predict`` on the items ``index`` with their expressions replaced by
+    ``expressions``: box IoUs, mask intersections and unions against the ground truth."""
+    import torch
+
+    from groundkit.data.referring import collate_referring
+    from groundkit.metrics.referring import box_iou, mask_intersection_union
+
+    ious, inter, union = [], [], []
+    for start in range(0, len(index), batch_size):
+        chunk = index[start:start + batch_size]
+        batch = collate_referring([dataset[i] for i in chunk])
+        batch["images"] = batch["images"].to(device)
+        batch["expressions"] = expressions[start:start + batch_size]
+        with torch.no_grad():
+            results = model.predict(batch)
+        for i, r in zip(chunk, results):
+            sample = dataset.samples[i]
+            ious.append(box_iou(r.box[None], dataset.instances.gt_box(sample)[None])[0])
+            counts = mask_intersection_union(r.mask, dataset.instances.gt_mask(sample))
+            inter.append(counts[0])
+            union.append(counts[1])
+    return np.array(ious), np.array(inter), np.array(union)
+
+
+def score_table(title: str, groups: dict[str, np.ndarray], ious: np.ndarray, inter: np.ndarray,
+                union: np.ndarray) -> str:
+    from groundkit.metrics.referring import res_scores
+
+    lines = [title, f"{'expressions':<12}{'n':>6}{'Acc@0.5':>9}{'oIoU':>8}{'mIoU':>8}"]
+    for name, g in groups.items():
+        res = res_scores(inter[g], union[g])
+        acc = float(np.mean(ious[g] >= 0.5)) if len(g) else float("nan")
+        lines.append(f"{name:<12}{len(g):>6}{100 * acc:>9.2f}{100 * res['oiou']:>8.2f}"
+                     f"{100 * res['miou']:>8.2f}")
+    return "\n".join(lines)
+
+
+def examples(kinds: list[str], count: int) -> list[int]:
+    """``count`` positions taken in turn from each type, in order of appearance."""
+    by_kind: dict[str, list[int]] = {}
+    for k, kind in enumerate(kinds):
+        by_kind.setdefault(kind, []).append(k)
+    out: list[int] = []
+    queues = list(by_kind.values())
+    while len(out) < count and any(queues):
+        for q in queues:
+            if q and len(out) < count:
+                out.append(q.pop(0))
+    return sorted(out)
+
+
+def main() -> None:
+    from groundkit.engine.tasks import get_task
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder or bundled name")
+    parser.add_argument("--data", required=True, help="data folder with refcoco/refs(unc).p")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-items", type=int, default=None, help="first N sentences only")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0, help="draws of the phrasings")
+    parser.add_argument("--examples", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    task = get_task("referring")
+    model, cfg = task.load(args.checkpoint, device=args.device)
+    cfg = replace(cfg, data=replace(cfg.data, max_items=None, cache=False))  # not the training limit
+    dataset = task.dataset(cfg, args.data, args.split, max_items=args.max_items)
+
+    templates, rewriter = TemplateParser(), Rewriter(np.random.default_rng(args.seed))
+    index, originals, free, kinds = [], [], [], []
+    unparsed, type_mismatch, shape_mismatch = [], 0, 0
+    for i, sample in enumerate(dataset.samples):
+        parsed = templates.parse(sample.sentence)
+        if parsed is None:
+            unparsed.append(sample.sentence)
+            continue
+        ann = dataset.instances.annotations[sample.ann_id]
+        shape_mismatch += (parsed.target.shape is not None
+                           and parsed.target.shape != dataset.instances.categories[ann.category_id].name)
+        type_mismatch += bool(dataset.types[i]) and dataset.types[i] != parsed.kind
+        text = rewriter.rewrite(parsed)
+        if templates.parse(text) is not None or text == sample.sentence.lower():
+            raise AssertionError(f"rewrite {text!r} of {sample.sentence!r} is a template sentence")
+        index.append(i)
+        originals.append(sample.sentence)
+        free.append(text)
+        kinds.append(dataset.types[i] or parsed.kind)
+
+    own = refer_all(model, dataset, index, originals, args.batch_size, args.device)
+    other = refer_all(model, dataset, index, free, args.batch_size, args.device)
+    kinds_a = np.array(kinds)
+    groups = {"all": np.arange(len(index))}
+    groups.update({k: np.nonzero(kinds_a == k)[0] for k in ("attributes", "relation", "extreme")
+                   if (kinds_a == k).any()})
+
+    print(f"{args.checkpoint} on {args.data} [{args.split}]: {len(dataset)} sentences, "
+          f"{len(index)} rewritten, {len(unparsed)} left out (no template matches them)")
+    print(f"checks: {type_mismatch} parsed types differ from the refs' types, {shape_mismatch} parsed "
+          "target shapes differ from the referent's category\n")
+    print(score_table("the benchmark's own sentences", groups, *own))
+    print()
+    print(score_table("the same references, rewritten outside the templates", groups, *other))
+    print(f"\n{'type':<11} {'own IoU':>7} {'free IoU':>8}  own sentence -> rewritten")
+    for k in examples(kinds, args.examples):
+        print(f"{kinds[k]:<11} {own[0][k]:>7.2f} {other[0][k]:>8.2f}  {originals[k]!r} -> {free[k]!r}")
+    if unparsed:
+        print(f"\nleft out, e.g.: {unparsed[:3]}")
+
+
+if __name__ == "__main__":
+    main()
