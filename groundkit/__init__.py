@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_LAZY = {"Grounder": "groundkit.api", "Segmenter": "groundkit.api"}
+_LAZY = {"Grounder": "groundkit.api", "Segmenter": "groundkit.api", "Referrer": "groundkit.api"}
 
 
 def __getattr__(name: str):
