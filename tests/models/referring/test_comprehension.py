@@ -25,9 +25,10 @@ def literal_center(box, size, g, hard=False):
     for i in range(size // g):
         for j in range(size // g):
             x, y = j * g + g // 2, i * g + g // 2
-            l, r, t, b = x - xl, xr - x, y - yt, yb - y
-            if abs(x - cx) <= 1.5 * g and abs(y - cy) <= 1.5 * g and min(l, r, t, b) > 0:
-                out.append(1.0 if hard else math.sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)))
+            left, right, top, bottom = x - xl, xr - x, y - yt, yb - y       # Eq. 1's l, r, t, b
+            if abs(x - cx) <= 1.5 * g and abs(y - cy) <= 1.5 * g and min(left, right, top, bottom) > 0:
+                out.append(1.0 if hard else math.sqrt(min(left, right) / max(left, right)
+                                                      * min(top, bottom) / max(top, bottom)))
             else:
                 out.append(0.0)
     return out
