@@ -227,11 +227,13 @@ def score_res(samples: list, instances: Any,
             missing += 1
             pred = np.zeros_like(gt)
         else:
-            pred = decode_rle(p["mask"])
-            if pred.shape != gt.shape:
-                raise FormatError(pred_file, f"mask size {list(pred.shape)} differs from the "
+            # the size checked before decoding: a few bytes of RLE may declare gigabytes of mask
+            size = [int(v) for v in p["mask"]["size"]]
+            if tuple(size) != gt.shape:
+                raise FormatError(pred_file, f"mask size {size} differs from the "
                                   f"image size {list(gt.shape)}", field="mask",
                                   item=f"ref {s.ref_id}, sentence {s.sent_id}")
+            pred = decode_rle(p["mask"])
         i, u = mask_intersection_union(pred, gt)
         inter.append(i)
         union.append(u)

@@ -124,11 +124,12 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
     if isinstance(segmentation, list):
         return polygons_to_mask(segmentation, height, width)
     if isinstance(segmentation, dict):
-        mask = decode_rle(segmentation)
-        if mask.shape != (height, width):
-            raise InputError(f"RLE size {list(mask.shape)} differs from the image size "
+        # the size checked before decoding: a few bytes of RLE may declare gigabytes of mask
+        size = _rle_size(segmentation)
+        if size != (height, width):
+            raise InputError(f"RLE size {list(size)} differs from the image size "
                              f"{[height, width]}")
-        return mask
+        return decode_rle(segmentation)
     raise InputError(f"a COCO segmentation is a polygon list or an RLE dict, got "
                      f"{type(segmentation).__name__}")
 

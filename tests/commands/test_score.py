@@ -240,3 +240,28 @@ def test_score_res(tmp_path):
     assert scores["miou"] == pytest.approx(ious.mean(), abs=1e-15)
     for x in (0.5, 0.6, 0.7, 0.8, 0.9):
         assert scores[f"pr@{x}"] == np.mean(ious >= x)
+
+
+def test_score_res_checks_a_mask_size_before_decoding(tmp_path, capsys, monkeypatch):
+    # 100 bytes declaring a 60000 x 60000 mask: decoded, it would take 3.6 GB
+    referring_case(tmp_path, "val")
+    records = json.loads((tmp_path / "pred.json").read_text())
+    records[0]["mask"] = {"size": [60000, 60000], "counts": [60000 * 60000]}
+    (tmp_path / "pred.json").write_text(json.dumps(records))
+    import groundkit.ops.masks as masks
+
+    decode = masks._decode
+
+    def small_decode(compressed):
+        sizes = [c["size"] for c in (compressed if isinstance(compressed, list) else [compressed])]
+        assert all(h * w <= 10**6 for h, w in sizes), f"decoded a mask of size {sizes}"
+        return decode(compressed)
+
+    monkeypatch.setattr(masks, "_decode", small_decode)
+    rc = main(["score", "res", "--refs", str(SAMPLE / "refcoco" / "refs(unc).p"), "--instances",
+               str(SAMPLE / "refcoco" / "instances.json"), "--split", "val", "--pred",
+               str(tmp_path / "pred.json")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"ref {records[0]['ref_id']}, sentence {records[0]['sent_id']}" in err
+    assert "field 'mask'" in err and "[60000, 60000]" in err

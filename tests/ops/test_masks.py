@@ -106,6 +106,18 @@ def test_bad_input_is_an_input_error():
         segmentation_to_mask(encode_rle(np.zeros((2, 3))), 3, 2)
 
 
+def test_segmentation_size_is_checked_before_decoding(monkeypatch):
+    # a few bytes declaring a 60000 x 60000 mask: decoded, it would take 3.6 GB
+    import groundkit.ops.masks as masks
+
+    def no_decode(compressed):
+        raise AssertionError(f"decoded {compressed}")
+
+    monkeypatch.setattr(masks, "_decode", no_decode)
+    with pytest.raises(InputError, match=r"RLE size \[60000, 60000\] differs from the image size"):
+        segmentation_to_mask({"size": [60000, 60000], "counts": [60000 * 60000]}, 8, 8)
+
+
 def test_resize_masks():
     masks = torch.zeros(2, 4, 4, dtype=torch.bool)
     masks[0, :2, :2] = True
