@@ -33,6 +33,10 @@ def read_json(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise FormatError(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:  # e.g. 100,000 nested '[': no dataset nests more than a few levels
+        raise FormatError(path, "invalid JSON: nested too deeply") from None
+    except ValueError as e:  # an integer of more digits than Python's int max-str-digits limit
+        raise FormatError(path, f"invalid JSON: {e}") from None
 
 
 def is_kind(value: Any, kind: str) -> bool:
