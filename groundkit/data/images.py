@@ -27,6 +27,9 @@ def read_image(path: str | Path) -> np.ndarray:
             return to_rgb_array(np.array(image), source=str(path))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise InputError(f"{path}: not a readable image ({e})") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # the header claims more pixels than Pillow's limit (the warning raises under `-W error`)
+        raise InputError(f"{path}: refused as a possible decompression bomb ({e})") from None
 
 
 def to_rgb_array(image: np.ndarray, source: str = "image") -> np.ndarray:

@@ -51,6 +51,9 @@ def read_segment_png(path: str | Path) -> np.ndarray:
         raise FormatError(path, "segment PNG not found") from None
     except OSError as e:  # PIL raises OSError subclasses for truncated or non-image files
         raise FormatError(path, f"cannot read the segment PNG: {e}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # the header claims more pixels than Pillow's limit (the warning raises under `-W error`)
+        raise FormatError(path, f"refused as a possible decompression bomb ({e})") from None
     return rgb_to_id(rgb)
 
 
