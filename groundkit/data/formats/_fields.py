@@ -76,6 +76,21 @@ def get_list(obj: Any, key: str, kind: str, file: str | Path | None, item: str,
     return values
 
 
+# The largest image side accepted. JPEG's own limit; it keeps H * W < 2**32, so every RLE run fits
+# the 32-bit counts of pycocotools, whose C code overflows (and has segfaulted, on a polygon of an
+# image 2**31 high) past it, and bounds the masks decoded at an image's size.
+MAX_IMAGE_SIDE = 2**16 - 1
+
+
+def image_side(obj: Any, key: str, file: str | Path | None, item: str) -> int:
+    """``obj[key]``, an image's ``height`` or ``width``: an integer in [1, MAX_IMAGE_SIDE]."""
+    value = get(obj, key, "int", file, item)
+    if not 1 <= value <= MAX_IMAGE_SIDE:
+        raise FormatError(file, f"expected an image side of 1 to {MAX_IMAGE_SIDE} pixels, got "
+                          f"{_short(value)}", item=item, field=key)
+    return value
+
+
 def by_id(records: Iterable[Any], file: str | Path | None, kind: str) -> dict[int, Any]:
     """Records keyed by their ``id``; a repeated id is a FormatError."""
     out: dict[int, Any] = {}

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from groundkit._io import atomic_path, write_json
-from groundkit.data.formats._fields import by_id, get, get_list, read_json
+from groundkit.data.formats._fields import by_id, get, get_list, image_side, read_json
 from groundkit.errors import FormatError
 from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
@@ -160,8 +160,8 @@ def _image(x: Any, file: Path, index: int) -> ImageRecord:
     item = f"image {index}"
     return ImageRecord(id=get(x, "id", "int", file, item),
                        file_name=get(x, "file_name", "str", file, item),
-                       height=get(x, "height", "int", file, item),
-                       width=get(x, "width", "int", file, item))
+                       height=image_side(x, "height", file, item),
+                       width=image_side(x, "width", file, item))
 
 
 def _category(x: Any, file: Path, index: int) -> Category:

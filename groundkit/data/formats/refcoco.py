@@ -20,7 +20,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from groundkit._io import atomic_path, safe_load_pickle, write_json
-from groundkit.data.formats._fields import by_id, get, get_list, read_json
+from groundkit.data.formats._fields import by_id, get, get_list, image_side, read_json
 from groundkit.errors import FormatError, InputError
 from groundkit.ops.masks import encode_rle, segmentation_to_mask
 from groundkit.structures import Category, ImageRecord, ReferringSample
@@ -163,8 +163,8 @@ def _image(x: Any, file: Path, index: int) -> ImageRecord:
     item = f"image {index}"
     return ImageRecord(id=get(x, "id", "int", file, item),
                        file_name=get(x, "file_name", "str", file, item),
-                       height=get(x, "height", "int", file, item),
-                       width=get(x, "width", "int", file, item))
+                       height=image_side(x, "height", file, item),
+                       width=image_side(x, "width", file, item))
 
 
 def _category(x: Any, file: Path, index: int) -> Category:

@@ -101,6 +101,13 @@ def test_wrong_type_and_unknown_category(sample_copy, edit_json):
         load(sample_copy)
 
 
+@pytest.mark.parametrize("side", [2**31, 0, -5])
+def test_image_size_out_of_range(sample_copy, edit_json, side):
+    edit_json(sample_copy / "panoptic.json", lambda d: d["images"][1].update(width=side))
+    with pytest.raises(FormatError, match=rf"panoptic.json: image 1: field 'width': .*got {side}"):
+        load(sample_copy)
+
+
 def test_repeated_or_void_segment_id(sample_copy, edit_json):
     def repeat(d):
         d["annotations"][1]["segments_info"][1]["id"] = d["annotations"][1]["segments_info"][0]["id"]

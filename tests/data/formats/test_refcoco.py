@@ -151,6 +151,19 @@ def test_bad_instances(sample, tmp_path, edit_json):
         load_instances(paths(sample)[1]).box(5)
 
 
+@pytest.mark.parametrize("side", [2**31, 0, -5, 2**16])
+def test_image_size_out_of_range(sample, tmp_path, edit_json, side):
+    # 2**31 with a polygon segfaulted in pycocotools; 0 and -5 raised OverflowError there
+    path = tmp_path / "instances.json"
+    path.write_text(paths(sample)[1].read_text())
+    edit_json(path, lambda d: d["images"][1].update(height=side))
+    with pytest.raises(FormatError, match=rf"instances.json: image 1: field 'height': .*got {side}"):
+        load_instances(path)
+    edit_json(path, lambda d: d["images"][1].update(height=360, width=side))
+    with pytest.raises(FormatError, match=rf"instances.json: image 1: field 'width': .*got {side}"):
+        load_instances(path)
+
+
 def test_malformed_segmentation(tmp_path):
     with pytest.raises(FormatError, match=r"annotation 1: field 'segmentation'"):
         load_instances_of(tmp_path, {"size": [6], "counts": ""}).mask(1)
