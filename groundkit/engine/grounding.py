@@ -24,7 +24,7 @@ from groundkit.metrics.report import plot_png_recall, png_table
 from groundkit.models.drmn import DRMNConfig
 from groundkit.models.grounding import GroundingModel
 from groundkit.models.ppmn import PPMNConfig
-from groundkit.ops.masks import decode_rle
+from groundkit.ops.masks import segmentation_to_mask
 from groundkit.structures import GroundingResult
 
 PREDICTIONS = "predictions.json"
@@ -138,8 +138,9 @@ class GroundingTask(Task):
             image = dataset.load_image(narrative.image_id)
             phrases = records.get(narrative.key, {"phrases": []})["phrases"]
             spans = [narrative.utterances[p["segment_index"]].span for p in phrases]
-            masks = (np.stack([decode_rle(p["mask"]) for p in phrases]) if phrases
-                     else np.zeros((0, *image.shape[:2]), bool))
+            size = image.shape[:2]  # each RLE's size is checked before it is decoded
+            masks = (np.stack([segmentation_to_mask(p["mask"], *size) for p in phrases]) if phrases
+                     else np.zeros((0, *size), bool))
             yield image, GroundingResult(narrative.caption,
                                          [narrative.caption[a:b] for a, b in spans], spans, masks,
                                          np.array([p["score"] for p in phrases], np.float32))

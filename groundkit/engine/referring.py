@@ -24,7 +24,7 @@ from groundkit.errors import ConfigError
 from groundkit.metrics.files import referring_by_sentence, score_rec, score_res
 from groundkit.metrics.report import pct
 from groundkit.models.referring.pbrec import PBRECConfig, PBRECModel
-from groundkit.ops.masks import decode_rle, encode_rle
+from groundkit.ops.masks import encode_rle, segmentation_to_mask
 from groundkit.structures import ReferringResult
 
 PREDICTIONS = "predictions.json"
@@ -147,7 +147,8 @@ class ReferringTask(Task):
                 yield image, ReferringResult(np.zeros(4), 0.0, np.zeros(image.shape[:2], bool),
                                              expression=sample.sentence)
                 continue
-            mask = decode_rle(p["mask"]) if p.get("mask") is not None else None
+            mask = (segmentation_to_mask(p["mask"], *image.shape[:2])  # size checked first
+                    if p.get("mask") is not None else None)
             yield image, ReferringResult(np.asarray(p["box"], np.float64), float(p["score"]), mask,
                                          expression=sample.sentence)
 
