@@ -17,7 +17,7 @@ names no scale for the sum over N pixels either; ``normalize=False`` is Eq. 4 ve
   (measured on a trained model: |term| 2.4 vs 0.21, and 22% of the thing pixels a detection wins
   in Psi go to stuff in P), which is how the affinity cost things PQ.
 
-Two options the paper does not have, off by default (Eq. 4 verbatim), measured in the README:
+Two options the paper does not have, off by default (Eq. 4 verbatim), measured in docs/results.md:
 - ``region="box"``: a detection's channel gets the affinity term only inside its box, where its
   potential lives; on the whole image the term lets a detection claim look-alike pixels of other
   instances of its class anywhere.
