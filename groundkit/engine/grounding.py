@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from groundkit.data.formats import grounding_record, read_grounding_predictions, write_grounding_predictions
 from groundkit.data.grounding import GroundingDataConfig, GroundingDataset, collate_grounding
-from groundkit.engine.tasks import EvalConfig, Evaluation, Task
+from groundkit.engine.tasks import EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import PhraseIoUs, grounding_masks, png_phrase_ious
@@ -149,20 +146,13 @@ class GroundingTask(Task):
         return super().title(cfg, root, split, dataset) + "; IoU at the original image resolution"
 
 
-@torch.no_grad()
 def predict_records(model: GroundingModel, dataset: GroundingDataset, batch_size: int = 8,
                     progress: bool = True) -> list[dict[str, Any]]:
     """Prediction records (formats.md section 4) of every narrative of ``dataset``, in order."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_grounding)
     records = []
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
-        batch["images"] = batch["images"].to(device)
-        for result, segment_indices in zip(model(batch), batch["segment_indices"]):
+    for batch, results in predicted_batches(model, dataset, collate_grounding, batch_size, progress):
+        for result, segment_indices in zip(results, batch["segment_indices"]):
             narrative = dataset.narratives[len(records)]
             records.append(grounding_record(narrative, segment_indices, result.masks,
                                             result.scores))
-    model.train(was_training)
     return records

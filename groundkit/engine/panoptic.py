@@ -20,13 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from groundkit.data.formats import PanopticDataset, load_panoptic, write_panoptic_predictions
 from groundkit.data.panoptic_dataset import PanopticDataConfig, PanopticSegDataset, collate_panoptic
-from groundkit.engine.tasks import EvalConfig, Evaluation, Task
+from groundkit.engine.tasks import EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import score_panoptic
@@ -139,19 +136,12 @@ def prediction_paths(dataset: PanopticSegDataset, pred_dir: str | Path) -> tuple
             Path(pred_dir) / dataset.paths.panoptic_dir.name)
 
 
-@torch.no_grad()
 def predict_results(model: PanopticModel, dataset: PanopticSegDataset, batch_size: int = 8,
                     progress: bool = True) -> dict[int, PanopticResult]:
     """``{image_id: PanopticResult}`` of every image of ``dataset``, id maps at the image's size."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_panoptic)
     results: dict[int, PanopticResult] = {}
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
-        batch["images"] = batch["images"].to(device)
-        results.update(zip(batch["image_ids"], model(batch)))
-    model.train(was_training)
+    for batch, out in predicted_batches(model, dataset, collate_panoptic, batch_size, progress):
+        results.update(zip(batch["image_ids"], out))
     return results
 
 

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from groundkit.data.formats import read_referring_predictions, write_referring_predictions
 from groundkit.data.referring import ReferringDataConfig, ReferringDataset, collate_referring
-from groundkit.engine.tasks import EvalConfig, Evaluation, Task
+from groundkit.engine.tasks import EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import referring_by_sentence, score_rec, score_res
@@ -153,21 +150,13 @@ class ReferringTask(Task):
                                          expression=sample.sentence)
 
 
-@torch.no_grad()
 def predict_records(model: PBRECModel, dataset: ReferringDataset, batch_size: int = 8,
                     progress: bool = True) -> list[dict[str, Any]]:
     """Referring prediction records (formats.md section 4) of every sentence, in order."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_referring)
-    records = []
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
-        batch["images"] = batch["images"].to(device)
-        for result, ref_id, sent_id in zip(model(batch), batch["ref_ids"], batch["sent_ids"]):
-            records.append(referring_record(ref_id, sent_id, result))
-    model.train(was_training)
-    return records
+    return [referring_record(ref_id, sent_id, result)
+            for batch, results in predicted_batches(model, dataset, collate_referring, batch_size,
+                                                    progress)
+            for result, ref_id, sent_id in zip(results, batch["ref_ids"], batch["sent_ids"])]
 
 
 def referring_record(ref_id: int, sent_id: int, result: ReferringResult) -> dict[str, Any]:

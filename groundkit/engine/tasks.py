@@ -24,11 +24,12 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from groundkit.config import config_from_dict, config_to_dict, override_config
 from groundkit.engine.checkpoint import checkpoint_meta, load_checkpoint, seed_everything
@@ -210,6 +211,26 @@ class Task(ABC):
         """Apply ``key=value`` overrides of the model config that change inference only
         (e.g. ``merge=heuristic``); an unknown key is a ConfigError that suggests one."""
         model.cfg = override_config(model.cfg, options)
+
+def predicted_batches(model: torch.nn.Module, dataset: Dataset,
+                      collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+                      batch_size: int = 8, progress: bool = True
+                      ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+    """``(batch, results)`` of every batch of ``dataset`` in order, the model in eval mode under
+    ``no_grad`` (its train mode is restored afterwards): the prediction loop of every family."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    try:
+        for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+            batch["images"] = batch["images"].to(device)
+            with torch.no_grad():
+                results = model(batch)
+            yield batch, results
+    finally:
+        model.train(was_training)
+
 
 def without_initial_weights(cfg: Any) -> Any:
     """``cfg`` with ``model.backbone.weights`` cleared: a checkpoint holds every weight, so the
