@@ -144,8 +144,10 @@ def _load_local(name: str):  # -> (PreTrainedTokenizerFast, PreTrainedModel)
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar for every model built
     try:
-        return (AutoTokenizer.from_pretrained(name, local_files_only=True),
-                AutoModel.from_pretrained(name, local_files_only=True))
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        # float32 whatever the weights were saved in: transformers 5 keeps a folder's fp16/bf16
+        # dtype, and half-precision features would not match the float32 heads fed by them
+        return tokenizer, AutoModel.from_pretrained(name, local_files_only=True).float()
     except (OSError, ValueError) as e:
         raise ConfigError(
             f"text encoder {name!r} was not found locally ({type(e).__name__}: {str(e)[:200]}). "

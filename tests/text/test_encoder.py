@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -136,3 +138,15 @@ def test_cache_rejects_bad_files(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(FormatError, match="format"):
         TextFeatureCache.load(tmp_path / "other.safetensors")
+
+
+def test_half_precision_folder_gives_float32_features(encoder, tmp_path):
+    """A folder saved in fp16 (e.g. to halve its size) encodes in float32, within fp16 rounding of
+    the float32 original."""
+    copy.deepcopy(encoder.model).half().save_pretrained(tmp_path)  # the session's model untouched
+    encoder.tokenizer.save_pretrained(tmp_path)
+    half = TextEncoder(tmp_path)
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    expected, got = encoder([CAPTION]).features, half([CAPTION]).features
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=2e-2) and not torch.equal(got, expected)
