@@ -182,13 +182,13 @@ class Task(ABC):
         cfg = self.prepare(cfg, train_set)
         seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed
         model = self.build_model(cfg)
-        self.prepare_model(model, train_set)
 
         def evaluate(m: torch.nn.Module) -> dict[str, float]:
             return self.evaluate(m, val_set, cfg.eval.batch_size, progress=False).log_metrics()
 
         trainer = Trainer(model, train_set, self.collate, cfg.trainer, evaluate,
                           model_type=cfg.model_type, experiment_config=config_to_dict(cfg))
+        self.prepare_model(model, train_set)  # on the trainer's device: a GPU encodes text faster
         try:
             return trainer.fit(resume=resume)
         finally:
