@@ -90,7 +90,8 @@ class FCOS(nn.Module):
 
     ``forward(features) -> LevelOutputs``; ``losses(outputs, gt_boxes, gt_classes)`` -> dict;
     ``detect(outputs, image_sizes)`` -> per image ``{"boxes", "scores", "classes"}``;
-    ``point_boxes(outputs)`` -> one box and score per point (no threshold, no NMS).
+    ``point_boxes(outputs)`` -> one box and score per point (no threshold, no NMS);
+    ``decode(outputs, i, size)`` -> every point's box, class probabilities, centre-ness logit (image i).
     ``num_levels=1, first_level=5, size_limits=()`` is a P5-only point detector (one box per cell).
     """
 
@@ -196,12 +197,21 @@ class FCOS(nn.Module):
         scores ``(B, N)`` = ``sqrt(max_k p_k * p_centre)``, the score ``detect`` gives the point's
         best class. Both keep their autograd graph.
         """
-        scores = (out.cls.sigmoid().amax(dim=2) * out.ctr.sigmoid()).sqrt()
+        scores = point_scores(out.cls.sigmoid().amax(dim=2), out.ctr)
         return ltrb_to_boxes(out.points, out.ltrb), scores
+
+    def decode(self, out: LevelOutputs, i: int, size: tuple[int, int]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every point of image ``i`` as the detector reads it: boxes ``(N, 4)`` xyxy clipped to
+        ``size = (h, w)`` (detached), class probabilities ``(N, K)`` and centre-ness logits ``(N,)``
+        (both keep their autograd graph). A point's score for class k is :func:`point_scores` of the
+        two; a box is usable when :func:`nonempty`."""
+        boxes = clip_boxes(ltrb_to_boxes(out.points, out.ltrb[i].detach()), size)
+        return boxes, out.cls[i].sigmoid(), out.ctr[i]
 
     def _detect_one(self, out: LevelOutputs, i: int, size: tuple[int, int], score_thresh: float
                     ) -> dict[str, torch.Tensor]:
-        prob = out.cls[i].sigmoid()  # (N, K)
+        all_boxes, prob, ctr_logits = self.decode(out, i, size)  # (N, 4), (N, K), (N,)
         boxes, scores, classes = [], [], []
         for lvl in range(len(self.strides)):
             cells = torch.nonzero(out.level == lvl).flatten()
@@ -210,15 +220,25 @@ class FCOS(nn.Module):
             if len(cand) > self.pre_nms_top_n:
                 cand = cand[p.detach()[cand[:, 0], cand[:, 1]].topk(self.pre_nms_top_n).indices]
             cell = cells[cand[:, 0]]
-            scores.append((p[cand[:, 0], cand[:, 1]] * out.ctr[i, cell].sigmoid()).sqrt())
-            boxes.append(clip_boxes(ltrb_to_boxes(out.points[cell], out.ltrb[i, cell].detach()), size))
+            scores.append(point_scores(p[cand[:, 0], cand[:, 1]], ctr_logits[cell]))
+            boxes.append(all_boxes[cell])
             classes.append(cand[:, 1])
         boxes, scores, classes = torch.cat(boxes), torch.cat(scores), torch.cat(classes)
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        valid &= scores.detach() >= score_thresh
+        valid = nonempty(boxes) & (scores.detach() >= score_thresh)
         boxes, scores, classes = boxes[valid], scores[valid], classes[valid]
         keep = batched_nms(boxes, scores.detach(), classes, self.nms_thresh)[:self.max_detections]
         return {"boxes": boxes[keep], "scores": scores[keep], "classes": classes[keep]}
+
+
+def point_scores(prob: torch.Tensor, ctr_logits: torch.Tensor) -> torch.Tensor:
+    """The detection score ``sqrt(p_class * sigmoid(ctr_logits))`` that ranks detections (FCOS),
+    elementwise (``prob (N, K)`` with ``ctr_logits (N, 1)`` broadcasts to every class)."""
+    return (prob * ctr_logits.sigmoid()).sqrt()
+
+
+def nonempty(boxes: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: which ``boxes (N, 4)`` xyxy have positive width and height."""
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
 
 def ltrb_to_boxes(points: torch.Tensor, ltrb: torch.Tensor) -> torch.Tensor:
