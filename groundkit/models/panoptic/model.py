@@ -27,6 +27,7 @@ from torch import nn
 from groundkit.data.transforms import map_padded_groups
 from groundkit.errors import ConfigError, InputError
 from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, SCALES, AffinityHead
+from groundkit.models.panoptic.candidates import candidates_group
 from groundkit.models.panoptic.detector import FCOS
 from groundkit.models.panoptic.heuristic import heuristic_merge
 from groundkit.models.panoptic.mask_head import MaskHead, multilevel_roi_align, paste_masks
@@ -143,9 +144,7 @@ class PanopticModel(nn.Module):
     # --- shared pieces -------------------------------------------------------------------------
 
     def _heads(self, images: torch.Tensor) -> tuple[dict, torch.Tensor, Any, torch.Tensor | None]:
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2] % 32 or images.shape[-1] % 32:
-            raise InputError(f"panoptic: images: expected (B, 3, H, W) with H, W multiples of 32, "
-                             f"got {tuple(images.shape)}")
+        _check_images(images)
         features = self.backbone(images)
         q = self.affinity.features(features) if self.affinity is not None else None
         return features, self.semantic_head(features), self.detector(features), q
@@ -310,6 +309,32 @@ class PanopticModel(nn.Module):
             det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w0 / w, h0 / h] * 2)
         return dets
 
+    @torch.no_grad()
+    def candidates(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
+                   orig_sizes: list[tuple[int, int]] | None = None, score_thresh: float = 0.05,
+                   roi_size: int = 7) -> list[dict[str, torch.Tensor]]:
+        """Every detector point whose best class scores above ``score_thresh``, before NMS: the
+        proposals of two-stage referring (VL-NMS's delta = 0.05). One dict per image:
+        ``boxes (N, 4)`` xyxy at ``orig_sizes`` (default: ``image_sizes``), ``scores (N, K)`` the
+        detector's score of each thing class (``sqrt(p_class * p_centre)``, what ``detect`` ranks
+        by), ``confidence (N,)`` their maximum, ``classes (N,)``, ``category_ids (N,)``,
+        ``centerness (N,)``, ``levels (N,)`` the FPN level ``k`` (P``k``) of the point,
+        ``roi_features (N, C, roi_size, roi_size)`` and ``roi_boxes (N, 4)`` (the boxes in input
+        pixels that RoIAlign saw). Candidates are in point order (level, then row-major cell).
+        An image with no point above the threshold gets N = 0 (tensors with no rows), not an error.
+        See :mod:`groundkit.models.panoptic.candidates`.
+        """
+        return self._by_padded_size(partial(self._candidates_group, score_thresh=score_thresh,
+                                            roi_size=roi_size), images, image_sizes, orig_sizes)
+
+    def _candidates_group(self, images: torch.Tensor, sizes: list[tuple[int, int]],
+                          orig_sizes: list[tuple[int, int]], score_thresh: float, roi_size: int
+                          ) -> list[dict[str, torch.Tensor]]:
+        _check_images(images)
+        features = self.backbone(images)
+        ids = torch.tensor(self.cfg.thing_ids, device=images.device)
+        return candidates_group(features, self.detector(features), self.detector, ids, sizes,
+                                orig_sizes, score_thresh, roi_size)
 
     def _by_padded_size(self, fn: Callable[..., list], images: torch.Tensor,
                         image_sizes: list[tuple[int, int]] | None,
@@ -325,6 +350,12 @@ class PanopticModel(nn.Module):
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2] % 32 or images.shape[-1] % 32:
+        raise InputError(f"panoptic: images: expected (B, 3, H, W) with H, W multiples of 32, "
+                         f"got {tuple(images.shape)}")
+
 
 def _sizes(image_sizes: list[tuple[int, int]] | None, images: torch.Tensor) -> list[tuple[int, int]]:
     if image_sizes is None:
