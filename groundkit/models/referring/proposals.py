@@ -1,0 +1,50 @@
+"""The few proposals a two-stage referring matcher sees, chosen among detector candidates.
+
+Candidates are one dict of per-candidate tensors (:meth:`PanopticModel.candidates
+<groundkit.models.panoptic.model.PanopticModel.candidates>`: ``boxes``, ``classes``,
+``confidence``, ...). A criterion ranks them: the detection confidence for the query-agnostic
+baseline (:func:`baseline_proposals`), relatedness x confidence for VL-NMS. Suppression is per class
+(a box only suppresses boxes of its own class) at IoU 0.3 as in the official Ref-NMS code; the
+proposals are the ``k`` best survivors.
+"""
+from __future__ import annotations
+
+import torch
+
+from groundkit.errors import InputError
+from groundkit.ops.boxes import batched_nms
+
+__all__ = ["select_proposals", "baseline_proposals"]
+
+
+def select_proposals(candidates: dict[str, torch.Tensor], criterion: torch.Tensor, k: int,
+                     nms_thresh: float = 0.3) -> dict[str, torch.Tensor]:
+    """Per-class NMS of ``candidates["boxes"]`` ranked by ``criterion``, then the top ``k``.
+
+    candidates: ``boxes (N, 4)`` xyxy and ``classes (N,)``; every other tensor whose first
+    dimension is N is selected along with them. criterion: ``(N,)``, higher is better (ties: the
+    lower index first). Returns the same keys, rows of the kept candidates by decreasing criterion,
+    plus ``index (P,)`` their rows in ``candidates`` and ``criterion (P,)`` their values.
+    ``P = min(k, survivors)``: an image with fewer survivors than ``k`` gets all of them, one with
+    no candidate gets P = 0 (tensors with no rows), not an error.
+    """
+    boxes, classes = candidates["boxes"], candidates["classes"]
+    n = len(boxes)
+    if criterion.shape != (n,):
+        raise InputError(f"select_proposals: criterion: expected shape ({n},), one value per "
+                         f"candidate, got {tuple(criterion.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"select_proposals: k must be a positive integer, got {k!r}")
+    keep = batched_nms(boxes, criterion.detach(), classes, nms_thresh)[:k]
+    selected = {key: value[keep] if torch.is_tensor(value) and value.dim() and len(value) == n
+                else value for key, value in candidates.items()}
+    selected["index"] = keep
+    selected["criterion"] = criterion[keep]
+    return selected
+
+
+def baseline_proposals(candidates: dict[str, torch.Tensor], k: int, nms_thresh: float = 0.3
+                       ) -> dict[str, torch.Tensor]:
+    """The query-agnostic proposals: :func:`select_proposals` ranked by the detector's
+    ``candidates["confidence"]``."""
+    return select_proposals(candidates, candidates["confidence"], k, nms_thresh)
