@@ -275,6 +275,25 @@ class Segmenter(Predictor):
         batch, sizes = self._batch([rgb])
         return self.model.detections(batch, sizes, [rgb.shape[:2]], roi_size)[0]
 
+    @torch.no_grad()
+    def candidates(self, image: ImageLike, score_thresh: float = 0.05, roi_size: int = 7
+                   ) -> dict[str, torch.Tensor]:
+        """The detector's candidates on one image before NMS: every point whose best class scores
+        above ``score_thresh`` (the first stage of two-stage referring; VL-NMS uses 0.05).
+
+        Returns tensors on :attr:`device`, N rows each (N = 0 when nothing scores above the
+        threshold): ``boxes (N, 4)`` xyxy in image pixels, ``scores (N, K)`` the detector's score
+        of each thing class, ``confidence (N,)`` their maximum, ``classes (N,)``,
+        ``category_ids (N,)``, ``centerness (N,)``, ``levels (N,)`` (FPN level of the point),
+        ``roi_features (N, C, roi_size, roi_size)`` and ``roi_boxes (N, 4)`` (in model-input
+        pixels). :func:`~groundkit.models.referring.proposals.baseline_proposals` keeps the best k
+        after per-class NMS. See :meth:`PanopticModel.candidates
+        <groundkit.models.panoptic.model.PanopticModel.candidates>`.
+        """
+        rgb = as_rgb(image)
+        batch, sizes = self._batch([rgb])
+        return self.model.candidates(batch, sizes, [rgb.shape[:2]], score_thresh, roi_size)[0]
+
     def _batch(self, rgbs: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Resized, normalised and padded ``(B, 3, H, W)`` and the size of each image inside."""
         sizes = [target_size(*rgb.shape[:2], self.resize) for rgb in rgbs]

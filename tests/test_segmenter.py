@@ -11,6 +11,7 @@ from groundkit.engine.checkpoint import save_checkpoint
 from groundkit.engine.panoptic import PanopticExperiment
 from groundkit.errors import ConfigError
 from groundkit.models.panoptic import build_panoptic
+from groundkit.models.referring.proposals import baseline_proposals
 
 
 def tiny_experiment(**top):
@@ -100,6 +101,23 @@ def test_detections_are_the_thing_segments_of_the_panoptic_map(segmenter):
     result = segmenter.segment(rgb)
     things = [s["id"] for s in result.segments_info if s["isthing"]]
     np.testing.assert_array_equal(det["masks"].any(0).numpy(), np.isin(result.id_map, things))
+
+
+def test_candidates_before_nms_hold_the_detections(segmenter):
+    rgb = image()
+    cand = segmenter.candidates(rgb)
+    n = len(cand["boxes"])
+    assert n > 0 and (cand["confidence"] > 0.05).all()
+    assert cand["scores"].shape == (n, 9) and cand["roi_features"].shape == (n, 16, 7, 7)
+    assert cand["boxes"][:, 2].max() <= 70 and cand["boxes"][:, 3].max() <= 50  # image pixels
+    assert set(cand["category_ids"].tolist()) <= set(range(1, 10))
+    for box in segmenter.detections(rgb)["boxes"]:
+        assert (cand["boxes"] == box).all(dim=1).any()
+    proposals = baseline_proposals(cand, k=3)
+    assert len(proposals["boxes"]) == 3
+    assert torch.equal(proposals["confidence"], proposals["confidence"].sort(descending=True).values)
+    none = segmenter.candidates(rgb, score_thresh=1.0)  # nothing scores above 1: no rows, no error
+    assert none["boxes"].shape == (0, 4) and len(baseline_proposals(none, k=3)["boxes"]) == 0
 
 
 def test_categories_without_names_get_numbered_ones():
