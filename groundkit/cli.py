@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except GroundkitError as e:
         print(f"groundkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves and stops by itself)
+        print(f"groundkit {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

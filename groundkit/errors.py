@@ -37,3 +37,37 @@ class ConfigError(GroundkitError, ValueError):
 
 class InputError(GroundkitError, ValueError):
     """An argument given to the API or CLI cannot be used (bad caption, span, image, ...)."""
+
+
+class WriteError(GroundkitError, OSError):
+    """A file could not be written (disk full, quota, permissions); the file that was at its path
+    before, if any, is intact (writes go through a temporary file renamed over it).
+
+    Example message: ``runs/x/model.safetensors: could not write it: no space left on device;
+    the previous model.safetensors is intact``. ``errno`` is the cause's (``ENOSPC``) when known.
+    """
+
+    def __init__(self, file: str | Path, message: str, errno: int | None = None) -> None:
+        self.file = str(file)
+        self.message = message
+        super().__init__(f"{self.file}: {message}")
+        self.errno = errno
+
+    def __reduce__(self):
+        return (WriteError, (self.file, self.message, self.errno))
+
+
+class TrainingInterrupted(GroundkitError):
+    """Training stopped on SIGINT or SIGTERM after saving a resumable state.
+
+    ``signal_number`` is the signal; ``exit_code`` what a shell reports for it (128 + number:
+    130 for SIGINT, 143 for SIGTERM), which ``groundkit train`` exits with.
+    """
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        self.signal_number = signal_number
+        self.exit_code = 128 + signal_number
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (TrainingInterrupted, (str(self), self.signal_number))

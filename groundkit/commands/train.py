@@ -3,11 +3,19 @@
 The YAML names its ``model_type`` (ppmn, drmn, panoptic) and has ``model``, ``data``, ``trainer``
 and ``eval`` sections; ``key=value`` overrides any of them (``trainer.epochs=2``). Under
 ``torchrun --nproc_per_node N -m groundkit.cli train ...`` it trains with DistributedDataParallel.
+
+SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) finishes the current step, saves a resumable
+state in ``trainer.out_dir`` and exits with 130 or 143 (as shells report those signals); the same
+command with ``--resume`` then continues as if nothing happened. ``trainer.checkpoint_every_steps``
+saves that state every N steps as well, for jobs that can be killed without warning.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from groundkit.errors import TrainingInterrupted
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +37,14 @@ def run(args: argparse.Namespace) -> int:
     model_type = peek_value(args.config, args.overrides, "model_type", None)
     task = task_of(model_type, source=str(args.config))
     cfg = load_config(task.experiment_class(model_type), args.config, args.overrides)
-    metrics = task.train(cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 speaks for all
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
+    try:
+        metrics = task.train(cfg, resume=args.resume)
+    except TrainingInterrupted as e:
+        if main_rank:
+            print(f"groundkit train: {e}", file=sys.stderr)
+        return e.exit_code
+    if main_rank:
         print(f"trained {model_type}; checkpoint in {cfg.trainer.out_dir}")
         for name, value in metrics.items():
             print(f"  {name}: {value:.4f}")

@@ -11,10 +11,15 @@ Two kinds of files:
   JSON of the structure and scalars (step counters, epoch, RNG states). One file means one atomic
   rename, so a crash can never pair the weights of one step with the optimizer of another.
 
-Every file is written through :func:`groundkit._io.atomic_path`.
+Every file is written through :func:`groundkit._io.atomic_path`: flushed to the disk, then renamed
+over the old one, so a kill, a full disk or a power loss leaves the previous file whole; a full
+disk is a :class:`~groundkit.errors.WriteError` naming the file. A kill mid-write leaves a
+temporary ``.NAME.XXXXXXXX.tmp.safetensors`` beside it, which the trainer removes when it next
+starts or saves.
 """
 from __future__ import annotations
 
+import errno
 import json
 import random
 import time
@@ -28,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from groundkit import __version__
-from groundkit._io import atomic_path, write_json
+from groundkit._io import atomic_path, write_failure, write_json
 from groundkit.errors import ConfigError, FormatError
 
 WEIGHTS_NAME = "model.safetensors"
@@ -150,8 +155,14 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write atomically; a failure (a full disk) is a WriteError and the old file stays."""
     with atomic_path(path) as tmp:
-        save_file(_storable(tensors), str(tmp), metadata={_HEADER_KEY: json.dumps(meta)})
+        try:
+            save_file(_storable(tensors), str(tmp), metadata={_HEADER_KEY: json.dumps(meta)})
+        except SafetensorError as e:  # I/O errors come as "IoError(Os { code: 28, ... })"
+            disk_full = "code: 28," in str(e) or "StorageFull" in str(e)
+            reason = "no space left on device" if disk_full else f"safetensors: {e}"
+            raise write_failure(path, reason, errno.ENOSPC if disk_full else None) from e
 
 
 def checkpoint_meta(dir_or_path: str | Path) -> dict[str, Any]:

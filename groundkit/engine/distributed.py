@@ -86,8 +86,10 @@ def barrier() -> None:
 
 def cleanup_distributed() -> None:
     """Destroy the process group if one was started; call once at the end of a torchrun job."""
+    global _cpu_group
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _cpu_group = None
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
@@ -110,3 +112,30 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+_cpu_group: Any = None  # a gloo group beside an NCCL one, for small host-side agreements
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest ``value`` over ranks (``value`` when single-process); every rank must call it
+    at the same point.
+
+    It runs on the CPU (the default group when it is gloo, else a gloo group made at the first
+    call), so it neither waits for the GPU nor blocks its queue: the trainer asks it after every
+    step whether any rank received a stop signal, for about 0.1 ms on one machine.
+    """
+    if get_world_size() == 1:
+        return value
+    flag = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_host_group())
+    return int(flag.item())
+
+
+def _host_group() -> Any:
+    global _cpu_group
+    if "gloo" in str(dist.get_backend()):
+        return None  # the default group takes CPU tensors
+    if _cpu_group is None:
+        _cpu_group = dist.new_group(backend="gloo")
+    return _cpu_group

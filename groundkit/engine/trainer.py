@@ -19,15 +19,31 @@ RNG states are restored after it.
 
 Outputs in ``config.out_dir``: ``metrics.jsonl`` (see :mod:`groundkit.engine.logging`),
 ``model.safetensors`` + ``config.json`` (see :func:`~groundkit.engine.checkpoint.save_checkpoint`)
-and ``train_state.safetensors``, every ``checkpoint_every`` epochs and at the end.
+and ``train_state.safetensors``, every ``checkpoint_every`` epochs, every
+``checkpoint_every_steps`` optimizer steps (when > 0), on a stop signal and at the end. Every
+file is replaced atomically and flushed to the disk; temporary files of a save that was killed
+(``.model.safetensors.XXXXXXXX.tmp.safetensors``, ...) are removed when training next starts or
+saves, and a full disk is a :class:`~groundkit.errors.WriteError` saying which file failed and
+that the previous training state is intact.
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM (what schedulers and ``torchrun`` send) lets the current
+step finish, saves a resumable state (the same as a step checkpoint) and raises
+:class:`~groundkit.errors.TrainingInterrupted`, whose ``exit_code`` (130, 143: 128 + the signal, as
+shells report it) ``groundkit train`` exits with after a one-line message; a second signal quits at
+once. A signal during an evaluation or a save is acted on when it ends. Under torchrun the ranks
+agree on when to stop: after every step each rank contributes the signal it received to a
+max-all-reduce over a CPU (gloo) group, so all ranks stop after the same step whichever of them got
+it (torchrun sends SIGTERM to every worker and kills them 30 s later by default, so a save must fit
+in that grace period). DataLoader workers ignore both signals and are stopped by their process.
 
 Exact resume: the data order of an epoch is a function of ``(seed, epoch, rank)`` only, and the
 training state holds the model, optimizer (moments and step counters), scheduler, AMP scaler,
 counters and every rank's RNG states, so ``fit(resume=True)`` continues the loss curve of an
 uninterrupted run exactly (on a deterministic device) after a run stopped at an epoch's end, or
-anywhere when items are loaded in the main process (``num_workers=0``). A DataLoader worker's RNG
-is seeded from ``(seed, epoch, rank)`` at the start of an epoch, so random augmentations drawn in
-workers repeat exactly per epoch but not from the middle of one.
+anywhere when items are loaded in the main process (``num_workers=0``); the losses of the steps
+since the last log line are kept too, so the resumed log is the uninterrupted one. A DataLoader
+worker's RNG is seeded from ``(seed, epoch, rank)`` at the start of an epoch, so random
+augmentations drawn in workers repeat exactly per epoch but not from the middle of one.
 
 Typical use (what :meth:`groundkit.engine.tasks.Task.train` does for ``groundkit train``)::
 
@@ -43,12 +59,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -56,10 +75,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from groundkit._io import remove_stale_temps
 from groundkit.config import config_to_dict
 from groundkit.engine import distributed as gdist
 from groundkit.engine.checkpoint import (
+    CONFIG_NAME,
     TRAIN_STATE_NAME,
+    WEIGHTS_NAME,
     capture_rng_state,
     load_train_state,
     restore_rng_state,
@@ -67,11 +89,13 @@ from groundkit.engine.checkpoint import (
     save_train_state,
     seed_everything,
 )
-from groundkit.engine.logging import MetricsLogger
+from groundkit.engine.logging import METRICS_NAME, MetricsLogger
 from groundkit.engine.schedule import build_scheduler
-from groundkit.errors import ConfigError
+from groundkit.errors import ConfigError, TrainingInterrupted, WriteError
 
 _log = logging.getLogger("groundkit")
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_OWN_FILES = (WEIGHTS_NAME, CONFIG_NAME, TRAIN_STATE_NAME, METRICS_NAME)  # written in out_dir
 
 
 @dataclass
@@ -98,6 +122,9 @@ class TrainerConfig:
     channels_last: bool = False
     eval_every: int = 1                        # epochs; 0 = only after the last
     checkpoint_every: int = 1                  # epochs; 0 = only at the end
+    # Also every N optimizer steps, inside epochs too (a preempted job loses at most N steps);
+    # 0 = off. Both kinds write the same resumable files.
+    checkpoint_every_steps: int = 0
     out_dir: str = "runs/train"
     seed: int = 0
     num_workers: int = 0
@@ -115,6 +142,7 @@ class TrainerConfig:
                     "log_every": self.log_every, "lr_gamma": self.lr_gamma}
         non_negative = {"weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
                         "eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
+                        "checkpoint_every_steps": self.checkpoint_every_steps,
                         "seed": self.seed, "num_workers": self.num_workers}
         for name, value in positive.items():
             if not value > 0:
@@ -185,7 +213,8 @@ class Trainer:
         self.loader = DataLoader(
             train_dataset, batch_size=config.batch_size, sampler=self.sampler,
             collate_fn=collate_fn, num_workers=config.num_workers, drop_last=config.drop_last,
-            pin_memory=self.device.type == "cuda", generator=self._loader_generator)
+            pin_memory=self.device.type == "cuda", generator=self._loader_generator,
+            worker_init_fn=_worker_ignores_stop_signals)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise ConfigError(f"trainer: {len(train_dataset)} training items give no batch of "
@@ -210,6 +239,10 @@ class Trainer:
         self.step_in_epoch = 0  # steps of the current, unfinished epoch
         self.last_metrics: dict[str, float] = {}
         self._step_lrs: list[float] = []
+        self._window: list[dict[str, torch.Tensor]] = []  # losses of the steps since the last log
+        self._signal: int | None = None      # the stop signal this process received
+        self._stopped_by = 0                 # the one every rank agreed to stop on
+        self._saved_step: int | None = None  # step of the last training state written
         self._elapsed_before = 0.0  # seconds spent by the runs this one resumes
         self._start = time.time()
 
@@ -220,46 +253,73 @@ class Trainer:
 
         ``resume=True`` continues from ``out_dir/train_state.safetensors`` when it exists (and
         starts afresh otherwise), so a preempted job can always be relaunched with it.
+
+        Raises:
+            TrainingInterrupted: SIGINT or SIGTERM stopped it after a step; the state is saved.
+            WriteError: a file could not be written (disk full); the last state is intact.
         """
         cfg = self.config
-        if not (resume and self._resume()):
-            seed_everything(cfg.seed + self.dist.rank)
-            self.logger.truncate_after(-1)  # a fresh run in an old out_dir starts a fresh log
-        self._start = time.time()
-        self.train_model.train()
-        while self.epoch < cfg.epochs and not self._out_of_steps():
-            finished = self._train_epoch(self.epoch)
-            if finished:
-                self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            last = self.epoch >= cfg.epochs or self._out_of_steps()
-            if last or (finished and _due(self.epoch, cfg.eval_every)):
-                self._evaluate()
-            if last or (finished and _due(self.epoch, cfg.checkpoint_every)):
-                self.save()
-        gdist.barrier()
-        self.logger.close()
+        self._signal, self._stopped_by = None, 0
+        try:
+            with self._stop_signals_caught():
+                self._remove_stale_temps()
+                if not (resume and self._resume()):
+                    seed_everything(cfg.seed + self.dist.rank)
+                    self._window = []
+                    self.logger.reset()  # a fresh run in an old out_dir starts a fresh log
+                self._start = time.time()
+                self.train_model.train()
+                while self.epoch < cfg.epochs and not self._out_of_steps():
+                    if self._train_epoch(self.epoch):  # stopped by a signal inside the epoch
+                        self.save()
+                        self._interrupted()
+                    finished = self.step_in_epoch == self.steps_per_epoch
+                    if finished:
+                        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                    last = self.epoch >= cfg.epochs or self._out_of_steps()
+                    if last or (finished and _due(self.epoch, cfg.eval_every)):
+                        self._evaluate()
+                    saved = last or (finished and (_due(self.epoch, cfg.checkpoint_every) or
+                                                   _due(self.step, cfg.checkpoint_every_steps)))
+                    if saved:
+                        self.save()
+                    if not last and self._stop_requested():  # e.g. received during evaluation
+                        if not saved:
+                            self.save()
+                        self._interrupted()
+                gdist.barrier()
+        except WriteError as e:
+            kept = (f"training can continue from step {self._saved_step} with --resume once the "
+                    f"file can be written" if self._saved_step is not None
+                    else "this run has saved no training state yet")
+            raise WriteError(e.file, f"{e.message}; {kept}", e.errno) from e
+        finally:
+            self.logger.close()
         return self.last_metrics
 
     def _train_epoch(self, epoch: int) -> bool:
-        """Run the rest of ``epoch``; True when it ran to its end (not stopped by max_steps)."""
+        """Run the rest of ``epoch``, up to its end or ``max_steps``; True when a stop signal
+        ended it earlier (after the same step on every rank)."""
         cfg = self.config
         self.sampler.set_epoch(epoch, skip=self.step_in_epoch * cfg.batch_size)
         self._loader_generator.manual_seed(_mix_seed(cfg.seed, epoch, self.dist.rank))
-        window: list[dict[str, torch.Tensor]] = []  # losses since the last log
         with tqdm(self.loader, total=self.steps_per_epoch, initial=self.step_in_epoch,
                   desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
                   disable=cfg.quiet or not self.dist.is_main) as progress:
             for batch in progress:
-                window.append(self._train_step(batch))
+                self._window.append(self._train_step(batch))
                 self.step += 1
                 self.step_in_epoch += 1
                 end = self.step_in_epoch == self.steps_per_epoch or self._out_of_steps()
                 if self.step % cfg.log_every == 0 or end:
-                    progress.set_postfix(loss=f"{self._log_window(window):.4f}")
-                    window = []
-                if self._out_of_steps() and self.step_in_epoch < self.steps_per_epoch:
-                    return False
-        return True
+                    progress.set_postfix(loss=f"{self._log_window():.4f}")
+                if end:  # fit evaluates, saves and checks for a stop signal
+                    break
+                if self._stop_requested():
+                    return True
+                if _due(self.step, cfg.checkpoint_every_steps):
+                    self.save()
+        return False
 
     def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         batch = move_to_device(batch, self.device)
@@ -283,8 +343,9 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
-    def _log_window(self, window: list[dict[str, torch.Tensor]]) -> float:
-        """Log the mean over steps and ranks of each loss term in ``window``; one sync."""
+    def _log_window(self) -> float:
+        """Log the mean over steps and ranks of each loss term since the last log; one sync."""
+        window, self._window = self._window, []
         names = sorted(window[-1])
         sums = torch.stack([sum(losses[n] for losses in window) for n in names])
         means = gdist.all_reduce_mean(sums / len(window)).tolist()
@@ -317,18 +378,23 @@ class Trainer:
 
     def save(self) -> None:
         """Write ``model.safetensors`` + ``config.json`` and ``train_state.safetensors``."""
-        rng = gdist.all_gather_objects(capture_rng_state())  # every rank's, for exact resume
+        # Every rank's RNG states and unlogged losses, for an exact resume.
+        ranks = gdist.all_gather_objects({"rng": capture_rng_state(),
+                                          "window": _window_state(self._window)})
         if self.dist.is_main:
+            self._remove_stale_temps()
             meta = {"epoch": self.epoch, "step": self.step, "metrics": self.last_metrics}
             save_checkpoint(self.out_dir, self.model, self.experiment_config, self.model_type, meta)
-            save_train_state(self.out_dir / TRAIN_STATE_NAME, self._train_state(rng))
+            save_train_state(self.out_dir / TRAIN_STATE_NAME, self._train_state(
+                [r["rng"] for r in ranks], [r["window"] for r in ranks]))
+        self._saved_step = self.step
         gdist.barrier()
 
-    def _train_state(self, rng: list[dict]) -> dict[str, Any]:
+    def _train_state(self, rng: list[dict], windows: list[dict]) -> dict[str, Any]:
         return {"model_type": self.model_type, "epoch": self.epoch, "step": self.step,
                 "step_in_epoch": self.step_in_epoch, "elapsed": self._elapsed(),
                 "world_size": self.dist.world_size, "batch_size": self.config.batch_size,
-                "last_metrics": self.last_metrics, "rng": rng,
+                "last_metrics": self.last_metrics, "rng": rng, "log_window": windows,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
 
@@ -357,12 +423,71 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.step_in_epoch, self._elapsed_before = state["step_in_epoch"], state["elapsed"]
         self.last_metrics = state["last_metrics"]
-        if len(state["rng"]) == self.dist.world_size:
+        same_layout = len(state["rng"]) == self.dist.world_size
+        if same_layout:
             restore_rng_state(state["rng"][self.dist.rank])
         else:  # another world size: exactness is lost anyway, keep runs reproducible
             seed_everything(_mix_seed(self.config.seed, self.epoch, self.dist.rank))
+        windows = state.get("log_window")  # absent from states of older versions
+        self._window = (_window_of(windows[self.dist.rank], self.device)
+                        if windows and same_layout else [])
+        self._saved_step = self.step
         self.logger.truncate_after(self.step)
         return True
+
+    # ------------------------------------------------------------------------- stop signals
+
+    @contextmanager
+    def _stop_signals_caught(self) -> Iterator[None]:
+        """While training, SIGINT and SIGTERM ask for a stop after the current step (a second
+        one quits at once); the previous handlers are restored after. Python lets only the main
+        thread set handlers: elsewhere the signals keep theirs."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # asked twice: quit now, as without this handler
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self._signal = signum
+            if self.dist.is_main:
+                _log.warning("%s received: stopping after this step and saving a resumable state "
+                             "in %s (send it again to quit at once)",
+                             signal.Signals(signum).name, self.out_dir)
+
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, request_stop)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                if handler is not None:  # None: set outside Python, cannot be put back
+                    signal.signal(signum, handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank received a stop signal; every rank must ask after the same step."""
+        signum = self._signal or 0
+        if self.dist.is_distributed:
+            signum = gdist.max_over_ranks(signum)
+        self._stopped_by = signum
+        return signum != 0
+
+    def _interrupted(self) -> NoReturn:
+        where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch}"
+                 if self.step_in_epoch else f"end of epoch {self.epoch}")
+        name = signal.Signals(self._stopped_by).name
+        raise TrainingInterrupted(f"stopped by {name} after step {self.step} ({where}); the "
+                                  f"training state is saved in {self.out_dir}: continue with "
+                                  f"--resume", self._stopped_by)
+
+    def _remove_stale_temps(self) -> None:
+        """Delete what saves killed mid-write left in out_dir (rank 0, the only writer)."""
+        if self.dist.is_main:
+            for path in remove_stale_temps(self.out_dir, _OWN_FILES):
+                _log.warning("removed %s, left behind by an interrupted save", path)
 
     def _epoch_of_last_step(self) -> int:
         """0-based epoch of the latest optimizer step (the one records are logged at)."""
@@ -395,6 +520,27 @@ class _SkippingSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.sampler) - self.skip
+
+
+def _window_state(window: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The unlogged losses as ``{name: (steps,) float32 CPU tensor}`` (storable)."""
+    if not window:
+        return {}
+    return {name: torch.stack([losses[name] for losses in window]).cpu() for name in window[0]}
+
+
+def _window_of(state: dict[str, torch.Tensor], device: torch.device
+               ) -> list[dict[str, torch.Tensor]]:
+    steps = len(next(iter(state.values()))) if state else 0
+    return [{name: values[i].to(device) for name, values in state.items()} for i in range(steps)]
+
+
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the training process, which stops them after
+    saving: a Ctrl-C reaches the whole process group, and a worker killed by it would fail the
+    step (schedulers signal every process of a job too)."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def move_to_device(obj: Any, device: torch.device) -> Any:

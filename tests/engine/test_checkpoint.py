@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import errno
 import json
 import random
 
 import numpy as np
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from groundkit.engine import checkpoint as ckpt
@@ -17,7 +19,7 @@ from groundkit.engine.checkpoint import (
     save_checkpoint,
     save_train_state,
 )
-from groundkit.errors import ConfigError, FormatError
+from groundkit.errors import ConfigError, FormatError, WriteError
 
 
 class Tied(torch.nn.Module):
@@ -79,6 +81,40 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         save_checkpoint(tmp_path, {"w": torch.zeros(2)}, {}, "ppmn")
     assert torch.equal(load_checkpoint(tmp_path)[0]["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_full_disk_during_a_save_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, {"w": torch.ones(2)}, {}, "ppmn")
+    save_train_state(tmp_path / "train_state.safetensors", {"step": 5})
+
+    def full(tensors, path, metadata=None):  # what safetensors raises when the disk is full
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    with pytest.raises(WriteError) as caught:
+        save_checkpoint(tmp_path, {"w": torch.zeros(2)}, {}, "ppmn")
+    assert str(caught.value) == (f"{tmp_path / 'model.safetensors'}: could not write it: no space "
+                                 "left on device; the previous model.safetensors is intact")
+    assert caught.value.errno == errno.ENOSPC
+    with pytest.raises(WriteError, match="train_state.safetensors: could not write it: no space "
+                                         "left on device; the previous train_state.safetensors "
+                                         "is intact"):
+        save_train_state(tmp_path / "train_state.safetensors", {"step": 6})
+    assert torch.equal(load_checkpoint(tmp_path)[0]["w"], torch.ones(2))
+    assert load_train_state(tmp_path / "train_state.safetensors") == {"step": 5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors",
+                                                          "train_state.safetensors"]
+
+    def other(tensors, path, metadata=None):
+        raise SafetensorError("something else")
+
+    monkeypatch.setattr(ckpt, "save_file", other)
+    with pytest.raises(WriteError, match="could not write it: safetensors: something else") as caught:
+        save_checkpoint(tmp_path / "new.safetensors", {"w": torch.zeros(2)}, {}, "ppmn")
+    assert caught.value.errno is None and "nothing was written there" in str(caught.value)
 
 
 def adam_after_steps(model: torch.nn.Module, steps: int) -> torch.optim.Optimizer:

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from groundkit.engine import distributed as gdist
-from groundkit.engine.checkpoint import load_checkpoint
+from groundkit.engine.checkpoint import load_checkpoint, load_train_state
 from groundkit.engine.logging import read_metrics
 
 TINY_TASK = Path(__file__).with_name("tiny_task.py")
@@ -22,14 +23,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_ranks(world_size: int, out_dir: Path, results: list[Path]) -> None:
+def launch_ranks(world_size: int, out_dir: Path, results: list[Path], expected_code: int = 0,
+                 **env_extra: str) -> None:
     """Start one process per rank with the environment torchrun would give it; wait for all."""
     port = free_port()
     procs = []
     for rank in range(world_size):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
                "WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+               "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+               **env_extra}
         procs.append(subprocess.Popen([sys.executable, str(TINY_TASK), str(out_dir),
                                        str(results[rank])], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
@@ -39,13 +42,20 @@ def launch_ranks(world_size: int, out_dir: Path, results: list[Path]) -> None:
         for p in procs:  # a rank that failed leaves the other one waiting at a collective
             p.kill()
     for rank, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {rank} failed:\n{out}"
+        assert p.returncode == expected_code, f"rank {rank} exited with {p.returncode}:\n{out}"
 
 
-def test_two_gloo_ranks_see_different_shards_and_end_identical(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A 2-rank run of the tiny task: its out_dir and each rank's result."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
     results = [tmp_path / "rank0.json", tmp_path / "rank1.json"]
     launch_ranks(2, tmp_path / "run", results)
-    rank0, rank1 = (json.loads(p.read_text()) for p in results)
+    return tmp_path / "run", [json.loads(p.read_text()) for p in results]
+
+
+def test_two_gloo_ranks_see_different_shards_and_end_identical(uninterrupted):
+    run, (rank0, rank1) = uninterrupted
 
     # Each rank started from its own random init; DDP synchronises weights and gradients.
     assert rank0["params"] == rank1["params"]
@@ -57,10 +67,31 @@ def test_two_gloo_ranks_see_different_shards_and_end_identical(tmp_path):
     assert rank0["seen"][:10] != rank0["seen"][10:]  # reshuffled per epoch
 
     # Only rank 0 wrote: one record per step, and a checkpoint equal to the final weights.
-    steps = [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r]
+    steps = [r["step"] for r in read_metrics(run) if "loss" in r]
     assert steps == list(range(1, 9))
-    state, _ = load_checkpoint(tmp_path / "run", expected_model_type="tiny")
+    state, _ = load_checkpoint(run, expected_model_type="tiny")
     assert {k: v.tolist() for k, v in state.items()} == rank0["params"]
+
+
+def test_sigterm_on_one_rank_stops_both_after_the_same_step_and_resumes_exactly(
+        uninterrupted, tmp_path):
+    full_run, (full0, _) = uninterrupted
+    results = [tmp_path / "rank0.json", tmp_path / "rank1.json"]
+    # Rank 1 alone is signalled, inside step 3 (of 4 per epoch); rank 0 learns it from the
+    # all-reduce after that step, so both save step 3 and exit with 143.
+    launch_ranks(2, tmp_path / "run", results, expected_code=143, TINY_STOP="1:3")
+    stopped = [json.loads(p.read_text()) for p in results]
+    assert [r["steps"] for r in stopped] == [3, 3]
+    assert load_train_state(tmp_path / "run" / "train_state.safetensors")["step"] == 3
+
+    launch_ranks(2, tmp_path / "run", results, TINY_RESUME="1")
+    resumed = [json.loads(p.read_text()) for p in results]
+    assert resumed[0]["params"] == resumed[1]["params"] == full0["params"]
+    assert curve(tmp_path / "run") == curve(full_run)
+
+
+def curve(out_dir: Path) -> list[tuple]:
+    return [(r["step"], r["loss"], r["lr"]) for r in read_metrics(out_dir) if "loss" in r]
 
 
 def test_single_process_helpers_are_no_ops(monkeypatch):

@@ -1,20 +1,38 @@
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
-from groundkit.engine import Trainer, TrainerConfig, load_checkpoint, read_metrics, seed_everything
-from groundkit.errors import ConfigError
+from groundkit.engine import (
+    Trainer,
+    TrainerConfig,
+    checkpoint,
+    load_checkpoint,
+    load_train_state,
+    read_metrics,
+    seed_everything,
+)
+from groundkit.errors import ConfigError, FormatError, TrainingInterrupted, WriteError
+
+SETTINGS = dict(epochs=4, batch_size=5, lr=1e-2, text_lr=3e-3, quiet=True, log_every=1,
+                tensorboard=False, seed=7)
 
 
 def make_trainer(tiny, out_dir, evaluate_fn=None, model_type="tiny", model=None,
                  **overrides) -> Trainer:
     seed_everything(123)  # the initial weights; resumed runs overwrite them from the state
-    settings = dict(epochs=4, batch_size=5, lr=1e-2, text_lr=3e-3, out_dir=str(out_dir),
-                    quiet=True, log_every=1, tensorboard=False, seed=7)
-    config = TrainerConfig(**{**settings, **overrides})
+    config = TrainerConfig(**{**SETTINGS, "out_dir": str(out_dir), **overrides})
     return Trainer(model or tiny.TinyModel(), tiny.NoisyRegression(n=22), tiny.collate, config,
                    evaluate_fn=evaluate_fn, model_type=model_type)
 
@@ -158,3 +176,182 @@ def test_channels_last_trains_the_same_and_resumes_exactly(tiny, tmp_path):
     assert loss_curve(tmp_path / "resumed") == got
     state, _ = load_checkpoint(tmp_path / "fast")
     assert torch.equal(state["conv.weight"], fast.model.conv.weight.contiguous())
+
+
+# ----------------------------------------------------------------------------- interruptions
+
+
+def records(out_dir) -> list[dict]:
+    """Every record of the log but its wall-clock time."""
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_metrics(out_dir)]
+
+
+def weight_sum(model) -> dict[str, float]:  # a deterministic "evaluation"
+    return {"w": float(model.body.weight.sum())}
+
+
+def signalling(tiny, step, signum):
+    seed_everything(123)  # the initial weights of make_trainer
+    return tiny.SignalAt(step, signum)
+
+
+@pytest.mark.parametrize("signum, stop_at, where, overrides", [
+    # inside epoch 2; losses of step 7 not logged yet (log_every=3): the state keeps them
+    (signal.SIGTERM, 7, "epoch 2, step 2 of 5", {"log_every": 3}),
+    # the last step of epoch 2: its evaluation and checkpoint run, then the stop
+    (signal.SIGINT, 10, "end of epoch 2", {"log_every": 4, "checkpoint_every": 3}),
+    # no epoch checkpoints at all, another schedule
+    (signal.SIGTERM, 13, "epoch 3, step 3 of 5", {"schedule": "cosine", "warmup_steps": 3,
+                                                  "clip_grad_norm": 0.5, "checkpoint_every": 0}),
+])
+def test_stop_signal_saves_and_resume_matches_the_uninterrupted_run(tiny, tmp_path, signum,
+                                                                    stop_at, where, overrides):
+    full = make_trainer(tiny, tmp_path / "full", evaluate_fn=weight_sum, **overrides)
+    full.fit()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopped = make_trainer(tiny, tmp_path / "run", evaluate_fn=weight_sum,
+                           model=signalling(tiny, stop_at, signum), **overrides)
+    with pytest.raises(TrainingInterrupted) as caught:
+        stopped.fit()
+    name = signal.Signals(signum).name
+    assert str(caught.value) == (f"stopped by {name} after step {stop_at} ({where}); the training "
+                                 f"state is saved in {tmp_path / 'run'}: continue with --resume")
+    assert caught.value.exit_code == 128 + signum and caught.value.signal_number == signum
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # put back
+    assert load_train_state(tmp_path / "run" / "train_state.safetensors")["step"] == stop_at
+    assert load_checkpoint(tmp_path / "run")[1]["meta"]["step"] == stop_at
+
+    resumed = make_trainer(tiny, tmp_path / "run", evaluate_fn=weight_sum, **overrides)
+    assert resumed.fit(resume=True) == full.last_metrics
+    assert records(tmp_path / "run") == records(tmp_path / "full")  # losses, lrs, evaluations
+    for name, value in final_params(full).items():
+        assert torch.equal(final_params(resumed)[name], value), name
+
+
+def test_step_checkpoints_bound_what_a_hard_kill_loses(tiny, tmp_path):
+    class KilledAt8(tiny.TinyModel):  # a SIGKILL: nothing is saved at the kill
+        calls = 0
+
+        def forward(self, batch):
+            KilledAt8.calls += 1
+            if KilledAt8.calls == 8:
+                raise RuntimeError("killed")
+            return super().forward(batch)
+
+    settings = dict(epochs=3, checkpoint_every_steps=3, log_every=4)
+    full = make_trainer(tiny, tmp_path / "full", **settings)
+    full.fit()
+    seed_everything(123)
+    with pytest.raises(RuntimeError, match="killed"):
+        make_trainer(tiny, tmp_path / "run", model=KilledAt8(), **settings).fit()
+    state = load_train_state(tmp_path / "run" / "train_state.safetensors")
+    assert (state["step"], state["epoch"], state["step_in_epoch"]) == (6, 1, 1)
+    assert len(state["log_window"][0]["loss"]) == 1  # step 6, to be logged with 7 and 8
+    resumed = make_trainer(tiny, tmp_path / "run", **settings)
+    resumed.fit(resume=True)
+    assert records(tmp_path / "run") == records(tmp_path / "full")
+    assert [r["step"] for r in records(tmp_path / "full")] == [4, 5, 8, 10, 12, 15]
+    for name, value in final_params(full).items():
+        assert torch.equal(final_params(resumed)[name], value), name
+    with pytest.raises(ConfigError, match="checkpoint_every_steps: expected a value >= 0"):
+        TrainerConfig(checkpoint_every_steps=-1)
+
+
+def test_truncated_metrics_line_then_resume_then_fresh_train(tiny, tmp_path, caplog):
+    make_trainer(tiny, tmp_path / "full", epochs=2).fit()
+    make_trainer(tiny, tmp_path / "run", epochs=2, max_steps=7).fit()
+    log = tmp_path / "run" / "metrics.jsonl"
+    with log.open("a") as f:  # the disk filled up in the middle of a line
+        f.write('{"step": 8, "epoch": 1, "loss": 0.12')
+    with caplog.at_level(logging.WARNING, logger="groundkit"):
+        make_trainer(tiny, tmp_path / "run", epochs=2).fit(resume=True)
+    assert "metrics.jsonl: line 8 is incomplete" in caplog.text
+    assert records(tmp_path / "run") == records(tmp_path / "full")
+
+    with log.open("a") as f:
+        f.write('{"step": 11, "ep')
+    make_trainer(tiny, tmp_path / "run", epochs=2).fit()  # a fresh run in the same folder
+    assert records(tmp_path / "run") == records(tmp_path / "full")
+
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:3] + ['{"step": 4, "ep'] + lines[3:]) + "\n")
+    with pytest.raises(FormatError, match=r"metrics.jsonl: line 4: expected one JSON object"):
+        make_trainer(tiny, tmp_path / "run", epochs=2).fit(resume=True)
+
+
+KILL_DURING_SAVE = """
+import importlib.util, json, os, sys
+import torch
+from groundkit.engine import Trainer, TrainerConfig, checkpoint, seed_everything
+
+spec = importlib.util.spec_from_file_location("tiny", sys.argv[1])
+tiny = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tiny)
+real_save_file, saves = checkpoint.save_file, []
+
+def save_file(tensors, path, metadata=None):
+    saves.append(path)
+    if len(saves) == 3:  # the weights of the second save: the process dies half-way through
+        with open(path, "wb") as f:
+            f.write(b"x" * 100)
+        os._exit(137)
+    real_save_file(tensors, path, metadata=metadata)
+
+checkpoint.save_file = save_file
+torch.set_num_threads(1)
+seed_everything(123)
+config = TrainerConfig(**json.loads(sys.argv[3]), out_dir=sys.argv[2])
+Trainer(tiny.TinyModel(), tiny.NoisyRegression(n=22), tiny.collate, config,
+        model_type="tiny").fit()
+"""
+
+
+def test_a_kill_during_a_save_keeps_the_previous_checkpoint_and_the_next_start_cleans_up(
+        tiny, tmp_path, caplog):
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, tiny.__file__, str(run),
+                           json.dumps({**SETTINGS, "epochs": 2})],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 137, done.stderr
+    temps = [p.name for p in run.iterdir() if p.name.startswith(".")]
+    assert len(temps) == 1 and re.fullmatch(r"\.model\.safetensors\.\w+\.tmp\.safetensors", temps[0])
+    assert load_checkpoint(run, expected_model_type="tiny")[1]["meta"]["step"] == 5  # epoch 1
+    assert load_train_state(run / "train_state.safetensors")["step"] == 5
+
+    full = make_trainer(tiny, tmp_path / "full", epochs=2)
+    full.fit()
+    resumed = make_trainer(tiny, run, epochs=2)
+    with caplog.at_level(logging.WARNING, logger="groundkit"):
+        resumed.fit(resume=True)
+    assert f"removed {run / temps[0]}, left behind by an interrupted save" in caplog.text
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl",
+                                                     "model.safetensors", "train_state.safetensors"]
+    assert records(run) == records(tmp_path / "full")
+    for name, value in final_params(full).items():
+        assert torch.equal(final_params(resumed)[name], value), name
+
+
+def test_a_full_disk_names_the_file_and_the_step_to_resume_from(tiny, tmp_path, monkeypatch):
+    calls = []
+
+    def full_on_second_save(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 3:
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: '
+                                  'StorageFull, message: "No space left on device" })')
+        save_file(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_on_second_save)
+    with pytest.raises(WriteError) as caught:
+        make_trainer(tiny, tmp_path, epochs=3).fit()
+    weights = tmp_path / "model.safetensors"
+    assert str(caught.value) == (f"{weights}: could not write it: no space left on device; the "
+                                 "previous model.safetensors is intact; training can continue "
+                                 "from step 5 with --resume once the file can be written")
+    assert caught.value.errno == errno.ENOSPC
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    make_trainer(tiny, tmp_path / "full", epochs=3).fit()
+    make_trainer(tiny, tmp_path, epochs=3).fit(resume=True)
+    assert records(tmp_path) == records(tmp_path / "full")

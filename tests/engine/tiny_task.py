@@ -6,12 +6,15 @@ restored exactly.
 
 Script use (environment as torchrun sets it: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT): ``python tiny_task.py OUT_DIR RESULT_JSON``; writes this rank's final parameters and
-the dataset indices it saw to RESULT_JSON.
+the dataset indices it saw to RESULT_JSON. With ``TINY_STOP=RANK:STEP`` that rank sends itself
+SIGTERM during its step STEP (the job then exits with the signal's code); ``TINY_RESUME=1``
+resumes from OUT_DIR.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -64,20 +67,43 @@ class TinyModel(nn.Module):
         return {"loss": mse + 0.1 * l1, "mse": mse, "l1": l1}
 
 
-def main(out_dir: str, result_path: str) -> None:
-    from groundkit.engine import Trainer, TrainerConfig, cleanup_distributed
+class SignalAt(TinyModel):
+    """The tiny model, sending itself ``signum`` during its ``step``-th forward pass (1-based)."""
 
-    torch.manual_seed(int(os.environ["RANK"]))  # different inits: DDP must sync
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.step, self.signum, self.calls = step, signum, 0
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        if self.calls == self.step:
+            os.kill(os.getpid(), self.signum)
+        return super().forward(batch)
+
+
+def main(out_dir: str, result_path: str) -> int:
+    from groundkit.engine import Trainer, TrainerConfig, cleanup_distributed
+    from groundkit.errors import TrainingInterrupted
+
+    rank = int(os.environ["RANK"])
+    torch.manual_seed(rank)  # different inits: DDP must sync
+    stop_rank, stop_step = map(int, os.environ.get("TINY_STOP", "-1:0").split(":"))
     dataset = NoisyRegression(n=20)
     config = TrainerConfig(epochs=2, batch_size=3, lr=1e-2, out_dir=out_dir, quiet=True,
                            log_every=1, tensorboard=False)
-    trainer = Trainer(TinyModel(), dataset, collate, config, model_type="tiny")
-    trainer.fit()
+    model = SignalAt(stop_step) if rank == stop_rank else TinyModel()
+    trainer = Trainer(model, dataset, collate, config, model_type="tiny")
+    code = 0
+    try:
+        trainer.fit(resume=os.environ.get("TINY_RESUME") == "1")
+    except TrainingInterrupted as e:
+        code = e.exit_code
     params = {k: v.tolist() for k, v in trainer.model.state_dict().items()}
     with open(result_path, "w") as f:
         json.dump({"params": params, "seen": dataset.seen, "steps": trainer.step}, f)
     cleanup_distributed()
+    return code
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    sys.exit(main(sys.argv[1], sys.argv[2]))

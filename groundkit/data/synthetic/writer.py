@@ -111,7 +111,9 @@ def _refcoco(scene: Scene, image: ImageRecord, split: str, index: int,
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
+    # Not flushed to the disk one by one (durable=False): thousands of files that the
+    # generator makes again identically.
+    with atomic_path(path, durable=False) as tmp:
         # Level 1: the noisy textures compress no better at higher levels, only slower.
         Image.fromarray(image, mode="RGB").save(tmp, format="PNG", compress_level=1)
 
