@@ -106,7 +106,12 @@ class Narrative:
 
 @dataclass(frozen=True)
 class ReferringSample:
-    """One evaluation sample of RefCOCO: a sentence that refers to one annotated object."""
+    """One evaluation sample of RefCOCO: a sentence that refers to one annotated object.
+
+    ``context_ann_ids``: the other annotated objects the sentence names (a relation's anchor), as
+    the synthetic refs record them in a sentence's ``"context_ann_ids"``; ``()`` when the refs do
+    not say (real RefCOCO files never do).
+    """
 
     ref_id: int
     sent_id: int
@@ -117,6 +122,7 @@ class ReferringSample:
     sentence: str
     tokens: tuple[str, ...] = ()
     file_name: str = ""
+    context_ann_ids: tuple[int, ...] = ()
 
 
 # --- Results (one per image, as DETR / Hugging Face post-processors return) ------------------

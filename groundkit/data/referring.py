@@ -163,6 +163,12 @@ class ReferringDataset(Dataset):
         if not s.sentence.strip():
             raise FormatError(self.refs_path, "empty expression", item=f"{item}, sentence {s.sent_id}",
                               field="sent")
+        for c in s.context_ann_ids:  # the synthetic refs' named objects, on the same image
+            other = self.instances.annotations.get(c)
+            if other is None or other.image_id != s.image_id or c == s.ann_id:
+                raise FormatError(self.refs_path, f"context annotation {c} is not another object of "
+                                  f"image {s.image_id} in {self.instances.path}",
+                                  item=f"{item}, sentence {s.sent_id}", field="context_ann_ids")
 
     def _locate(self, image_ids: set[int]) -> dict[str, Path]:
         """The folder of each image's file: the first of ``image_dirs`` that holds it (one

@@ -1,4 +1,5 @@
-"""Text side: a local Hugging Face encoder with character offsets, a feature cache, phrase spans.
+"""Text side: a local Hugging Face encoder with character offsets, a feature cache, phrase spans,
+word vectors.
 
 transformers is imported only when a TextEncoder is built.
 """
@@ -10,8 +11,10 @@ from groundkit.text.encoder import (
     span_to_token_indices,
 )
 from groundkit.text.phrases import check_spans, noun_chunk_spans, parse_marked_caption
+from groundkit.text.words import word_embedder, word_embeddings
 
 __all__ = [
     "TextEncoder", "TextFeatureCache", "TextFeatures", "default_model_path",
     "span_to_token_indices", "check_spans", "noun_chunk_spans", "parse_marked_caption",
+    "word_embedder", "word_embeddings",
 ]

@@ -183,6 +183,19 @@ def test_synthetic_sentences_say_their_type(tiny_synthetic):
     assert ReferringDataset(sample_cfg(), "test").types == ["", "", ""]  # real RefCOCO has none
 
 
+def test_samples_carry_the_context_the_refs_name(tiny_synthetic, edited):
+    ds = ReferringDataset(synthetic_cfg(tiny_synthetic), "train")
+    assert any(s.context_ann_ids for s in ds.samples)
+    for s, kind in zip(ds.samples, ds.types):
+        assert bool(s.context_ann_ids) == (kind == "relation")
+    assert [s.context_ann_ids for s in ReferringDataset(sample_cfg(), "test").samples] == [(), (), ()]
+
+    def other_image(refs):  # a person of image 142238 named by a sentence about image 439180
+        refs[2]["sentences"][0]["context_ann_ids"] = [39375001]
+    with pytest.raises(FormatError, match="context annotation 39375001 is not another object of image"):
+        ReferringDataset(edited(other_image), "test")
+
+
 def test_typed_refs_draw_exactly_as_make_refs():
     for seed in range(6):
         scene = make_scene(np.random.default_rng([seed, 0]), 128)

@@ -275,4 +275,6 @@ def _sample(sentence: Any, common: dict[str, Any], file: str | Path | None,
     return ReferringSample(sent_id=get(sentence, "sent_id", "int", file, item),
                            sentence=get(sentence, "sent", "str", file, item),
                            tokens=tuple(get_list(sentence, "tokens", "str", file, item, default=())),
+                           context_ann_ids=tuple(get_list(sentence, "context_ann_ids", "int", file,
+                                                          item, default=())),
                            **common)

@@ -131,6 +131,14 @@ class SceneIndex:
         # One candidate clearly holds, every other one clearly does not.
         return holds if len(holds) == 1 and all(s != 0 for s in sides.values()) else []
 
+    def context(self, ref: Reference) -> tuple[int, ...]:
+        """The things other than the target that ``ref`` names: the anchor of a relation (the
+        circle of "the star left of the green circle"); none for attributes and extremes (an
+        extreme compares its target with the other candidates but names none of them)."""
+        if ref.kind != "relation":
+            return ()
+        return tuple(self.select(ref.anchor))
+
     def groups(self) -> list[tuple[Attrs, tuple[int, ...]]]:
         """Plural groups: ``(attrs, members)`` for every attribute description of two or more
         things, one description per distinct member set (the simplest)."""

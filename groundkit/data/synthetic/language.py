@@ -291,6 +291,18 @@ def make_typed_refs(scene: Scene, rng: np.random.Generator, max_refs: int = 4
 
     The random draws are exactly those of :func:`make_refs` (the benchmark files depend on them).
     """
+    return [(i, [(text, kind) for text, kind, _ in sentences])
+            for i, sentences in make_context_refs(scene, rng, max_refs)]
+
+
+def make_context_refs(scene: Scene, rng: np.random.Generator, max_refs: int = 4
+                      ) -> list[tuple[int, list[tuple[str, str, tuple[int, ...]]]]]:
+    """:func:`make_typed_refs` with the things each sentence names besides its referent:
+    ``(thing index, [(raw sentence, type, context thing indices)])``; the context is the anchor
+    of a relation sentence (:meth:`SceneIndex.context`), ``()`` for the other types.
+
+    The random draws are exactly those of :func:`make_refs` (the benchmark files depend on them).
+    """
     index = SceneIndex(scene.things, scene.image.shape[0])
     out = []
     for i in rng.permutation(len(scene.things)):
@@ -299,19 +311,22 @@ def make_typed_refs(scene: Scene, rng: np.random.Generator, max_refs: int = 4
         if not refs:
             continue
         chosen = rng.permutation(len(refs))[:int(rng.integers(1, 4))]
-        typed = [(reference_text(refs[k], str(rng.choice(("the", ""))), rng), refs[k].kind)
-                 for k in chosen]
-        typed = [(s[0].upper() + s[1:] if rng.random() < 0.3 else s, kind) for s, kind in typed]
-        # A repeated sentence is kept once, with the type of its first occurrence.
+        typed = [(reference_text(refs[k], str(rng.choice(("the", ""))), rng), refs[k].kind,
+                  index.context(refs[k])) for k in chosen]
+        typed = [(s[0].upper() + s[1:] if rng.random() < 0.3 else s, kind, context)
+                 for s, kind, context in typed]
+        # A repeated sentence is kept once, with the type and context of its first occurrence
+        # (the same words name the same anchor: it is the only thing its attributes fit).
         out.append((int(i), _first(typed)))
         if len(out) == max_refs:
             break
     return out
 
 
-def _first(typed: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``(sentence, type)`` pairs without repeated sentences, first occurrences in order."""
-    seen: dict[str, str] = {}
-    for sentence, kind in typed:
-        seen.setdefault(sentence, kind)
-    return list(seen.items())
+def _first(typed: list[tuple[str, str, tuple[int, ...]]]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(sentence, type, context)`` triples without repeated sentences, first occurrences in
+    order."""
+    seen: dict[str, tuple[str, str, tuple[int, ...]]] = {}
+    for entry in typed:
+        seen.setdefault(entry[0], entry)
+    return list(seen.values())

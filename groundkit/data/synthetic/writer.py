@@ -28,7 +28,7 @@ from groundkit._io import atomic_path
 from groundkit.data.formats.coco_panoptic import write_panoptic_json, write_segment_png
 from groundkit.data.formats.png_narratives import write_narratives
 from groundkit.data.formats.refcoco import Instance, instance_from_mask, write_instances, write_refs
-from groundkit.data.synthetic.language import make_narrative, make_typed_refs
+from groundkit.data.synthetic.language import make_context_refs, make_narrative
 from groundkit.data.synthetic.scene import CATEGORIES, Scene, make_scene
 from groundkit.errors import InputError
 from groundkit.structures import ImageRecord, Narrative, PanopticAnnotation, Segment
@@ -91,18 +91,20 @@ def _refcoco(scene: Scene, image: ImageRecord, split: str, index: int,
     """COCO detection annotations of the scene's things and the refs to some of them.
 
     Ids: ann = image id * 100 + thing number, ref = image id * 10 + k, sent = ref id * 10 + j.
-    Each sentence also says what it is (``"type"``: "attributes", "relation" or "extreme"), a key
-    the real RefCOCO files do not have.
+    Each sentence also says what it is (``"type"``: "attributes", "relation" or "extreme") and
+    which other objects it names (``"context_ann_ids"``: the annotation id of a relation's anchor,
+    ``[]`` for the other types), keys the real RefCOCO files do not have.
     """
     instances = [instance_from_mask(image.id * 100 + j + 1, image.id, t.category_id, t.mask)
                  for j, t in enumerate(scene.things)]
     refs = []
     stem = Path(image.file_name).stem
-    for k, (j, typed) in enumerate(make_typed_refs(scene, rng)):
+    for k, (j, typed) in enumerate(make_context_refs(scene, rng)):
         ref_id = image.id * 10 + k
         sentences = [{"raw": raw, "sent": raw.lower(), "tokens": raw.lower().split(),
-                      "sent_id": ref_id * 10 + n, "type": kind}
-                     for n, (raw, kind) in enumerate(typed)]
+                      "sent_id": ref_id * 10 + n, "type": kind,
+                      "context_ann_ids": [instances[c].id for c in context]}
+                     for n, (raw, kind, context) in enumerate(typed)]
         refs.append({"ref_id": ref_id, "ann_id": instances[j].id, "image_id": image.id,
                      "category_id": scene.things[j].category_id, "split": _ref_split(split, index),
                      "file_name": f"{stem}_{ref_id}.png",

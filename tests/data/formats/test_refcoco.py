@@ -72,6 +72,20 @@ def test_one_sample_per_sentence(sample):
     assert len(load_referring(*paths(sample), "testB")[0]) == 1
 
 
+def test_context_ann_ids_are_read_when_a_sentence_has_them(sample, tmp_path):
+    samples, _ = load_referring(*paths(sample), "test")
+    assert [s.context_ann_ids for s in samples] == [(), (), ()]  # real RefCOCO: no such key
+    refs = load_refs(paths(sample)[0])
+    refs[2]["sentences"][0]["context_ann_ids"] = [60948482]  # the red truck of "behind the red one"
+    write_refs(tmp_path / "r.p", refs)
+    samples, _ = load_referring(tmp_path / "r.p", paths(sample)[1], "test")
+    assert [s.context_ann_ids for s in samples] == [(), (), (60948482,)]
+    refs[2]["sentences"][0]["context_ann_ids"] = ["60948482"]
+    write_refs(tmp_path / "r.p", refs)
+    with pytest.raises(FormatError, match=r"ref 3, sentence 0: field 'context_ann_ids'"):
+        load_referring(tmp_path / "r.p", paths(sample)[1], "test")
+
+
 def test_ground_truth_box_and_mask_match_the_panoptic_segment(sample):
     samples, instances = load_referring(*paths(sample), "val")
     box, mask = instances.gt_box(samples[0]), instances.gt_mask(samples[0])

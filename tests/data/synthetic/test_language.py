@@ -13,8 +13,10 @@ from groundkit.data.synthetic.language import (
     BODY_TEMPLATES,
     FILLER_TEMPLATES,
     INTRO_TEMPLATES,
+    make_context_refs,
     make_narrative,
     make_refs,
+    make_typed_refs,
 )
 from groundkit.data.synthetic.scene import COLOURS, SHAPES, Scene, make_scene
 
@@ -28,6 +30,7 @@ PREFIX = {"leftmost": ("x", min), "rightmost": ("x", max), "topmost": ("y", min)
           "lowest": ("y", max)}
 RELATION = {"left of": ("x", -1), "to the left of": ("x", -1), "right of": ("x", 1),
             "to the right of": ("x", 1), "above": ("y", -1), "below": ("y", 1), "under": ("y", 1)}
+RELATION_THE = re.compile(r" (to the left of|left of|to the right of|right of|above|below|under) the ")
 NOUN = re.compile(r"(?:(leftmost|rightmost|topmost|lowest) )?(?:(small|little|large|big) )?"
                   r"(?:(" + "|".join(COLOURS) + r") )?(\w+)")
 
@@ -64,8 +67,7 @@ def denote(text: str, scene: Scene) -> tuple[set[int], bool]:
     det = re.match(r"(all the|the|an|a|both|two|three|four|five|six) ", text)
     body = text[det.end():] if det else text
     count = COUNTS.get(det.group(1)) if det else None
-    rel = re.search(r" (to the left of|left of|to the right of|right of|above|below|under) the ",
-                    body)
+    rel = RELATION_THE.search(body)
     suffix = next((s for s in SUFFIX if body.endswith(" " + s)), None)
     if rel:
         anchor = _things(body[rel.end():], scene)
@@ -147,3 +149,26 @@ def test_a_scene_with_nothing_to_ground_still_gets_a_sentence():
     scene.stuff, scene.things = [], []
     n = make_narrative(scene, 0, np.random.default_rng(0))
     assert n.caption.endswith(".") and not n.grounded() and any(u.noun for u in n.utterances)
+
+
+@pytest.mark.parametrize("seed,scene", SCENES)
+def test_a_relation_sentence_names_its_anchor_as_context(seed, scene):
+    for thing, sentences in make_context_refs(scene, np.random.default_rng([seed, 2])):
+        for text, kind, context in sentences:
+            rel = RELATION_THE.search(text.lower())
+            if kind != "relation":
+                assert context == () and rel is None, text
+                continue
+            anchor = _things(text.lower()[rel.end():], scene)  # the words after "left of the"
+            assert context == tuple(anchor) and len(anchor) == 1 and thing not in context, text
+
+
+def test_context_refs_draw_exactly_as_typed_refs():
+    for seed, scene in SCENES[:8]:
+        a, b = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 1])
+        described = make_context_refs(scene, a)
+        assert make_typed_refs(scene, b) == [(i, [(t, k) for t, k, _ in s]) for i, s in described]
+        assert a.random() == b.random()  # the generator is left in the same state
+    kinds = {k for _, scene in SCENES[:8] for _, s in make_context_refs(scene, np.random.default_rng(0))
+             for _, k, _ in s}
+    assert kinds == {"attributes", "relation", "extreme"}

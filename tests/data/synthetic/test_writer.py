@@ -1,6 +1,7 @@
 """The generated folder is a pure function of the seed and loads through the format readers."""
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,28 @@ def test_refcoco_files(root):
     refcoco = root / "refcoco"
     samples, _ = load_referring(refcoco / "refs(unc).p", refcoco / "instances.json", "testB")
     assert samples and all(s.split == "testB" for s in samples)
+
+
+def test_relation_sentences_name_the_annotation_of_their_anchor(root):
+    refs = load_refs(root / "refcoco" / "refs(unc).p")
+    instances = load_instances(root / "refcoco" / "instances.json")
+    names = {c.id: c.name for c in instances.categories.values()}
+    relations = 0
+    for r in refs:
+        for s in r["sentences"]:
+            assert set(s) == {"raw", "sent", "tokens", "sent_id", "type", "context_ann_ids"}
+            context = s["context_ann_ids"]
+            if s["type"] != "relation":
+                assert context == [], s["sent"]
+                continue
+            relations += 1
+            assert len(context) == 1 and r["ann_id"] not in context, s["sent"]
+            anchor = instances.instance(context[0])  # a real annotation, of the same image
+            assert anchor.image_id == r["image_id"]
+            # "the star left of the green circle": the words after the relation end in its noun
+            words = re.split(r" (?:left of|right of|above|below|under) the ", s["sent"])[1].split()
+            assert words[-1] in (names[anchor.category_id], "shape", "object"), s["sent"]
+    assert relations > 0
 
 
 def test_refs_pickle_loads_as_python2_files_do(root):
