@@ -53,7 +53,8 @@ _REGISTRY: dict[str, ModelSpec] = {
     "pbrec": ModelSpec("groundkit.models.referring.pbrec", "PBRECConfig", "build_pbrec",
                        "referring",
                        {**_TINY_BACKBONE, "grid_stride": 8, "dim": 16, "layers": 1, "heads": 2,
-                        "ffn_dim": 32, "detector_convs": 1, "mask_dim": 8, "mask_convs": 1}),
+                        "ffn_dim": 32, "detector_convs": 1, "mask_dim": 8, "mask_convs": 1,
+                        "cell_colours": True}),
 }
 
 
