@@ -51,6 +51,8 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     """
     from groundkit.data.formats import read_segment_png
 
+    narratives = list(narratives)
+    check_segment_indices(narratives, predictions, pred_file)
     by_image: dict[int, list[tuple[Narrative, int]]] = defaultdict(list)
     for n in narratives:
         by_image[n.image_id].extend((n, i) for i, _ in n.grounded())
@@ -74,6 +76,20 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     return PhraseIoUs(np.concatenate(ious) if ious else np.zeros(0),
                       np.array(is_thing, dtype=bool), np.array(num_segments, dtype=np.int64),
                       missing)
+
+
+def check_segment_indices(narratives: Iterable[Narrative],
+                          predictions: Mapping[tuple[int, str], Mapping[int, Any]],
+                          pred_file: str | Path | None = None) -> None:
+    """FormatError unless every predicted ``segment_index`` of a narrative indexes its utterances
+    (its ``segments`` list in the narratives file)."""
+    for n in narratives:
+        for i in predictions.get(n.key, {}):
+            if not 0 <= i < len(n.utterances):
+                raise FormatError(pred_file, f"expected the index of one of the narrative's "
+                                  f"{len(n.utterances)} segments (0 to {len(n.utterances) - 1}), "
+                                  f"got {i}", field="segment_index",
+                                  item=f"narrative (image {n.image_id}, caption {n.caption[:40]!r})")
 
 
 def _predicted_masks(rles: list[RLE | None], shape: tuple[int, int]) -> np.ndarray:
