@@ -59,7 +59,8 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     ious, is_thing, num_segments, missing = [], [], [], 0
     for image_id, phrases in by_image.items():
         ann = panoptic.annotation(image_id)
-        ids = read_segment_png(panoptic.png_dir / ann.file_name)
+        ids = read_segment_png(panoptic.png_dir / ann.file_name, panoptic.shape(image_id),
+                               f"image {image_id} in {panoptic.json_path}")
         groups = [n.utterances[i].segment_ids for n, i in phrases]
         rles = [predictions.get(n.key, {}).get(i) for n, i in phrases]
         for (n, i), rle in zip(phrases, rles):
@@ -164,11 +165,9 @@ def score_panoptic(gt: Any, pred: Any) -> dict:
                                               f"{gt.json_path}")
         # the PNGs as they are: pq_stats_image makes the official checks, at a fraction of the
         # cost of PanopticDataset.id_map's (an np.unique over every pixel of both maps)
-        gt_ids = read_segment_png(gt.png_dir / ann.file_name)
-        pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name)
-        if gt_ids.shape != pred_ids.shape:
-            raise FormatError(pred.png_dir / pred_ann.file_name, f"size {pred_ids.shape} (HxW) "
-                              f"differs from the ground truth's {gt_ids.shape}")
+        where = f"image {image_id} in {gt.json_path}"
+        gt_ids = read_segment_png(gt.png_dir / ann.file_name, gt.shape(image_id), where)
+        pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name, gt.shape(image_id), where)
         stat += pq_stats_image(gt_ids, ann.segments, pred_ids, pred_ann.segments, gt.categories,
                                image_id=image_id, source=str(pred.json_path))
     return pq_average(stat, gt.categories)

@@ -52,14 +52,23 @@ def write_segment_png(path: str | Path, id_map: np.ndarray) -> None:
         Image.fromarray(id_to_rgb(id_map), mode="RGB").save(tmp, format="PNG")
 
 
-def read_segment_png(path: str | Path) -> np.ndarray:
+def read_segment_png(path: str | Path, shape: tuple[int, int] | None = None,
+                     of: str = "its image") -> np.ndarray:
     """The ``(H, W) int64`` id map of a segment PNG; a missing or unreadable file, or one in
-    another format than PNG (a lossy JPEG would change the ids), is a FormatError."""
+    another format than PNG (a lossy JPEG would change the ids), is a FormatError.
+
+    ``shape``: the ``(H, W)`` the PNG must have (its image's, from the JSON), checked on its
+    header before any pixel is decoded: a 14 kB PNG may claim 640 x 65536 pixels, and the ids
+    take 24 bytes a pixel on the way. ``of`` names where ``shape`` comes from in the error.
+    """
     try:
         with Image.open(path) as img:
             if img.format != "PNG":
                 raise FormatError(path, f"expected a PNG file, got a {img.format} image",
                                   field="format")
+            if shape is not None and (img.height, img.width) != tuple(shape):
+                raise FormatError(path, f"{img.width}x{img.height} (WxH) differs from the "
+                                  f"{shape[1]}x{shape[0]} of {of}", field="size")
             rgb = np.asarray(img.convert("RGB"))
     except FormatError:
         raise
@@ -102,16 +111,17 @@ class PanopticDataset:
         """``(H, W) int64`` segment ids of ``image_id``, checked against its JSON entries."""
         ann = self.annotation(image_id)
         png = self.png_dir / ann.file_name
-        ids = read_segment_png(png)
-        image = self.images[image_id]
-        if ids.shape != (image.height, image.width):
-            raise FormatError(png, f"size {ids.shape[1]}x{ids.shape[0]} (WxH) differs from the "
-                              f"{image.width}x{image.height} of image {image_id} in {self.json_path}")
+        ids = read_segment_png(png, self.shape(image_id), f"image {image_id} in {self.json_path}")
         unlisted = set(np.unique(ids).tolist()) - {0} - {s.id for s in ann.segments}
         if unlisted:
             raise FormatError(png, f"segment id {min(unlisted)} of image {image_id} is not listed in "
                               f"its segments_info in {self.json_path}")
         return ids
+
+    def shape(self, image_id: int) -> tuple[int, int]:
+        """``(H, W)`` of ``image_id`` from the JSON (its segment PNG must have it)."""
+        image = self.images[image_id]
+        return image.height, image.width
 
     def segment_mask(self, image_id: int, segment_id: int) -> np.ndarray:
         """``(H, W) bool`` mask of one segment."""

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -120,7 +122,8 @@ def test_repeated_or_void_segment_id(sample_copy, edit_json):
 
 def test_png_size_differs_from_image(sample_copy, edit_json):
     edit_json(sample_copy / "panoptic.json", lambda d: d["images"][0].update(height=428))
-    with pytest.raises(FormatError, match=r"000000142238.png: size 640x427 .* 640x428 of image 142238"):
+    with pytest.raises(FormatError,
+                       match=r"000000142238.png: field 'size': 640x427 .* 640x428 of image 142238"):
         load(sample_copy).id_map(IMAGE)
 
 
@@ -217,3 +220,19 @@ def test_segment_png_in_another_format_is_refused(sample_copy, raises_naming):
     assert "expected a PNG file, got a TIFF image" in str(e.value)
     write_segment_png(png, ids)
     assert (load(sample_copy).id_map(IMAGE) == ids).all()
+
+
+def test_png_size_is_checked_before_decoding(sample_copy, raises_naming):
+    # a few kB claiming 640 x 65536: decoded to ids, 1 GB (24 bytes a pixel)
+    png = sample_copy / "panoptic" / "000000142238.png"
+    Image.new("1", (640, 65536)).save(png)
+    assert png.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with raises_naming(png, None, "size") as e:
+            load(sample_copy).id_map(IMAGE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "640x65536 (WxH) differs from the 640x427 of image 142238" in str(e.value)
+    assert peak < 20 * 2**20
