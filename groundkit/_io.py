@@ -6,6 +6,7 @@ running code.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -85,9 +86,10 @@ def safe_load_pickle(path: str | Path, allowed: Collection[tuple[str, str]] = ()
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return _RestrictedUnpickler(f, path, frozenset(allowed), what,
-                                        encoding=encoding).load()
+        # From memory, not the file: reading a file, the unpickler allocates what a length field
+        # claims (4 GB for a flipped byte) before it finds the data short; from a buffer it checks.
+        data = io.BytesIO(path.read_bytes())
+        return _RestrictedUnpickler(data, path, frozenset(allowed), what, encoding=encoding).load()
     except FileNotFoundError:
         raise FormatError(path, "file not found") from None
     except FormatError:

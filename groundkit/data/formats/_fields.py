@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -217,10 +218,34 @@ def int_id(value: Any, file: str | Path | None, item: str, field: str, high: int
 
 
 def _short(value: Any, limit: int = 60) -> str:
+    """The start of ``repr(value)`` for an error message, at bounded cost whatever ``value`` is: a
+    pickle can nest lists a million deep, or share one list at every level of a 100-level tree
+    (2**100 items to print), in a few hundred bytes."""
     try:
-        text = repr(value)
+        text = _BRIEF.repr(value) if _larger_than(value, 1000) else repr(value)
     except ValueError:  # an int past Python's max-str-digits (a pickle may hold one)
-        return f"a {type(value).__name__} too long to print"
-    except RecursionError:  # a pickle may nest lists a million deep without recursing
-        return f"a {type(value).__name__} nested too deeply to print"
+        if isinstance(value, int):
+            return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+        return "a value too long to print"
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+_BRIEF = reprlib.Repr()  # a few items of the first few levels
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict, _BRIEF.maxset = 3, 4, 4, 4, 4
+_BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong = 60, 60, 60
+
+
+def _larger_than(value: Any, budget: int) -> bool:
+    """Whether ``value`` holds more than ``budget`` containers and items, counted (at most
+    ``budget + 1`` of them) with shared ones counted each time they are met."""
+    stack, seen = [value], 0
+    while stack:
+        x = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(x, (dict, list, tuple, set, frozenset)):
+            if seen + len(stack) + len(x) > budget:
+                return True
+            stack.extend(x.values() if isinstance(x, dict) else x)
+    return False

@@ -21,6 +21,7 @@ from pycocotools import mask as coco_mask
 
 from groundkit._io import atomic_path, safe_load_pickle, write_json
 from groundkit.data.formats._fields import (
+    _short,
     by_id,
     get,
     get_box,
@@ -102,7 +103,14 @@ def _split_matches(ref_split: str, split: str) -> bool:
 
 
 def _ref_split(ref: dict[str, Any], file: str | Path | None) -> str:
-    return get(ref, "split", "str", file, f"ref {ref.get('ref_id', '?')}")
+    return get(ref, "split", "str", file, _ref_item(ref))
+
+
+def _ref_item(ref: dict[str, Any]) -> str:
+    """The item of a ref in errors, "ref 7", before its id is checked (a pickle's int may be too
+    long to print)."""
+    ref_id = ref.get("ref_id", "?")
+    return f"ref {ref_id if isinstance(ref_id, str) else _short(ref_id)}"
 
 
 # --- instances.json -------------------------------------------------------------------------------
@@ -254,7 +262,7 @@ def sentence_types(refs: Iterable[dict[str, Any]], split: str,
     real RefCOCO files have none)."""
     out = {}
     for ref in select_refs(refs, split, file):
-        item = f"ref {ref.get('ref_id', '?')}"
+        item = _ref_item(ref)
         for j, sentence in enumerate(get(ref, "sentences", "list", file, item)):
             where = f"{item}, sentence {j}"
             out[get_int(sentence, "sent_id", file, where)] = get(sentence, "type", "str", file,

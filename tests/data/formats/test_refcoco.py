@@ -3,6 +3,7 @@ from __future__ import annotations
 import builtins
 import copyreg
 import pickle
+import tracemalloc
 from collections import OrderedDict
 
 import numpy as np
@@ -359,3 +360,35 @@ def test_rle_runs_that_overflow_are_refused(tmp_path, counts):
     # four runs of 2**62 wrap an int64 sum around to the image's 48 pixels
     with pytest.raises(FormatError, match=r"annotation 1: field 'segmentation': RLE"):
         load_instances_of(tmp_path, {"size": [6, 8], "counts": counts}).mask(1)
+
+
+@pytest.mark.parametrize("field, item", [("ref_id", "ref"), ("split", "ref 1")])
+def test_values_too_large_to_print_are_named_briefly(sample, tmp_path, raises_naming, field, item):
+    # a few hundred bytes of pickle: one list shared at every level of a 100-level tree (2**100
+    # items to print), a list nested 100,000 deep, an int of 5,000 digits (past max-str-digits)
+    shared = [1]
+    for _ in range(100):
+        shared = [shared, shared]
+    for value in (shared, "@deep@", 10**5000):
+        refs = load_refs(paths(sample)[0])
+        refs[0][field] = value
+        data = pickle.dumps(refs, protocol=2)  # pickle.dumps itself would recurse too deep:
+        data = data.replace(b"X\x06\x00\x00\x00@deep@", b"]" * 100_000 + b"a" * 99_999)
+        (tmp_path / "r.p").write_bytes(data)
+        assert len(data) < 250_000
+        with raises_naming(tmp_path / "r.p", item, field) as e:
+            load_referring(tmp_path / "r.p", paths(sample)[1], "val")
+        assert len(str(e.value)) < 300
+
+
+def test_a_refs_pickle_claiming_gigabytes_is_not_allocated(tmp_path):
+    # BINUNICODE of 4 GB holding 3 bytes: read from the file, the unpickler allocated the 4 GB
+    (tmp_path / "big.p").write_bytes(b"\x80\x02X" + (2**32 - 100).to_bytes(4, "little") + b"abc")
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match=r"big.p: not a readable refs pickle: .*truncated"):
+            load_refs(tmp_path / "big.p")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
