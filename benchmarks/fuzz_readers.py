@@ -66,10 +66,12 @@ def worker(args: argparse.Namespace) -> None:
         case_dir = work / f"case-{i}"
         shutil.rmtree(case_dir, ignore_errors=True)
         case_dir.mkdir(parents=True)
-        outcome = fuzzing.run_case(target, seeds, chooser(fuzzing, args.seed, target.name, i),
-                                   case_dir)
-        event = {"done": i, "kind": outcome.kind, "role": outcome.role,
-                 "paths": {r: str(p) for r, p in outcome.paths.items()}}
+        role, paths = fuzzing.make_case(target, seeds, chooser(fuzzing, args.seed, target.name, i),
+                                        case_dir)
+        made = {"role": role, "paths": {r: str(p) for r, p in paths.items()}}
+        print(json.dumps({"made": i, **made}), flush=True)  # for the report of a crash
+        outcome = fuzzing.execute(target, paths, seeds, role)
+        event = {"done": i, "kind": outcome.kind, **made}
         if outcome.kind == "escape":
             event.update(key=fuzzing.escape_key(outcome), describe=outcome.describe(),
                          trace=outcome.trace)
@@ -93,7 +95,7 @@ def fuzz_target(name: str, args: argparse.Namespace, seeds: Path, work: Path, ou
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in child.stdout] + [lines.put(None)],
                          daemon=True).start()
-        current = None
+        current, made = None, {"role": "?", "paths": {}}
         while True:
             try:
                 line = lines.get(timeout=args.case_timeout)
@@ -114,13 +116,16 @@ def fuzz_target(name: str, args: argparse.Namespace, seeds: Path, work: Path, ou
                 break
             message = json.loads(line)
             if "start" in message:
-                current = message["start"]
+                current, made = message["start"], {"role": "?", "paths": {}}
+                continue
+            if "made" in message:
+                made = {"role": message["role"], "paths": message["paths"]}
                 continue
             current = None
             record(name, message, counts, escapes, out, work, args)
         if event is None:
             break
-        event.update(done=current, role="?", paths={})
+        event.update(done=current, **made)
         record(name, event, counts, escapes, out, work, args)
         start = current + 1
     counts["seconds"] = time.perf_counter() - began
@@ -147,7 +152,8 @@ def record(name: str, event: dict, counts: Counter, escapes: dict, out: Path, wo
         saved.mkdir(parents=True, exist_ok=True)
         (saved / "README.txt").write_text(
             f"target {name}, case {event['done']}, seed {args.seed}: {key}\n"
-            f"{event['describe']}\n\nmutated role: {event['role']}; files read: "
+            f"{event['describe']}\n\nmutated role: {event['role']} (its file is in mutated/; the "
+            f"others are the seed files of fuzzing.make_seeds); files read: "
             f"{json.dumps(event['paths'], indent=1)}\n\nreplay (rebuilds the same files):\n"
             f"  python benchmarks/fuzz_readers.py --seed {args.seed} --replay {name} "
             f"{event['done']}\n\n{event['trace']}\n")
