@@ -3,7 +3,7 @@
 From valid small files (the real sample and files the writers make), hypothesis mutates one file a
 target reads (hostile JSON values, missing keys, deep nesting, duplicated items; damaged or
 disguised PNGs; damaged pickles) and the target must either accept it or raise one of groundkit's
-typed errors, without allocating more than ``fuzzing.MEMORY_LIMIT`` on the way. Derandomized and
+typed errors, without allocating more than its ``memory_limit`` on the way. Derandomized and
 bounded (a few dozen cases per target, a few seconds in all) for ``make test``; the longer random
 fuzz is ``benchmarks/fuzz_readers.py``.
 """
