@@ -14,13 +14,18 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8`` RGB.
 
     Grayscale, palette, RGBA (alpha ignored, colours kept) and 16-bit images are converted; a missing
-    or unreadable file is an :class:`InputError`.
+    or unreadable file, or one whose bytes are not the format its suffix says (a TIFF saved as
+    ``.png``), is an :class:`InputError`.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
     try:
         with Image.open(path) as image:
+            found, expected = image.format, suffix_format(path)
+            if expected and found and _same(found) != _same(expected):
+                raise InputError(f"{path}: the file is a {found} image, not the {expected} its "
+                                 f"name says")
             image.load()
             if image.mode == "P":  # palette indices mean nothing as intensities
                 image = image.convert("RGBA")
@@ -30,6 +35,20 @@ def read_image(path: str | Path) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # the header claims more pixels than Pillow's limit (the warning raises under `-W error`)
         raise InputError(f"{path}: refused as a possible decompression bomb ({e})") from None
+
+
+# Formats Pillow reports under another name than the suffix's: a multi-picture JPEG (as phones
+# write) opens as MPO.
+_SAME_FORMAT = {"MPO": "JPEG"}
+
+
+def _same(name: str) -> str:
+    return _SAME_FORMAT.get(name, name)
+
+
+def suffix_format(path: str | Path) -> str | None:
+    """The Pillow format name the suffix of ``path`` stands for (".jpg": "JPEG"), or None."""
+    return Image.registered_extensions().get(Path(path).suffix.lower())
 
 
 def to_rgb_array(image: np.ndarray, source: str = "image") -> np.ndarray:

@@ -16,7 +16,7 @@ from groundkit.data.grounding import GroundingDataConfig, GroundingDataset, coll
 from groundkit.engine.tasks import EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
-from groundkit.metrics.files import PhraseIoUs, grounding_masks, png_phrase_ious
+from groundkit.metrics.files import PhraseIoUs, check_segment_indices, grounding_masks, png_phrase_ious
 from groundkit.metrics.report import plot_png_recall, png_table
 from groundkit.models.drmn import DRMNConfig
 from groundkit.models.grounding import GroundingModel
@@ -129,8 +129,12 @@ class GroundingTask(Task):
 
     def results(self, dataset: GroundingDataset, pred_dir: str | Path
                 ) -> Iterator[tuple[np.ndarray, GroundingResult]]:
-        records = {(r["image_id"], r["caption"]): r
-                   for r in read_grounding_predictions(Path(pred_dir) / PREDICTIONS)}
+        path = Path(pred_dir) / PREDICTIONS
+        read = read_grounding_predictions(path)
+        # the same checks as scoring: each phrase predicted once, its index one of the narrative's
+        check_segment_indices(dataset.narratives, grounding_masks(read, path), path)
+        # keyed as Narrative.key: the file writes image ids as strings
+        records = {(int(r["image_id"]), r["caption"]): r for r in read}
         for narrative in dataset.narratives:
             image = dataset.load_image(narrative.image_id)
             phrases = records.get(narrative.key, {"phrases": []})["phrases"]

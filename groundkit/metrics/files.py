@@ -51,13 +51,16 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     """
     from groundkit.data.formats import read_segment_png
 
+    narratives = list(narratives)
+    check_segment_indices(narratives, predictions, pred_file)
     by_image: dict[int, list[tuple[Narrative, int]]] = defaultdict(list)
     for n in narratives:
         by_image[n.image_id].extend((n, i) for i, _ in n.grounded())
     ious, is_thing, num_segments, missing = [], [], [], 0
     for image_id, phrases in by_image.items():
         ann = panoptic.annotation(image_id)
-        ids = read_segment_png(panoptic.png_dir / ann.file_name)
+        ids = read_segment_png(panoptic.png_dir / ann.file_name, panoptic.shape(image_id),
+                               f"image {image_id} in {panoptic.json_path}")
         groups = [n.utterances[i].segment_ids for n, i in phrases]
         rles = [predictions.get(n.key, {}).get(i) for n, i in phrases]
         for (n, i), rle in zip(phrases, rles):
@@ -74,6 +77,20 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     return PhraseIoUs(np.concatenate(ious) if ious else np.zeros(0),
                       np.array(is_thing, dtype=bool), np.array(num_segments, dtype=np.int64),
                       missing)
+
+
+def check_segment_indices(narratives: Iterable[Narrative],
+                          predictions: Mapping[tuple[int, str], Mapping[int, Any]],
+                          pred_file: str | Path | None = None) -> None:
+    """FormatError unless every predicted ``segment_index`` of a narrative indexes its utterances
+    (its ``segments`` list in the narratives file)."""
+    for n in narratives:
+        for i in predictions.get(n.key, {}):
+            if not 0 <= i < len(n.utterances):
+                raise FormatError(pred_file, f"expected the index of one of the narrative's "
+                                  f"{len(n.utterances)} segments (0 to {len(n.utterances) - 1}), "
+                                  f"got {i}", field="segment_index",
+                                  item=f"narrative (image {n.image_id}, caption {n.caption[:40]!r})")
 
 
 def _predicted_masks(rles: list[RLE | None], shape: tuple[int, int]) -> np.ndarray:
@@ -148,11 +165,9 @@ def score_panoptic(gt: Any, pred: Any) -> dict:
                                               f"{gt.json_path}")
         # the PNGs as they are: pq_stats_image makes the official checks, at a fraction of the
         # cost of PanopticDataset.id_map's (an np.unique over every pixel of both maps)
-        gt_ids = read_segment_png(gt.png_dir / ann.file_name)
-        pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name)
-        if gt_ids.shape != pred_ids.shape:
-            raise FormatError(pred.png_dir / pred_ann.file_name, f"size {pred_ids.shape} (HxW) "
-                              f"differs from the ground truth's {gt_ids.shape}")
+        where = f"image {image_id} in {gt.json_path}"
+        gt_ids = read_segment_png(gt.png_dir / ann.file_name, gt.shape(image_id), where)
+        pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name, gt.shape(image_id), where)
         stat += pq_stats_image(gt_ids, ann.segments, pred_ids, pred_ann.segments, gt.categories,
                                image_id=image_id, source=str(pred.json_path))
     return pq_average(stat, gt.categories)

@@ -43,7 +43,10 @@ def rle_runs(counts: str | bytes | list[int]) -> np.ndarray:
     if isinstance(counts, list):
         if not all(isinstance(c, (int, np.integer)) for c in counts):
             raise InputError("uncompressed RLE 'counts' must be a list of integers")
-        return np.asarray(counts, dtype=np.int64).reshape(-1)
+        try:
+            return np.asarray(counts, dtype=np.int64).reshape(-1)
+        except OverflowError:
+            raise InputError("RLE 'counts' holds a run too long for any mask") from None
     if isinstance(counts, str):
         if not counts.isascii():
             raise InputError("RLE 'counts' is not a COCO RLE string")
@@ -79,6 +82,9 @@ def check_rle(rle: RLE) -> tuple[int, int]:
     runs = rle_runs(counts)
     if runs.size and runs.min() < 0:
         raise InputError("RLE 'counts' holds a negative run")
+    if runs.size and runs.max() > h * w:  # and so the sum below cannot overflow int64 and wrap
+        raise InputError(f"RLE 'counts' holds a run longer than the {h}x{w} = {h * w} pixels of "
+                         f"its size")
     if runs.sum() != h * w:
         raise InputError(f"RLE runs cover {runs.sum()} pixels, not the {h}x{w} = {h * w} of its size")
     return h, w
@@ -105,18 +111,57 @@ def rles_to_masks(rles: Sequence[RLE], size: tuple[int, int] | None = None) -> n
     return np.stack([decode_rle(r) for r in rles])
 
 
+# The most a segmentation's polygons may measure around, in perimeters of their image.
+# pycocotools rasterises a polygon by first listing 5 points per pixel of its boundary (16 bytes
+# each): a few vertices far apart would allocate gigabytes, and far enough (past 2**31 / 5) its int
+# coordinates overflow and it crashes. Real outlines measure a few image perimeters at most.
+MAX_POLYGON_PERIMETERS = 64
+
+
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """COCO polygons ``[[x1, y1, x2, y2, ...], ...]`` -> their union as ``(height, width) bool``."""
-    try:
-        # Fewer than 3 points enclose nothing, and pycocotools would read a 4-number list as a box.
-        polygons = [[float(v) for v in p] for p in polygons if len(p) >= 6]
-    except (TypeError, ValueError):
-        raise InputError(f"COCO polygons are lists of numbers [x1, y1, x2, y2, ...], got "
-                         f"{str(polygons)[:60]}") from None
+    """COCO polygons ``[[x1, y1, x2, y2, ...], ...]`` -> their union as ``(height, width) bool``.
+
+    Coordinates must be finite and within one image width (height) of the image, and the
+    polygons' outlines at most ``MAX_POLYGON_PERIMETERS`` image perimeters long in all: an
+    InputError otherwise, before pycocotools allocates anything.
+    """
+    polygons = _polygon_coordinates(polygons, height, width)
     if not polygons:
         return np.zeros((height, width), dtype=bool)
     rles = coco_mask.frPyObjects(polygons, height, width)
     return _decode(coco_mask.merge(rles))
+
+
+def _polygon_coordinates(polygons: Any, height: int, width: int) -> list[list[float]]:
+    """The polygons of 3 points or more, as lists of floats, checked (see polygons_to_mask)."""
+    def refuse(why: str) -> InputError:
+        return InputError(f"COCO polygons are lists of numbers [x1, y1, x2, y2, ...]{why}, got "
+                          f"{_preview(polygons)}")
+
+    if not isinstance(polygons, (list, tuple)):
+        raise refuse("")
+    out, length = [], 0.0
+    for p in polygons:
+        if not isinstance(p, (list, tuple)) or not all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                for v in p):
+            raise refuse("")
+        if len(p) < 6:  # fewer than 3 points enclose nothing; pycocotools reads 4 numbers as a box
+            continue
+        try:
+            xy = np.array(p[: len(p) // 2 * 2], dtype=np.float64).reshape(-1, 2)
+        except OverflowError:  # an int too large for a float
+            raise refuse(" of finite coordinates") from None
+        if not np.isfinite(xy).all():
+            raise refuse(" of finite coordinates")
+        if ((xy < -np.array([width, height])) | (xy > 2 * np.array([width, height]))).any():
+            raise refuse(f" within one image size of the {height}x{width} image")
+        length += float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1).sum())
+        out.append(xy.ravel().tolist())
+    if length > MAX_POLYGON_PERIMETERS * 2 * (height + width):
+        raise refuse(f" whose outlines measure at most {MAX_POLYGON_PERIMETERS} perimeters of "
+                     f"their {height}x{width} image in all")
+    return out
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -183,9 +228,17 @@ def _decode(compressed: RLE) -> np.ndarray:
 
 def _rle_size(rle: Any) -> tuple[int, int]:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
-        raise InputError(f"an RLE is a dict with 'size' and 'counts', got {str(rle)[:60]}")
+        raise InputError(f"an RLE is a dict with 'size' and 'counts', got {_preview(rle)}")
     size = rle["size"]
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(isinstance(s, (int, np.integer)) and s >= 0 for s in size)):
         raise InputError(f"RLE 'size' must be [height, width], got {size!r}")
     return int(size[0]), int(size[1])
+
+
+def _preview(value: Any, limit: int = 60) -> str:
+    """The start of ``str(value)`` for an error message, whatever ``value`` holds."""
+    try:
+        return str(value)[:limit]
+    except (ValueError, RecursionError):  # an int past max-str-digits; nesting past the stack
+        return f"a {type(value).__name__} too large to print"

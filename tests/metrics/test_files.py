@@ -1,9 +1,13 @@
 """The file-level helpers of `groundkit score`: prediction indexing and the batched mask paths."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from groundkit.data.formats import grounding_record, load_narratives
 from groundkit.errors import FormatError
-from groundkit.metrics.files import _predicted_masks, grounding_masks, referring_by_sentence
+from groundkit.metrics.files import _predicted_masks, grounding_masks, referring_by_sentence, score_png_files
 from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.ops.masks import encode_rle
 from groundkit.structures import PanopticAnnotation, Segment
@@ -40,3 +44,18 @@ def test_duplicate_predictions_are_errors():
     assert list(referring_by_sentence(refs)) == [(1, 2)]
     with pytest.raises(FormatError, match="ref 1, sentence 2: predicted twice"):
         referring_by_sentence(refs * 2, "pred.json")
+
+
+@pytest.mark.parametrize("index", [19, 2**40])
+def test_segment_index_past_the_narrative_is_an_error(tmp_path, index):
+    sample = Path(__file__).parents[1] / "fixtures" / "coco_sample"
+    n = load_narratives(sample / "png_narratives.json")[0]  # 19 utterances
+    record = grounding_record(n, [1], np.zeros((1, 427, 640), bool), [0.5])
+    record["phrases"][0]["segment_index"] = index
+    (tmp_path / "pred.json").write_text(json.dumps([record]))
+    with pytest.raises(FormatError) as e:
+        score_png_files(sample / "png_narratives.json", sample / "panoptic.json",
+                        sample / "panoptic", tmp_path / "pred.json")
+    assert (e.value.file, e.value.field) == (str(tmp_path / "pred.json"), "segment_index")
+    assert e.value.item.startswith("narrative (image 142238, caption 'In this image")
+    assert f"0 to 18), got {index}" in str(e.value)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import reprlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,12 +43,32 @@ def read_json(path: str | Path) -> Any:
 
 
 def is_kind(value: Any, kind: str) -> bool:
-    """Whether ``value`` is of ``kind`` (see ``_KINDS``); JSON true/false are not numbers."""
+    """Whether ``value`` is of ``kind`` (see ``_KINDS``); JSON true/false are not numbers, and a
+    "number" is finite (Python's JSON reads ``NaN``, ``Infinity`` and ``1e999``)."""
     if isinstance(value, bool) and kind in ("int", "number"):
         return False
     if kind == "flag":
         return isinstance(value, (int, bool)) and value in (0, 1)
+    if kind == "number":
+        return isinstance(value, (int, float)) and _finite(value)
     return isinstance(value, _KINDS[kind][0])
+
+
+def _finite(value: int | float) -> bool:
+    """Whether ``value`` is a finite float, or an int a float can hold (10**400 is not one)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _expected(value: Any, kind: str, plural: bool = False) -> str:
+    """``_KINDS``' words for ``kind``, with "finite" before them when ``value`` is a number that
+    is not."""
+    words = _KINDS[kind][2 if plural else 1]
+    if kind == "number" and not isinstance(value, bool) and isinstance(value, (int, float)):
+        return "finite numbers" if plural else "a finite number"
+    return words
 
 
 def get(obj: Any, key: str, kind: str, file: str | Path | None, item: str,
@@ -59,7 +82,8 @@ def get(obj: Any, key: str, kind: str, file: str | Path | None, item: str,
         raise FormatError(file, "missing", item=item, field=key)
     value = obj[key]
     if not is_kind(value, kind):
-        raise FormatError(file, f"expected {_KINDS[kind][1]}, got {_short(value)}", item=item, field=key)
+        raise FormatError(file, f"expected {_expected(value, kind)}, got {_short(value)}", item=item,
+                          field=key)
     return value
 
 
@@ -69,17 +93,85 @@ def get_list(obj: Any, key: str, kind: str, file: str | Path | None, item: str,
     values = get(obj, key, "list", file, item, default)
     if values is default:
         return values
-    if (length is not None and len(values) != length) or not all(is_kind(v, kind) for v in values):
+    bad = [v for v in values if not is_kind(v, kind)]
+    if (length is not None and len(values) != length) or bad:
         size = f"{length} " if length is not None else ""
-        raise FormatError(file, f"expected a list of {size}{_KINDS[kind][2]}, "
-                          f"got {_short(values)}", item=item, field=key)
+        words = _expected(bad[0], kind, plural=True) if bad else _KINDS[kind][2]
+        raise FormatError(file, f"expected a list of {size}{words}, got {_short(values)}", item=item,
+                          field=key)
     return values
+
+
+# Ids go into int64 arrays (category ids of the PQ tables, segment ids of the id maps).
+MAX_ID = 2**63 - 1
+# A COCO panoptic PNG holds a segment id in its 3 bytes of RGB; 0 is VOID.
+MAX_SEGMENT_ID = 256**3 - 1
+_BOUNDS = {MAX_ID: "2**63 - 1", MAX_SEGMENT_ID: "256**3 - 1"}  # as error messages write them
+
+
+def get_int(obj: Any, key: str, file: str | Path | None, item: str, low: int = 0,
+            high: int = MAX_ID, default: Any = ...) -> int:
+    """``obj[key]``, an integer (not true/false) in ``[low, high]``: an id, an index, a count.
+
+    Negative ids name nothing, and an id past int64 overflows the arrays it goes into.
+    """
+    value = get(obj, key, "int", file, item, default)
+    if isinstance(obj, dict) and key not in obj:
+        return value
+    return in_range(value, low, high, file, item, key)
+
+
+def in_range(value: int, low: int, high: int, file: str | Path | None, item: str,
+             field: str) -> int:
+    """``value`` (an int) unless it lies outside ``[low, high]``: then a FormatError."""
+    if not low <= value <= high:
+        raise FormatError(file, f"expected an integer from {low} to {_BOUNDS.get(high, high)}, got "
+                          f"{_short(value)}", item=item, field=field)
+    return value
+
+
+def get_number(obj: Any, key: str, file: str | Path | None, item: str, low: float | None = None,
+               default: Any = ...) -> float | int:
+    """``obj[key]``, a finite number (at least ``low`` when given): an area, a score."""
+    value = get(obj, key, "number", file, item, default)
+    if isinstance(obj, dict) and key not in obj:
+        return value
+    if low is not None and value < low:
+        raise FormatError(file, f"expected a number of at least {low}, got {_short(value)}",
+                          item=item, field=key)
+    return value
+
+
+def get_box(obj: Any, key: str, file: str | Path | None, item: str,
+            default: Any = ...) -> tuple[float | int, ...]:
+    """``obj[key]``, a COCO box ``[x, y, w, h]`` of four finite, non-negative numbers."""
+    box = get_list(obj, key, "number", file, item, length=4, default=default)
+    if isinstance(obj, dict) and key not in obj:
+        return box
+    if min(box) < 0:
+        raise FormatError(file, f"expected a box [x, y, w, h] of non-negative numbers, got "
+                          f"{_short(box)}", item=item, field=key)
+    return tuple(box)
+
+
+def get_color(obj: Any, key: str, file: str | Path | None, item: str,
+              default: Any = ...) -> tuple[int, int, int]:
+    """``obj[key]``, an RGB colour ``[r, g, b]`` of three integers in [0, 255]."""
+    color = get_list(obj, key, "int", file, item, length=3, default=default)
+    if not all(0 <= c <= 255 for c in color):
+        raise FormatError(file, f"expected a colour [r, g, b] of integers from 0 to 255, got "
+                          f"{_short(color)}", item=item, field=key)
+    return tuple(color)
 
 
 # The largest image side accepted. JPEG's own limit; it keeps H * W < 2**32, so every RLE run fits
 # the 32-bit counts of pycocotools, whose C code overflows (and has segfaulted, on a polygon of an
 # image 2**31 high) past it, and bounds the masks decoded at an image's size.
 MAX_IMAGE_SIDE = 2**16 - 1
+# The most pixels an image may have: Pillow's decompression-bomb limit (2 * Image.MAX_IMAGE_PIXELS
+# by default), past which `read_image` refuses the image itself. A JSON declaring a larger image
+# would have masks decoded at its size (4.3 GB at 65535 x 65535) from a few bytes of RLE.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
 
 
 def image_side(obj: Any, key: str, file: str | Path | None, item: str) -> int:
@@ -89,6 +181,17 @@ def image_side(obj: Any, key: str, file: str | Path | None, item: str) -> int:
         raise FormatError(file, f"expected an image side of 1 to {MAX_IMAGE_SIDE} pixels, got "
                           f"{_short(value)}", item=item, field=key)
     return value
+
+
+def image_size(obj: Any, file: str | Path | None, item: str) -> tuple[int, int]:
+    """``(height, width)`` of an image record: each side in [1, MAX_IMAGE_SIDE], and at most
+    MAX_IMAGE_PIXELS pixels in all."""
+    height, width = image_side(obj, "height", file, item), image_side(obj, "width", file, item)
+    if height * width > MAX_IMAGE_PIXELS:
+        raise FormatError(file, f"expected at most {MAX_IMAGE_PIXELS} pixels (Pillow's "
+                          f"decompression-bomb limit), got {height}x{width} = {height * width}",
+                          item=item, field="height/width")
+    return height, width
 
 
 def by_id(records: Iterable[Any], file: str | Path | None, kind: str) -> dict[int, Any]:
@@ -101,15 +204,48 @@ def by_id(records: Iterable[Any], file: str | Path | None, kind: str) -> dict[in
     return out
 
 
-def int_id(value: Any, file: str | Path | None, item: str, field: str) -> int:
-    """An id written as an int or as the string of an int (PNG narratives write ``"226461"``)."""
+_DIGITS = re.compile(r"\s*[0-9]{1,19}\s*")  # ASCII digits only: str.isdigit() takes '²'
+
+
+def int_id(value: Any, file: str | Path | None, item: str, field: str, high: int = MAX_ID) -> int:
+    """An id in [0, ``high``] written as an int or as the string of an int (PNG narratives write
+    ``"226461"``)."""
     if is_kind(value, "int"):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+        return in_range(value, 0, high, file, item, field)
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return in_range(int(value), 0, high, file, item, field)
     raise FormatError(file, f"expected an integer id, got {_short(value)}", item=item, field=field)
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    """The start of ``repr(value)`` for an error message, at bounded cost whatever ``value`` is: a
+    pickle can nest lists a million deep, or share one list at every level of a 100-level tree
+    (2**100 items to print), in a few hundred bytes."""
+    try:
+        text = _BRIEF.repr(value) if _larger_than(value, 1000) else repr(value)
+    except ValueError:  # an int past Python's max-str-digits (a pickle may hold one)
+        if isinstance(value, int):
+            return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+        return "a value too long to print"
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+_BRIEF = reprlib.Repr()  # a few items of the first few levels
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict, _BRIEF.maxset = 3, 4, 4, 4, 4
+_BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlong = 60, 60, 60
+
+
+def _larger_than(value: Any, budget: int) -> bool:
+    """Whether ``value`` holds more than ``budget`` containers and items, counted (at most
+    ``budget + 1`` of them) with shared ones counted each time they are met."""
+    stack, seen = [value], 0
+    while stack:
+        x = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(x, (dict, list, tuple, set, frozenset)):
+            if seen + len(stack) + len(x) > budget:
+                return True
+            stack.extend(x.values() if isinstance(x, dict) else x)
+    return False

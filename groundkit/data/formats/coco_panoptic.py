@@ -12,7 +12,17 @@ import numpy as np
 from PIL import Image
 
 from groundkit._io import atomic_path, write_json
-from groundkit.data.formats._fields import by_id, get, get_list, image_side, read_json
+from groundkit.data.formats._fields import (
+    MAX_SEGMENT_ID,
+    by_id,
+    get,
+    get_box,
+    get_color,
+    get_int,
+    get_number,
+    image_size,
+    read_json,
+)
 from groundkit.errors import FormatError
 from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
@@ -42,14 +52,31 @@ def write_segment_png(path: str | Path, id_map: np.ndarray) -> None:
         Image.fromarray(id_to_rgb(id_map), mode="RGB").save(tmp, format="PNG")
 
 
-def read_segment_png(path: str | Path) -> np.ndarray:
-    """The ``(H, W) int64`` id map of a segment PNG; a missing or unreadable file is a FormatError."""
+def read_segment_png(path: str | Path, shape: tuple[int, int] | None = None,
+                     of: str = "its image") -> np.ndarray:
+    """The ``(H, W) int64`` id map of a segment PNG; a missing or unreadable file, or one in
+    another format than PNG (a lossy JPEG would change the ids), is a FormatError.
+
+    ``shape``: the ``(H, W)`` the PNG must have (its image's, from the JSON), checked on its
+    header before any pixel is decoded: a 14 kB PNG may claim 640 x 65536 pixels, and the ids
+    take 24 bytes a pixel on the way. ``of`` names where ``shape`` comes from in the error.
+    """
     try:
         with Image.open(path) as img:
+            if img.format != "PNG":
+                raise FormatError(path, f"expected a PNG file, got a {img.format} image",
+                                  field="format")
+            if shape is not None and (img.height, img.width) != tuple(shape):
+                raise FormatError(path, f"{img.width}x{img.height} (WxH) differs from the "
+                                  f"{shape[1]}x{shape[0]} of {of}", field="size")
             rgb = np.asarray(img.convert("RGB"))
+    except FormatError:
+        raise
     except FileNotFoundError:
         raise FormatError(path, "segment PNG not found") from None
-    except OSError as e:  # PIL raises OSError subclasses for truncated or non-image files
+    except (OSError, ValueError, SyntaxError) as e:
+        # PIL raises OSError subclasses for truncated or non-image files, ValueError or
+        # SyntaxError for some corrupt chunks; open() a ValueError for a name holding a NUL
         raise FormatError(path, f"cannot read the segment PNG: {e}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # the header claims more pixels than Pillow's limit (the warning raises under `-W error`)
@@ -84,16 +111,17 @@ class PanopticDataset:
         """``(H, W) int64`` segment ids of ``image_id``, checked against its JSON entries."""
         ann = self.annotation(image_id)
         png = self.png_dir / ann.file_name
-        ids = read_segment_png(png)
-        image = self.images[image_id]
-        if ids.shape != (image.height, image.width):
-            raise FormatError(png, f"size {ids.shape[1]}x{ids.shape[0]} (WxH) differs from the "
-                              f"{image.width}x{image.height} of image {image_id} in {self.json_path}")
+        ids = read_segment_png(png, self.shape(image_id), f"image {image_id} in {self.json_path}")
         unlisted = set(np.unique(ids).tolist()) - {0} - {s.id for s in ann.segments}
         if unlisted:
             raise FormatError(png, f"segment id {min(unlisted)} of image {image_id} is not listed in "
                               f"its segments_info in {self.json_path}")
         return ids
+
+    def shape(self, image_id: int) -> tuple[int, int]:
+        """``(H, W)`` of ``image_id`` from the JSON (its segment PNG must have it)."""
+        image = self.images[image_id]
+        return image.height, image.width
 
     def segment_mask(self, image_id: int, segment_id: int) -> np.ndarray:
         """``(H, W) bool`` mask of one segment."""
@@ -158,23 +186,23 @@ def _annotations(items: list[Any], file: Path, images: dict[int, ImageRecord],
 
 def _image(x: Any, file: Path, index: int) -> ImageRecord:
     item = f"image {index}"
-    return ImageRecord(id=get(x, "id", "int", file, item),
-                       file_name=get(x, "file_name", "str", file, item),
-                       height=image_side(x, "height", file, item),
-                       width=image_side(x, "width", file, item))
+    image_id = get_int(x, "id", file, item)
+    height, width = image_size(x, file, item)
+    return ImageRecord(id=image_id, file_name=get(x, "file_name", "str", file, item),
+                       height=height, width=width)
 
 
 def _category(x: Any, file: Path, index: int) -> Category:
     item = f"category {index}"
-    color = get_list(x, "color", "int", file, item, length=3, default=(0, 0, 0))
-    return Category(id=get(x, "id", "int", file, item), name=get(x, "name", "str", file, item),
-                    isthing=bool(get(x, "isthing", "flag", file, item)), color=tuple(color),
+    color = get_color(x, "color", file, item, default=(0, 0, 0))
+    return Category(id=get_int(x, "id", file, item), name=get(x, "name", "str", file, item),
+                    isthing=bool(get(x, "isthing", "flag", file, item)), color=color,
                     supercategory=get(x, "supercategory", "str", file, item, default=""))
 
 
 def _annotation(x: Any, file: Path, index: int, images: dict[int, ImageRecord],
                 categories: dict[int, Category]) -> PanopticAnnotation:
-    image_id = get(x, "image_id", "int", file, f"annotation {index}")
+    image_id = get_int(x, "image_id", file, f"annotation {index}")
     item = f"annotation of image {image_id}"
     if image_id not in images:
         raise FormatError(file, "expected an id listed in 'images'", item=item, field="image_id")
@@ -190,15 +218,16 @@ def _annotation(x: Any, file: Path, index: int, images: dict[int, ImageRecord],
 
 
 def _segment(x: Any, file: Path, item: str, categories: dict[int, Category]) -> Segment:
-    category_id = get(x, "category_id", "int", file, item)
+    segment_id = get_int(x, "id", file, item, high=MAX_SEGMENT_ID)  # 0 (VOID) refused later
+    category_id = get_int(x, "category_id", file, item)
     if category_id not in categories:
         raise FormatError(file, f"expected an id listed in 'categories', got {category_id}",
                           item=item, field="category_id")
-    bbox = get_list(x, "bbox", "number", file, item, length=4, default=(0, 0, 0, 0))
-    score = get(x, "score", "number", file, item, default=None)
-    return Segment(id=get(x, "id", "int", file, item), category_id=category_id,
-                   area=get(x, "area", "number", file, item, default=0), bbox=tuple(bbox),
-                   iscrowd=bool(get(x, "iscrowd", "flag", file, item, default=0)), score=score)
+    return Segment(id=segment_id, category_id=category_id,
+                   area=get_number(x, "area", file, item, low=0, default=0),
+                   bbox=get_box(x, "bbox", file, item, default=(0, 0, 0, 0)),
+                   iscrowd=bool(get(x, "iscrowd", "flag", file, item, default=0)),
+                   score=get_number(x, "score", file, item, default=None))
 
 
 # --- JSON writer ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from groundkit._io import write_json
-from groundkit.data.formats._fields import get, get_list, int_id, read_json
+from groundkit.data.formats._fields import MAX_SEGMENT_ID, get, get_int, get_list, int_id, read_json
 from groundkit.data.formats.coco_panoptic import PanopticDataset
 from groundkit.errors import FormatError
 from groundkit.structures import Narrative, Utterance
@@ -35,7 +35,7 @@ def _narrative(x: Any, file: str | Path, index: int) -> Narrative:
         utterances.append(utterance)
         start = utterance.span[1]
     return Narrative(image_id=image_id, caption=caption, utterances=tuple(utterances),
-                     annotator_id=get(x, "annotator_id", "int", file, item, default=0))
+                     annotator_id=get_int(x, "annotator_id", file, item, default=0))
 
 
 def _utterance(x: Any, caption: str, start: int, file: str | Path, item: str) -> Utterance:
@@ -46,7 +46,8 @@ def _utterance(x: Any, caption: str, start: int, file: str | Path, item: str) ->
                           f"character {start}", item=item, field="utterance")
     ids = get_list(x, "segment_ids", "id", file, item)
     return Utterance(text=text, span=span,
-                     segment_ids=tuple(int_id(s, file, item, "segment_ids") for s in ids),
+                     segment_ids=tuple(int_id(s, file, item, "segment_ids", MAX_SEGMENT_ID)
+                                       for s in ids),
                      plural=get(x, "plural", "bool", file, item),
                      noun=get(x, "noun", "bool", file, item))
 

@@ -19,7 +19,16 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from groundkit._io import write_json
-from groundkit.data.formats._fields import get, get_list, int_id, read_json
+from groundkit.data.formats._fields import (
+    MAX_IMAGE_SIDE,
+    get,
+    get_int,
+    get_list,
+    get_number,
+    in_range,
+    int_id,
+    read_json,
+)
 from groundkit.data.formats.coco_panoptic import write_panoptic_json, write_segment_png
 from groundkit.errors import FormatError, InputError
 from groundkit.ops.masks import check_rle, encode_rle
@@ -65,16 +74,17 @@ def _grounding(x: Any, file: str | Path, index: int) -> Record:
 
 
 def _phrase(x: Any, file: str | Path, item: str) -> Record:
-    return {"segment_index": get(x, "segment_index", "int", file, item),
+    return {"segment_index": get_int(x, "segment_index", file, item),  # < utterances: scorers
             "utterance": get(x, "utterance", "str", file, item),
-            "score": float(get(x, "score", "number", file, item)),
+            "score": float(get_number(x, "score", file, item)),
             "mask": _rle(get(x, "mask", "object", file, item), file, item)}
 
 
 def _rle(x: dict[str, Any], file: str | Path, item: str) -> Record:
     """A COCO RLE ``{"size": [h, w], "counts": str | list}`` whose runs fill its size (not decoded)."""
     item += ", mask"
-    size = get_list(x, "size", "int", file, item, length=2)
+    size = [in_range(s, 1, MAX_IMAGE_SIDE, file, item, "size")  # masks are at an image's size
+            for s in get_list(x, "size", "int", file, item, length=2)]
     counts = x.get("counts")
     if isinstance(counts, bytes):  # straight from pycocotools
         counts = counts.decode("ascii", errors="replace")
@@ -106,10 +116,10 @@ def read_referring_predictions(path: str | Path) -> list[Record]:
 
 def _referring(x: Any, file: str | Path, index: int) -> Record:
     item = f"record {index}"
-    out = {"ref_id": get(x, "ref_id", "int", file, item),
-           "sent_id": get(x, "sent_id", "int", file, item),
+    out = {"ref_id": get_int(x, "ref_id", file, item),
+           "sent_id": get_int(x, "sent_id", file, item),
            "box": [float(v) for v in get_list(x, "box", "number", file, item, length=4)],
-           "score": float(get(x, "score", "number", file, item))}
+           "score": float(get_number(x, "score", file, item))}
     if x.get("mask") is not None:
         out["mask"] = _rle(get(x, "mask", "object", file, item), file, item)
     return out

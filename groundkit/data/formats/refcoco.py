@@ -20,7 +20,17 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from groundkit._io import atomic_path, safe_load_pickle, write_json
-from groundkit.data.formats._fields import by_id, get, get_list, image_side, read_json
+from groundkit.data.formats._fields import (
+    _short,
+    by_id,
+    get,
+    get_box,
+    get_int,
+    get_list,
+    get_number,
+    image_size,
+    read_json,
+)
 from groundkit.errors import FormatError, InputError
 from groundkit.ops.masks import encode_rle, segmentation_to_mask
 from groundkit.structures import Category, ImageRecord, ReferringSample
@@ -93,7 +103,14 @@ def _split_matches(ref_split: str, split: str) -> bool:
 
 
 def _ref_split(ref: dict[str, Any], file: str | Path | None) -> str:
-    return get(ref, "split", "str", file, f"ref {ref.get('ref_id', '?')}")
+    return get(ref, "split", "str", file, _ref_item(ref))
+
+
+def _ref_item(ref: dict[str, Any]) -> str:
+    """The item of a ref in errors, "ref 7", before its id is checked (a pickle's int may be too
+    long to print)."""
+    ref_id = ref.get("ref_id", "?")
+    return f"ref {ref_id if isinstance(ref_id, str) else _short(ref_id)}"
 
 
 # --- instances.json -------------------------------------------------------------------------------
@@ -161,25 +178,25 @@ def _top(data: Any, key: str, file: Path) -> list[Any]:
 
 def _image(x: Any, file: Path, index: int) -> ImageRecord:
     item = f"image {index}"
-    return ImageRecord(id=get(x, "id", "int", file, item),
-                       file_name=get(x, "file_name", "str", file, item),
-                       height=image_side(x, "height", file, item),
-                       width=image_side(x, "width", file, item))
+    image_id = get_int(x, "id", file, item)
+    height, width = image_size(x, file, item)
+    return ImageRecord(id=image_id, file_name=get(x, "file_name", "str", file, item),
+                       height=height, width=width)
 
 
 def _category(x: Any, file: Path, index: int) -> Category:
     item = f"category {index}"
-    return Category(id=get(x, "id", "int", file, item), name=get(x, "name", "str", file, item),
+    return Category(id=get_int(x, "id", file, item), name=get(x, "name", "str", file, item),
                     isthing=True, supercategory=get(x, "supercategory", "str", file, item, default=""))
 
 
 def _instance(x: Any, file: Path, index: int, images: dict[int, ImageRecord],
               categories: dict[int, Category]) -> Instance:
     item = f"annotation {index}"
-    ann_id = get(x, "id", "int", file, item)
+    ann_id = get_int(x, "id", file, item)
     item = f"annotation {index} (id {ann_id})"
-    image_id = get(x, "image_id", "int", file, item)
-    category_id = get(x, "category_id", "int", file, item)
+    image_id = get_int(x, "image_id", file, item)
+    category_id = get_int(x, "category_id", file, item)
     if image_id not in images:
         raise FormatError(file, f"expected an id listed in 'images', got {image_id}", item=item,
                           field="image_id")
@@ -187,8 +204,8 @@ def _instance(x: Any, file: Path, index: int, images: dict[int, ImageRecord],
         raise FormatError(file, f"expected an id listed in 'categories', got {category_id}",
                           item=item, field="category_id")
     return Instance(id=ann_id, image_id=image_id, category_id=category_id,
-                    bbox=tuple(get_list(x, "bbox", "number", file, item, length=4)),
-                    area=get(x, "area", "number", file, item, default=0),
+                    bbox=get_box(x, "bbox", file, item),
+                    area=get_number(x, "area", file, item, low=0, default=0),
                     iscrowd=bool(get(x, "iscrowd", "flag", file, item, default=0)),
                     segmentation=x.get("segmentation"))
 
@@ -245,26 +262,27 @@ def sentence_types(refs: Iterable[dict[str, Any]], split: str,
     real RefCOCO files have none)."""
     out = {}
     for ref in select_refs(refs, split, file):
-        item = f"ref {ref.get('ref_id', '?')}"
+        item = _ref_item(ref)
         for j, sentence in enumerate(get(ref, "sentences", "list", file, item)):
             where = f"{item}, sentence {j}"
-            out[get(sentence, "sent_id", "int", file, where)] = get(sentence, "type", "str", file,
-                                                                     where, default="")
+            out[get_int(sentence, "sent_id", file, where)] = get(sentence, "type", "str", file,
+                                                                  where, default="")
     return out
 
 
 def _samples(ref: dict[str, Any], file: str | Path | None,
              instances: Instances) -> list[ReferringSample]:
-    ref_id = get(ref, "ref_id", "int", file, "ref")
+    ref_id = get_int(ref, "ref_id", file, "ref")
     item = f"ref {ref_id}"
-    ann_id = get(ref, "ann_id", "int", file, item)
+    ann_id = get_int(ref, "ann_id", file, item)
     if ann_id not in instances.annotations:
         raise FormatError(file, f"annotation {ann_id} is not in {instances.path}", item=item,
                           field="ann_id")
-    image_id = get(ref, "image_id", "int", file, item)
+    image_id = get_int(ref, "image_id", file, item)
     image = instances.images.get(image_id)
     common = dict(ref_id=ref_id, ann_id=ann_id, image_id=image_id,
-                  category_id=get(ref, "category_id", "int", file, item), split=ref["split"],
+                  category_id=get_int(ref, "category_id", file, item),
+                  split=get(ref, "split", "str", file, item),
                   file_name=image.file_name if image else get(ref, "file_name", "str", file, item))
     return [_sample(s, common, file, f"{item}, sentence {j}")
             for j, s in enumerate(get(ref, "sentences", "list", file, item))]
@@ -272,7 +290,7 @@ def _samples(ref: dict[str, Any], file: str | Path | None,
 
 def _sample(sentence: Any, common: dict[str, Any], file: str | Path | None,
             item: str) -> ReferringSample:
-    return ReferringSample(sent_id=get(sentence, "sent_id", "int", file, item),
+    return ReferringSample(sent_id=get_int(sentence, "sent_id", file, item),
                            sentence=get(sentence, "sent", "str", file, item),
                            tokens=tuple(get_list(sentence, "tokens", "str", file, item, default=())),
                            context_ann_ids=tuple(get_list(sentence, "context_ann_ids", "int", file,

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from groundkit.errors import FormatError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "coco_sample"
 
@@ -35,3 +38,18 @@ def _edit_json(path: Path, change) -> None:
 def edit_json():
     """``edit_json(path, change)``: load ``path``, let ``change(data)`` edit it, write it back."""
     return _edit_json
+
+
+@contextmanager
+def _raises_naming(path, item, field):
+    with pytest.raises(FormatError) as info:
+        yield info
+    e = info.value
+    assert (e.file, e.item, e.field) == (None if path is None else str(path), item, field), str(e)
+
+
+@pytest.fixture
+def raises_naming():
+    """``with raises_naming(path, item, field):`` expects a FormatError that names ``path``,
+    ``item`` and ``field`` (its attributes, not only its message)."""
+    return _raises_naming

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from groundkit.data.formats.coco_panoptic import (
     id_to_rgb,
@@ -119,7 +122,8 @@ def test_repeated_or_void_segment_id(sample_copy, edit_json):
 
 def test_png_size_differs_from_image(sample_copy, edit_json):
     edit_json(sample_copy / "panoptic.json", lambda d: d["images"][0].update(height=428))
-    with pytest.raises(FormatError, match=r"000000142238.png: size 640x427 .* 640x428 of image 142238"):
+    with pytest.raises(FormatError,
+                       match=r"000000142238.png: field 'size': 640x427 .* 640x428 of image 142238"):
         load(sample_copy).id_map(IMAGE)
 
 
@@ -145,3 +149,90 @@ def test_missing_and_broken_png(sample_copy):
     (sample_copy / "panoptic" / "000000142238.png").write_bytes(b"\x89PNG\r\n")
     with pytest.raises(FormatError, match="cannot read the segment PNG"):
         load(sample_copy).id_map(IMAGE)
+
+
+# --- hostile values: each a FormatError naming file, item and field --------------------------------
+
+SEGMENT = "annotation of image 142238, segment 2"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("bbox", [float("nan"), 0, 1, 1]), ("bbox", [0, 0, float("inf"), 1]), ("bbox", [0, -1, 1, 1]),
+    ("bbox", [0, 0, 1, -3]), ("bbox", [0, 0, 10**400, 1]), ("area", float("nan")),
+    ("area", float("-inf")), ("area", -1)])
+def test_segment_bbox_and_area_must_be_finite_and_non_negative(sample_copy, edit_json, raises_naming,
+                                                               field, value):
+    path = sample_copy / "panoptic.json"
+    edit_json(path, lambda d: d["annotations"][0]["segments_info"][2].update({field: value}))
+    with raises_naming(path, SEGMENT, field):
+        load(sample_copy)
+
+
+@pytest.mark.parametrize("color", [[256, 0, 0], [0, -1, 0], [0, 0, 2**40], [1, 2], [1, 2, 3, 4],
+                                   [1.5, 2, 3], [True, 2, 3], "red", None])
+def test_category_color_is_three_ints_from_0_to_255(sample_copy, edit_json, raises_naming, color):
+    path = sample_copy / "panoptic.json"
+    edit_json(path, lambda d: d["categories"][4].update(color=color))
+    with raises_naming(path, "category 4", "color"):
+        load(sample_copy)
+
+
+BAD_IDS = [-1, -2**70, 2**63, 1.5, float("nan"), True, "7", None]
+
+
+@pytest.mark.parametrize("value", BAD_IDS)
+@pytest.mark.parametrize("where, field, item", [
+    (lambda d: d["images"][1], "id", "image 1"),
+    (lambda d: d["categories"][3], "id", "category 3"),
+    (lambda d: d["annotations"][1], "image_id", "annotation 1"),
+    (lambda d: d["annotations"][0]["segments_info"][2], "id", SEGMENT),
+    (lambda d: d["annotations"][0]["segments_info"][2], "category_id", SEGMENT)])
+def test_ids_are_non_negative_integers(sample_copy, edit_json, raises_naming, where, field, item, value):
+    path = sample_copy / "panoptic.json"
+    edit_json(path, lambda d: where(d).update({field: value}))
+    with raises_naming(path, item, field):
+        load(sample_copy)
+
+
+def test_segment_id_fits_the_png_rgb(sample_copy, edit_json, raises_naming):
+    path = sample_copy / "panoptic.json"
+    edit_json(path, lambda d: d["annotations"][0]["segments_info"][2].update(id=256**3))
+    with raises_naming(path, SEGMENT, "id") as e:
+        load(sample_copy)
+    assert "256**3 - 1" in str(e.value)
+
+
+def test_image_of_more_pixels_than_pillow_decodes(sample_copy, edit_json, raises_naming):
+    path = sample_copy / "panoptic.json"
+    edit_json(path, lambda d: d["images"][0].update(height=65535, width=65535))
+    with raises_naming(path, "image 0", "height/width"):
+        load(sample_copy)
+
+
+def test_segment_png_in_another_format_is_refused(sample_copy, raises_naming):
+    # a TIFF saved as .png: its ids would read right, but the format says PNG (and a JPEG's
+    # lossy compression would change them)
+    png = sample_copy / "panoptic" / "000000142238.png"
+    ids = read_segment_png(png)
+    Image.open(png).save(png, format="TIFF")
+    with raises_naming(png, None, "format") as e:
+        load(sample_copy).id_map(IMAGE)
+    assert "expected a PNG file, got a TIFF image" in str(e.value)
+    write_segment_png(png, ids)
+    assert (load(sample_copy).id_map(IMAGE) == ids).all()
+
+
+def test_png_size_is_checked_before_decoding(sample_copy, raises_naming):
+    # a few kB claiming 640 x 65536: decoded to ids, 1 GB (24 bytes a pixel)
+    png = sample_copy / "panoptic" / "000000142238.png"
+    Image.new("1", (640, 65536)).save(png)
+    assert png.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with raises_naming(png, None, "size") as e:
+            load(sample_copy).id_map(IMAGE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "640x65536 (WxH) differs from the 640x427 of image 142238" in str(e.value)
+    assert peak < 20 * 2**20

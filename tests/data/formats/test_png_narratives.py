@@ -113,3 +113,35 @@ def test_image_absent_from_panoptic_json(sample, sample_copy, edit_json):
     ds = load_panoptic(sample / "panoptic.json", sample / "panoptic")
     with pytest.raises(FormatError, match=r"narrative 1 \(image 1\): field 'image_id': image 1 has no"):
         check_narratives(load_narratives(path), ds, path)
+
+
+# --- hostile values: each a FormatError naming file, item and field --------------------------------
+
+@pytest.mark.parametrize("value", [-1, "-1", True, 1.5, "²", " 7 x", "9" * 30, 2**63, None])
+def test_image_id_is_a_non_negative_integer(sample_copy, edit_json, raises_naming, value):
+    path = sample_copy / "png_narratives.json"
+    edit_json(path, lambda d: d[1].update(image_id=value))
+    with raises_naming(path, "narrative 1", "image_id"):
+        load_narratives(path)
+
+
+@pytest.mark.parametrize("value", [-3, "-3", False, "1e3", str(256**3), 256**3])
+def test_segment_ids_fit_a_png_rgb(sample_copy, edit_json, raises_naming, value):
+    path = sample_copy / "png_narratives.json"
+    edit_json(path, lambda d: d[0]["segments"][15]["segment_ids"].append(value))
+    with raises_naming(path, "narrative 0 (image 142238), utterance 15", "segment_ids"):
+        load_narratives(path)
+
+
+@pytest.mark.parametrize("value", [-1, True, 2.0, "7"])
+def test_annotator_id_is_a_non_negative_integer(sample_copy, edit_json, raises_naming, value):
+    path = sample_copy / "png_narratives.json"
+    edit_json(path, lambda d: d[0].update(annotator_id=value))
+    with raises_naming(path, "narrative 0 (image 142238)", "annotator_id"):
+        load_narratives(path)
+
+
+def test_ids_written_as_padded_strings_still_read(sample_copy, edit_json):
+    path = sample_copy / "png_narratives.json"
+    edit_json(path, lambda d: d[1].update(image_id=" 0439180"))
+    assert load_narratives(path)[1].image_id == 439180

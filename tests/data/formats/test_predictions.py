@@ -145,3 +145,40 @@ def test_scores(tmp_path):
     (tmp_path / "s.json").write_text("[1]")
     with pytest.raises(FormatError, match="expected a JSON object of scores"):
         read_scores(tmp_path / "s.json")
+
+
+# --- hostile values: each a FormatError naming file, item and field --------------------------------
+
+GOOD_PHRASE = {"segment_index": 0, "utterance": "a dog", "score": 0.5,
+               "mask": {"size": [2, 2], "counts": "04"}}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("segment_index", -1), ("segment_index", True), ("segment_index", 1.0), ("segment_index", "0"),
+    ("segment_index", 2**63), ("score", float("nan")), ("score", float("inf")), ("score", 10**400)])
+def test_grounding_phrase_values(tmp_path, raises_naming, field, value):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps([{"image_id": "1", "caption": "a dog",
+                                 "phrases": [{**GOOD_PHRASE, field: value}]}]))
+    with raises_naming(path, "record 0 (image 1), phrase 0", field):
+        read_grounding_predictions(path)
+
+
+@pytest.mark.parametrize("size", [[0, 4], [65536, 1], [-2, -2], [2, True]])
+def test_grounding_mask_size_is_an_image_size(tmp_path, raises_naming, size):
+    path = tmp_path / "g.json"
+    phrase = {**GOOD_PHRASE, "mask": {"size": size, "counts": "04"}}
+    path.write_text(json.dumps([{"image_id": "1", "caption": "a dog", "phrases": [phrase]}]))
+    with raises_naming(path, "record 0 (image 1), phrase 0, mask", "size"):
+        read_grounding_predictions(path)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("ref_id", -1), ("sent_id", -7), ("sent_id", True), ("ref_id", 2**64), ("score", float("nan")),
+    ("box", [0, 0, float("nan"), 1]), ("box", [0, float("-inf"), 1, 1])])
+def test_referring_record_values(tmp_path, raises_naming, field, value):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps([{"ref_id": 1, "sent_id": 2, "box": [0, 0, 1, 1], "score": 0.5,
+                                 field: value}]))
+    with raises_naming(path, "record 0", field):
+        read_referring_predictions(path)

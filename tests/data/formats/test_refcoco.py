@@ -3,6 +3,7 @@ from __future__ import annotations
 import builtins
 import copyreg
 import pickle
+import tracemalloc
 from collections import OrderedDict
 
 import numpy as np
@@ -294,3 +295,114 @@ def test_safe_load_pickle_allow_list(tmp_path):
     # Matched exactly as the file names it: a pair naming something else does not admit it.
     with pytest.raises(FormatError, match="'collections.OrderedDict'"):
         safe_load_pickle(tmp_path / "o.p", allowed=[("collections", "defaultdict")])
+
+
+# --- hostile values: each a FormatError naming file, item and field --------------------------------
+
+def instances_copy(sample, tmp_path):
+    path = tmp_path / "instances.json"
+    path.write_text(paths(sample)[1].read_text())
+    return path
+
+
+ANNOTATION = "annotation 2 (id 20359551)"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("bbox", [float("nan"), 0, 1, 1]), ("bbox", [0, float("-inf"), 1, 1]), ("bbox", [-5, 0, 1, 1]),
+    ("bbox", [0, 0, -1, 1]), ("bbox", [0, 0, 1, 10**400]), ("area", float("nan")),
+    ("area", float("inf")), ("area", -0.5)])
+def test_bbox_and_area_must_be_finite_and_non_negative(sample, tmp_path, edit_json, raises_naming,
+                                                       field, value):
+    path = instances_copy(sample, tmp_path)
+    edit_json(path, lambda d: d["annotations"][2].update({field: value}))
+    with raises_naming(path, ANNOTATION, field):
+        load_instances(path)
+
+
+@pytest.mark.parametrize("value", [-1, -2**70, 2**63, 2.5, float("nan"), True, False, "7", None])
+@pytest.mark.parametrize("where, field, item", [
+    (lambda d: d["images"][1], "id", "image 1"),
+    (lambda d: d["categories"][3], "id", "category 3"),
+    (lambda d: d["annotations"][2], "id", "annotation 2"),
+    (lambda d: d["annotations"][2], "image_id", ANNOTATION),
+    (lambda d: d["annotations"][2], "category_id", ANNOTATION)])
+def test_instance_ids_are_non_negative_integers(sample, tmp_path, edit_json, raises_naming, where,
+                                                field, item, value):
+    path = instances_copy(sample, tmp_path)
+    edit_json(path, lambda d: where(d).update({field: value}))
+    with raises_naming(path, item, field):
+        load_instances(path)
+
+
+@pytest.mark.parametrize("value", [-1, 2**63, 2.0, True, "1"])
+@pytest.mark.parametrize("edit, field, item", [
+    (lambda r: r[0], "ref_id", "ref"),
+    (lambda r: r[0], "ann_id", "ref 1"),
+    (lambda r: r[0], "image_id", "ref 1"),
+    (lambda r: r[0], "category_id", "ref 1"),
+    (lambda r: r[0]["sentences"][1], "sent_id", "ref 1, sentence 1")])
+def test_ref_ids_are_non_negative_integers(sample, tmp_path, raises_naming, edit, field, item, value):
+    refs = load_refs(paths(sample)[0])
+    edit(refs)[field] = value
+    (tmp_path / "r.p").write_bytes(pickle.dumps(refs, protocol=2))
+    with raises_naming(tmp_path / "r.p", item, field):
+        load_referring(tmp_path / "r.p", paths(sample)[1], "val")
+
+
+@pytest.mark.parametrize("polygons", [
+    [[0, 0, 1e9, 0, 1e9, 1e9]],  # past 2**31 / 5: pycocotools' int coordinates overflow (segfault)
+    [[0, 0, float("nan"), 0, 4, 4]], [[0, 0, float("inf"), 0, 4, 4]], [[0, 0, 10**400, 0, 4, 4]],
+    [[0, 0, 17, 0, 4, 4]],  # beyond one image width (8) right of the image
+    [[0, 0, 8, 6, 0, 6, 8, 0] * 200],  # 800 diagonals: 1600 pixels of outline on a 6x8 image
+    [[0, 0, True, 0, 4, 4]], [[0, 0, "1", 0, 4, 4]], ["123456"], [7], 7])
+def test_hostile_polygons_are_refused_before_pycocotools(tmp_path, polygons):
+    instances = load_instances_of(tmp_path, polygons)
+    with pytest.raises(FormatError) as e:
+        instances.mask(1)
+    assert (e.value.file, e.value.item, e.value.field) == \
+        (str(tmp_path / "i.json"), "annotation 1", "segmentation")
+
+
+def test_polygons_just_outside_the_image_are_kept(tmp_path):
+    mask = load_instances_of(tmp_path, [[-1, -1, 9, -1, 9, 7, -1, 7]]).mask(1)
+    assert mask.all()
+
+
+@pytest.mark.parametrize("counts", [[2**62, 2**62, 2**62, 2**62 + 48], [10**30, 48]])
+def test_rle_runs_that_overflow_are_refused(tmp_path, counts):
+    # four runs of 2**62 wrap an int64 sum around to the image's 48 pixels
+    with pytest.raises(FormatError, match=r"annotation 1: field 'segmentation': RLE"):
+        load_instances_of(tmp_path, {"size": [6, 8], "counts": counts}).mask(1)
+
+
+@pytest.mark.parametrize("field, item", [("ref_id", "ref"), ("split", "ref 1")])
+def test_values_too_large_to_print_are_named_briefly(sample, tmp_path, raises_naming, field, item):
+    # a few hundred bytes of pickle: one list shared at every level of a 100-level tree (2**100
+    # items to print), a list nested 100,000 deep, an int of 5,000 digits (past max-str-digits)
+    shared = [1]
+    for _ in range(100):
+        shared = [shared, shared]
+    for value in (shared, "@deep@", 10**5000):
+        refs = load_refs(paths(sample)[0])
+        refs[0][field] = value
+        data = pickle.dumps(refs, protocol=2)  # pickle.dumps itself would recurse too deep:
+        data = data.replace(b"X\x06\x00\x00\x00@deep@", b"]" * 100_000 + b"a" * 99_999)
+        (tmp_path / "r.p").write_bytes(data)
+        assert len(data) < 250_000
+        with raises_naming(tmp_path / "r.p", item, field) as e:
+            load_referring(tmp_path / "r.p", paths(sample)[1], "val")
+        assert len(str(e.value)) < 300
+
+
+def test_a_refs_pickle_claiming_gigabytes_is_not_allocated(tmp_path):
+    # BINUNICODE of 4 GB holding 3 bytes: read from the file, the unpickler allocated the 4 GB
+    (tmp_path / "big.p").write_bytes(b"\x80\x02X" + (2**32 - 100).to_bytes(4, "little") + b"abc")
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match=r"big.p: not a readable refs pickle: .*truncated"):
+            load_refs(tmp_path / "big.p")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
