@@ -5,6 +5,9 @@ print the PNG Average Recall table and draw the recall curves; panoptic models p
 The scores printed are those of the prediction files; ``--pred-out`` keeps them in the project's
 formats (grounding: ``predictions.json``; panoptic: COCO panoptic JSON + PNG folder), so
 ``groundkit score`` or any other tool can re-score them.
+
+Nothing is written unless asked for: the curves go to ``--plot``, else beside ``--pred-out`` or
+``--json``, and every file written is printed.
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the scores (fractions) as JSON")
     parser.add_argument("--pred-out", metavar="DIR", help="write the predictions here")
     parser.add_argument("--plot", metavar="OUT.png",
-                        help="recall curves (default: DIR/recall_curves.png with --pred-out, "
-                             "else recall_curves_<split>.png)")
+                        help="recall curves, for families that draw them (default: "
+                             "DIR/recall_curves.png with --pred-out, else OUT_recall_curves.png "
+                             "beside --json OUT.json, else none)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-items", type=int, help="evaluate the first N narratives only")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -50,14 +54,26 @@ def run(args: argparse.Namespace) -> int:
         print(report.table)
         if args.pred_out:
             print(f"predictions: {' and '.join(str(p) for p in report.files)}")
-        plot = args.plot or (Path(pred_dir) / "recall_curves.png" if args.pred_out
-                             else f"recall_curves_{args.split}.png")
-        if report.evaluation.plot(plot):
-            print(f"recall curves: {plot}")
     if args.json:
         from groundkit.data.formats import write_scores
         write_scores(args.json, report.evaluation.scores())
+        print(f"scores: {args.json}")
+    plot = plot_path(args)
+    if plot is not None and report.evaluation.plot(plot):
+        print(f"recall curves: {plot}")
     return 0
+
+
+def plot_path(args: argparse.Namespace) -> Path | None:
+    """Where the curves go: ``--plot``, else beside ``--pred-out`` or ``--json``, else nowhere
+    (the working directory gets nothing it was not asked for)."""
+    if args.plot:
+        return Path(args.plot)
+    if args.pred_out:
+        return Path(args.pred_out) / "recall_curves.png"
+    if args.json:
+        return Path(args.json).with_name(f"{Path(args.json).stem}_recall_curves.png")
+    return None
 
 
 @dataclass

@@ -13,10 +13,11 @@ import numpy as np
 
 from groundkit.data.formats import grounding_record, read_grounding_predictions, write_grounding_predictions
 from groundkit.data.grounding import GroundingDataConfig, GroundingDataset, collate_grounding
-from groundkit.engine.tasks import EvalConfig, Evaluation, Task, predicted_batches
+from groundkit.engine.tasks import Case, EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import PhraseIoUs, check_segment_indices, grounding_masks, png_phrase_ious
+from groundkit.metrics.png_ar import mask_ious
 from groundkit.metrics.report import plot_png_recall, png_table
 from groundkit.models.drmn import DRMNConfig
 from groundkit.models.grounding import GroundingModel
@@ -85,6 +86,14 @@ class GroundingTask(Task):
     default_checkpoint = "ppmn-synthetic"
     result_type = GroundingResult
     unit = "narratives"
+    heading = "Panoptic narrative grounding: a mask for every noun phrase of a caption"
+    metric_note = ("PNG Average Recall (AR): the area under the curve of recall against the IoU "
+                   "threshold, over every grounded noun phrase (close to their mean IoU); a phrase's "
+                   "ground truth is the union of its segments. acc@0.5: the share of phrases with "
+                   "IoU > 0.5. Things / stuff: by the phrase's last segment; singulars / plurals: "
+                   "one segment or more.")
+    case_note = ("the IoU of each grounded phrase's predicted mask with the union of its segments "
+                 "(the IoU that AR averages); a narrative's mean IoU orders the gallery")
 
     def experiment_class(self, model_type: str) -> type:
         if model_type not in EXPERIMENTS:
@@ -129,15 +138,10 @@ class GroundingTask(Task):
 
     def results(self, dataset: GroundingDataset, pred_dir: str | Path
                 ) -> Iterator[tuple[np.ndarray, GroundingResult]]:
-        path = Path(pred_dir) / PREDICTIONS
-        read = read_grounding_predictions(path)
-        # the same checks as scoring: each phrase predicted once, its index one of the narrative's
-        check_segment_indices(dataset.narratives, grounding_masks(read, path), path)
-        # keyed as Narrative.key: the file writes image ids as strings
-        records = {(int(r["image_id"]), r["caption"]): r for r in read}
+        records = phrase_records(Path(pred_dir) / PREDICTIONS, dataset)
         for narrative in dataset.narratives:
             image = dataset.load_image(narrative.image_id)
-            phrases = records.get(narrative.key, {"phrases": []})["phrases"]
+            phrases = list(records.get(narrative.key, {}).values())
             spans = [narrative.utterances[p["segment_index"]].span for p in phrases]
             size = image.shape[:2]  # each RLE's size is checked before it is decoded
             masks = (np.stack([segmentation_to_mask(p["mask"], *size) for p in phrases]) if phrases
@@ -146,8 +150,43 @@ class GroundingTask(Task):
                                          [narrative.caption[a:b] for a, b in spans], spans, masks,
                                          np.array([p["score"] for p in phrases], np.float32))
 
+    def cases(self, dataset: GroundingDataset, pred_dir: str | Path) -> Iterator[Case]:
+        """Per narrative: its grounded phrases' ground-truth masks beside the predicted ones (an
+        empty mask and score 0 where a phrase has no prediction), one colour per phrase in both."""
+        records = phrase_records(Path(pred_dir) / PREDICTIONS, dataset)
+        for index, narrative in enumerate(dataset.narratives):
+            grounded = narrative.grounded()
+            image = dataset.load_image(narrative.image_id)
+            truth = dataset.panoptic.union_masks(narrative.image_id,
+                                                 [u.segment_ids for _, u in grounded])
+            masks, scores = np.zeros_like(truth), np.zeros(len(grounded), np.float32)
+            predicted = records.get(narrative.key, {})
+            for k, (i, _) in enumerate(grounded):
+                if i in predicted:  # each RLE's size is checked before it is decoded
+                    masks[k] = segmentation_to_mask(predicted[i]["mask"], *image.shape[:2])
+                    scores[k] = predicted[i]["score"]
+            spans = [u.span for _, u in grounded]
+            phrases = [narrative.caption[a:b] for a, b in spans]
+            ious = mask_ious(masks, truth)
+            yield Case(index, f"image {narrative.image_id}", image,
+                       GroundingResult(narrative.caption, phrases, spans, truth, None),
+                       GroundingResult(narrative.caption, phrases, spans, masks, scores),
+                       [(p if i in predicted else f"{p} (no prediction)", float(v))
+                        for p, (i, _), v in zip(phrases, grounded, ious)])
+
     def title(self, cfg: Any, root: str | Path, split: str, dataset: GroundingDataset) -> str:
         return super().title(cfg, root, split, dataset) + "; IoU at the original image resolution"
+
+
+def phrase_records(path: Path, dataset: GroundingDataset
+                   ) -> dict[tuple[int, str], dict[int, dict[str, Any]]]:
+    """``{narrative key: {segment_index: phrase record}}`` of a predictions file (whose image ids
+    are strings, as in the PNG files; a narrative's key has its integer id), after the checks
+    scoring makes: each phrase predicted once, its index one of its narrative's segments."""
+    read = read_grounding_predictions(path)
+    check_segment_indices(dataset.narratives, grounding_masks(read, path), path)
+    return {(int(r["image_id"]), r["caption"]): {p["segment_index"]: p for p in r["phrases"]}
+            for r in read}
 
 
 def predict_records(model: GroundingModel, dataset: GroundingDataset, batch_size: int = 8,

@@ -23,13 +23,13 @@ import numpy as np
 
 from groundkit.data.formats import PanopticDataset, load_panoptic, write_panoptic_predictions
 from groundkit.data.panoptic_dataset import PanopticDataConfig, PanopticSegDataset, collate_panoptic
-from groundkit.engine.tasks import EvalConfig, Evaluation, Task, predicted_batches
+from groundkit.engine.tasks import Case, EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import score_panoptic
 from groundkit.metrics.report import pq_table
 from groundkit.models.panoptic import PanopticConfig, PanopticModel
-from groundkit.structures import Category, PanopticResult
+from groundkit.structures import Category, PanopticAnnotation, PanopticResult
 
 
 @dataclass
@@ -76,6 +76,13 @@ class PanopticTask(Task):
     default_checkpoint = "panoptic-synthetic"
     result_type = PanopticResult
     unit = "images"
+    heading = "Panoptic segmentation: every pixel a class, every object its own segment"
+    metric_note = ("Panoptic Quality (COCO panoptic API rules): a predicted and a ground-truth "
+                   "segment of the same class match when their IoU > 0.5; per class PQ = the sum "
+                   "of matched IoUs / (TP + FP/2 + FN/2) = SQ (mean matched IoU) x RQ (an F1 "
+                   "score), averaged over the classes (things, stuff, all).")
+    case_note = ("each ground-truth segment's best IoU with a predicted segment of its class (0: "
+                 "none); false positives show in the picture, not in these numbers")
 
     def experiment_class(self, model_type: str) -> type:
         if model_type != "panoptic":
@@ -116,10 +123,17 @@ class PanopticTask(Task):
                 ) -> Iterator[tuple[np.ndarray, PanopticResult]]:
         pred = self._read(dataset, pred_dir)
         for image_id in dataset.image_ids:
-            info = [{"id": s.id, "category_id": s.category_id, "score": s.score,
-                     "isthing": pred.categories[s.category_id].isthing}
-                    for s in pred.annotations[image_id].segments]
-            yield dataset.load_image(image_id), PanopticResult(pred.id_map(image_id), info)
+            yield dataset.load_image(image_id), panoptic_result(pred, image_id)
+
+    def cases(self, dataset: PanopticSegDataset, pred_dir: str | Path) -> Iterator[Case]:
+        gt, pred = ground_truth(dataset), self._read(dataset, pred_dir)
+        for index, image_id in enumerate(dataset.image_ids):
+            truth, prediction = panoptic_result(gt, image_id), panoptic_result(pred, image_id)
+            ious = segment_ious(gt.annotation(image_id), truth.id_map,
+                                pred.annotation(image_id), prediction.id_map)
+            yield Case(index, f"image {image_id}", dataset.load_image(image_id), truth,
+                       prediction, [(f"{gt.categories[s.category_id].name} ({area} px)", iou)
+                                    for s, area, iou in ious])
 
     def title(self, cfg: Any, root: str | Path, split: str, dataset: PanopticSegDataset) -> str:
         return (super().title(cfg, root, split, dataset)
@@ -143,6 +157,33 @@ def predict_results(model: PanopticModel, dataset: PanopticSegDataset, batch_siz
     for batch, out in predicted_batches(model, dataset, collate_panoptic, batch_size, progress):
         results.update(zip(batch["image_ids"], out))
     return results
+
+
+def panoptic_result(panoptic: PanopticDataset, image_id: int) -> PanopticResult:
+    """The segment map and segments of ``image_id`` in a split's files (predictions or truth)."""
+    info = [{"id": s.id, "category_id": s.category_id, "score": s.score,
+             "isthing": panoptic.categories[s.category_id].isthing}
+            for s in panoptic.annotation(image_id).segments]
+    return PanopticResult(panoptic.id_map(image_id), info)
+
+
+def segment_ious(truth: PanopticAnnotation, truth_ids: np.ndarray, pred: PanopticAnnotation,
+                 pred_ids: np.ndarray) -> list[tuple[Any, int, float]]:
+    """``(segment, area, IoU)`` of every non-crowd ground-truth segment: its best IoU with a
+    predicted segment of its category (0 when there is none)."""
+    out = []
+    for s in truth.segments:
+        if s.iscrowd:
+            continue
+        inside = truth_ids == s.id
+        best = 0.0
+        for q in pred.segments:
+            if q.category_id == s.category_id:
+                other = pred_ids == q.id
+                union = np.count_nonzero(inside | other)
+                best = max(best, np.count_nonzero(inside & other) / union if union else 0.0)
+        out.append((s, int(np.count_nonzero(inside)), float(best)))
+    return out
 
 
 def ground_truth(dataset: PanopticSegDataset) -> PanopticDataset:

@@ -15,10 +15,11 @@ import numpy as np
 
 from groundkit.data.formats import read_referring_predictions, write_referring_predictions
 from groundkit.data.referring import ReferringDataConfig, ReferringDataset, collate_referring
-from groundkit.engine.tasks import EvalConfig, Evaluation, Task, predicted_batches
+from groundkit.engine.tasks import Case, EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import referring_by_sentence, score_rec, score_res
+from groundkit.metrics.referring import box_iou, mask_intersection_union
 from groundkit.metrics.report import pct
 from groundkit.models.referring.pbrec import PBRECConfig, PBRECModel
 from groundkit.ops.masks import encode_rle, segmentation_to_mask
@@ -79,6 +80,11 @@ class ReferringTask(Task):
     result_type = ReferringResult
     unit = "expressions"
     fixed_input_size = True   # every image is letterboxed to the same S x S square
+    heading = "Referring expressions: the box and mask of the one object an expression names"
+    metric_note = ("REC Acc@0.5: the share of expressions whose predicted box has IoU >= 0.5 with "
+                   "the referent's. RES: oIoU = total intersection / total union of the masks "
+                   "over all expressions, mIoU = their mean IoU, Pr@X = the share with IoU >= X.")
+    case_note = "the box IoU (REC) and the mask IoU (RES) of each expression"
 
     def input_size_overrides(self, size: int) -> list[str]:
         return [f"data.input_size={size}"]   # the letterboxed square's side
@@ -148,6 +154,18 @@ class ReferringTask(Task):
                     if p.get("mask") is not None else None)
             yield image, ReferringResult(np.asarray(p["box"], np.float64), float(p["score"]), mask,
                                          expression=sample.sentence)
+
+    def cases(self, dataset: ReferringDataset, pred_dir: str | Path) -> Iterator[Case]:
+        for index, (sample, (image, prediction)) in enumerate(
+                zip(dataset.samples, self.results(dataset, pred_dir))):
+            box, mask = dataset.instances.gt_box(sample), dataset.instances.gt_mask(sample)
+            ious = [("box", float(box_iou(prediction.box, box)[0]))]
+            if prediction.mask is not None:
+                inter, union = mask_intersection_union(prediction.mask, mask)
+                ious.append(("mask", inter / union if union else 0.0))
+            yield Case(index, f"ref {sample.ref_id}, sentence {sample.sent_id}", image,
+                       ReferringResult(box, None, mask, expression=sample.sentence), prediction,
+                       ious)
 
 
 def predict_records(model: PBRECModel, dataset: ReferringDataset, batch_size: int = 8,

@@ -52,6 +52,28 @@ TINY_TRAINER = ("trainer.epochs=1", "trainer.quiet=true", "trainer.tensorboard=f
 
 
 @dataclass
+class Case:
+    """One item of a split with its ground truth beside its prediction (:meth:`Task.cases`), for
+    galleries that show the worst cases first.
+
+    truth / prediction: results of the family's :attr:`Task.result_type` at the image's size; the
+    truth's scores are None. ious: ``(part, IoU)`` of every part the family's metric scores (a
+    grounded phrase, a ground-truth segment, the box and the mask), in the item's order."""
+
+    index: int          # position in the dataset
+    label: str          # what the item is, for people ("image 2000001", "ref 20000010 ...")
+    image: np.ndarray   # (H, W, 3) uint8
+    truth: Any
+    prediction: Any
+    ious: list[tuple[str, float]]
+
+    @property
+    def mean_iou(self) -> float:
+        """The mean of :attr:`ious` (NaN for an item with no scored part)."""
+        return float(np.mean([v for _, v in self.ious])) if self.ious else float("nan")
+
+
+@dataclass
 class EvalConfig:
     """How evaluation runs during and after training."""
 
@@ -95,6 +117,11 @@ class Task(ABC):
     # True when every input has one size (letterboxed squares): a batch never pads one image
     # for another, so batch independence holds by construction.
     fixed_input_size: ClassVar[bool] = False
+    # For pages that explain themselves (``groundkit demo``'s report): the task in a few words,
+    # what its scores mean, and what the IoUs of :meth:`cases` are.
+    heading: ClassVar[str] = ""
+    metric_note: ClassVar[str] = ""
+    case_note: ClassVar[str] = ""
 
     # --- configs and models ------------------------------------------------------------------
 
@@ -146,6 +173,11 @@ class Task(ABC):
                 ) -> Iterator[tuple[np.ndarray, Any]]:
         """``(image (H, W, 3) uint8, result)`` of every item, read back from the prediction
         files, in dataset order (for galleries)."""
+
+    @abstractmethod
+    def cases(self, dataset: Dataset, pred_dir: str | Path) -> Iterator[Case]:
+        """Every item of ``dataset`` as a :class:`Case`: its ground truth and its prediction (read
+        back from the files in ``pred_dir``) and the IoU of each of its parts, in dataset order."""
 
     def evaluate(self, model: torch.nn.Module, dataset: Dataset, batch_size: int = 8,
                  progress: bool = True, pred_dir: str | Path | None = None) -> Evaluation:

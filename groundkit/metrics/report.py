@@ -40,7 +40,8 @@ def plot_png_recall(phrases: Any, path: str | Path) -> None:
     from groundkit.metrics.plots import plot_recall_curves
     from groundkit.metrics.png_ar import THRESHOLDS, recall_curve, split_masks
 
-    t = THRESHOLDS[::100]  # 1,000 points draw the same curve as 100,000
+    t = THRESHOLDS[::100]  # 1,000 points draw the same curve as 100,000, not the same area
     curves = {name: (t, recall_curve(phrases.ious[sel], t))
               for name, sel in split_masks(phrases.is_thing, phrases.num_segments).items()}
-    plot_recall_curves(curves, path)
+    areas = {name: s["ar"] for name, s in phrases.scores().items()}  # the legend's ARs: the table's
+    plot_recall_curves(curves, path, areas=areas)
