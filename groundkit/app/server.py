@@ -93,11 +93,14 @@ def find_models(checkpoints: Sequence[str | Path] = (), folders: Sequence[str | 
     Returns the choices and, for each checkpoint that cannot be offered, why not.
     """
     found = [(name, "bundled") for name in bundled_names()]
+    models, problems, names = [], [], set()
     for folder in map(Path, folders):
-        inside = [folder] if (folder / WEIGHTS_NAME).is_file() else sorted(folder.glob("*/"))
+        if not folder.is_dir():
+            problems.append(f"{folder}: no such folder")
+            continue
+        inside = [folder] if (folder / WEIGHTS_NAME).is_file() else sorted(folder.iterdir())
         found += [(str(p), "local") for p in inside if (p / WEIGHTS_NAME).is_file()]
     found += [(str(c), "local") for c in checkpoints]
-    models, problems, names = [], [], set()
     for checkpoint, source in found:
         if checkpoint in names:
             continue
@@ -122,7 +125,7 @@ def training_note(meta: dict[str, Any]) -> str:
     data = config.get("data") or {}
     note = f"{meta.get('model_type', 'unknown model')}, trained on {data.get('root', 'unknown data')}"
     if data.get("max_items"):
-        note += f" (first {data['max_items']} images)"
+        note += f" (its first {data['max_items']} items)"
     if state.get("epoch"):
         note += f" for {state['epoch']} epochs"
     metrics = {k: v for k, v in (state.get("metrics") or {}).items() if isinstance(v, (int, float))}

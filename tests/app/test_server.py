@@ -244,11 +244,13 @@ def test_local_checkpoints_are_found_in_folders_and_bad_ones_reported(tmp_path,
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "model.safetensors").write_bytes(b"not a checkpoint")
     (tmp_path / "notes").mkdir()
-    models, problems = find_models(folders=[tiny_pbrec_checkpoint.parent, tmp_path])
+    models, problems = find_models(folders=[tiny_pbrec_checkpoint.parent, tmp_path,
+                                            tmp_path / "missing"])
     local = [m for m in models if m.source == "local"]
     assert [(m.name, m.family) for m in local] == [(str(tiny_pbrec_checkpoint), "referring")]
     assert "pbrec, trained on" in local[0].trained_on
-    assert len(problems) == 1 and problems[0].startswith(str(tmp_path / "broken"))
+    assert len(problems) == 2 and problems[0] == f"{tmp_path / 'missing'}: no such folder"
+    assert problems[1].startswith(f"{tmp_path / 'broken'}: ")
 
 
 def test_serve_without_the_demo_extra_says_what_to_install(monkeypatch, capsys):
