@@ -11,6 +11,7 @@ As segment-anything's predictor, a :class:`Grounder` is stateful (``set_image`` 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,11 +37,12 @@ from groundkit.visualize import (
     overlay_referring,
     phrase_colors,
     save_image,
+    segment_colours,
 )
 
 ImageLike = Any  # np.ndarray (H, W[, C]), PIL.Image, or a path
 
-__all__ = ["Grounder", "Segmenter", "Referrer", "Predictor", "predictor_class", "as_rgb",
+__all__ = ["Grounder", "Segmenter", "Referrer", "Predictor", "Region", "predictor_class", "as_rgb",
            "caption_phrases", "default_device"]
 
 
@@ -72,14 +74,37 @@ def caption_phrases(caption: str, spans: Sequence[tuple[int, int]] | None = None
     return caption, [tuple(s) for s in found]
 
 
+@dataclass
+class Region:
+    """One part of a result, as an interactive view shows it: a phrase's mask, a segment, a referent.
+
+    mask: ``(H, W) bool`` at the image's size, or None (a box-only referent); colour: the one
+    :meth:`Predictor.draw` gives it; span: its ``[start, end)`` characters in the result's
+    :meth:`Predictor.text_of`, if any; box: ``(x1, y1, x2, y2)`` pixels when it has one.
+    """
+
+    label: str
+    mask: np.ndarray | None
+    colour: tuple[int, int, int]
+    score: float | None = None
+    span: tuple[int, int] | None = None
+    box: tuple[float, float, float, float] | None = None
+
+
 class Predictor:
     """What every family's predictor shares: loading by name, and one image to files.
 
-    Subclasses name their task family (``task``) and implement :meth:`from_model`,
-    :meth:`predict_one`, :meth:`draw`, :meth:`to_json` and :meth:`describe`.
+    Subclasses name their task family (``task``), say for people what it does (``title``), what
+    text it takes (``text_name``, None for none; ``text_hint``) and what the parts of its results
+    are (``region_name``), and implement :meth:`from_model`, :meth:`predict_one`, :meth:`draw`,
+    :meth:`to_json`, :meth:`describe` and :meth:`regions`.
     """
 
     task: str = ""
+    title: str = ""
+    text_name: str | None = None
+    text_hint: str = ""
+    region_name: str = "region"
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None,
@@ -112,6 +137,14 @@ class Predictor:
         """One line per phrase or segment of ``result``, for the terminal."""
         raise NotImplementedError
 
+    def regions(self, result: Any) -> list[Region]:
+        """The parts of ``result`` one by one, in the colours of :meth:`draw`."""
+        raise NotImplementedError
+
+    def text_of(self, result: Any) -> str | None:
+        """The text ``result`` answers (the caption without brackets, the expression), if any."""
+        return None
+
     def save(self, image: ImageLike, result: Any, out_dir: str | Path) -> list[Path]:
         """``out_dir/overlay.png`` and ``out_dir/result.json`` of one predicted image."""
         out, rgb = Path(out_dir), as_rgb(image)
@@ -137,6 +170,11 @@ class Grounder(Predictor):
     """
 
     task = "grounding"
+    title = "Narrative grounding"
+    region_name = "phrase"
+    text_name = "caption"
+    text_hint = ("Mark the phrases to ground with [brackets]. Without brackets, spaCy's noun chunks "
+                 "are the phrases (when spaCy and an English model are installed).")
 
     def __init__(self, model: GroundingModel, resize: ResizeConfig | None = None,
                  device: str | torch.device | None = None) -> None:
@@ -218,6 +256,14 @@ class Grounder(Predictor):
         return [f"{phrase!r:40} score {score:.3f}  area {int(mask.sum())} px"
                 for phrase, score, mask in zip(result.phrases, result.scores, result.masks)]
 
+    def regions(self, result: GroundingResult) -> list[Region]:
+        colours = phrase_colors(len(result.phrases))
+        return [Region(p, np.asarray(m, bool), c, float(sc), tuple(sp)) for p, m, c, sc, sp
+                in zip(result.phrases, result.masks, colours, result.scores, result.spans)]
+
+    def text_of(self, result: GroundingResult) -> str:
+        return result.caption
+
 
 class Segmenter(Predictor):
     """Panoptic segmentation: a panoptic map of each image, and its detections as proposals.
@@ -234,6 +280,8 @@ class Segmenter(Predictor):
     """
 
     task = "panoptic"
+    title = "Panoptic segmentation"
+    region_name = "segment"
 
     def __init__(self, model: PanopticModel, resize: ResizeConfig | None = None,
                  categories: dict[int, Category] | None = None,
@@ -319,6 +367,12 @@ class Segmenter(Predictor):
         return [f"segment {s['id']:3d}  {s['category']:12} score {s['score']:.3f}  "
                 f"area {s['area']} px" for s in self.to_json(result)["segments_info"]]
 
+    def regions(self, result: PanopticResult) -> list[Region]:
+        colours = segment_colours(result.segments_info, self.categories)
+        return [Region(self.categories[s["category_id"]].name, result.id_map == s["id"], c,
+                       None if s.get("score") is None else float(s["score"]))
+                for s, c in zip(result.segments_info, colours)]
+
     def save(self, image: ImageLike, result: PanopticResult, out_dir: str | Path) -> list[Path]:
         """As :meth:`Predictor.save`, and ``out_dir/panoptic.png`` (COCO panoptic ids)."""
         written = super().save(image, result, out_dir)
@@ -341,6 +395,10 @@ class Referrer(Predictor):
     """
 
     task = "referring"
+    title = "Referring expressions"
+    region_name = "referent"
+    text_name = "expression"
+    text_hint = "One expression that names one object, e.g. 'the red circle left of the star'."
 
     def __init__(self, model: PBRECModel, input_size: int,
                  device: str | torch.device | None = None) -> None:
@@ -413,6 +471,15 @@ class Referrer(Predictor):
         x1, y1, x2, y2 = (float(v) for v in result.box)
         area = "" if result.mask is None else f", mask {int(result.mask.sum())} px"
         return [f"box ({x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}) score {result.score:.3f}{area}"]
+
+    def regions(self, result: ReferringResult) -> list[Region]:
+        mask = None if result.mask is None else np.asarray(result.mask, bool)
+        box = tuple(float(v) for v in result.box)
+        return [Region(result.expression, mask, phrase_colors(1)[0], float(result.score),
+                       (0, len(result.expression)), box)]
+
+    def text_of(self, result: ReferringResult) -> str:
+        return result.expression
 
 
 def _expression(text: str) -> str:

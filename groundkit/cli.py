@@ -12,7 +12,7 @@ import sys
 
 from groundkit.errors import GroundkitError
 
-COMMANDS = ["generate", "stats", "score", "train", "evaluate", "predict", "demo"]
+COMMANDS = ["generate", "stats", "score", "train", "evaluate", "predict", "demo", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

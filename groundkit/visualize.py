@@ -5,9 +5,12 @@
 * :func:`overlay_panoptic`: a panoptic map over the image with a legend of the categories present;
 * :func:`overlay_referring`: the referent's mask and box, the proposals it was chosen among drawn
   faintly, and the expression below;
-* :func:`contact_sheet`: many such pictures on one page; :func:`save_image` writes a PNG atomically.
+* :func:`contact_sheet`: many such pictures on one page; :func:`save_image` writes a PNG atomically;
+* :func:`region_layer` and :func:`label_point`: one mask as a transparent layer, and where its
+  label goes, for views that show or highlight the parts of a result one at a time (the web app).
 
-Pillow and numpy only; text uses Pillow's built-in font, so nothing is downloaded or looked up.
+Pillow, numpy and scipy's distance transform; text uses Pillow's built-in font, so nothing is
+downloaded or looked up.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import distance_transform_edt
 
 from groundkit._io import atomic_path
 from groundkit.data.images import to_rgb_array
@@ -213,6 +217,12 @@ def _check_segments(ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]],
     return segments
 
 
+def segment_colours(segments_info: Sequence[Mapping[str, Any]],
+                    categories: Mapping[int, Category]) -> list[RGB]:
+    """The colour :func:`overlay_panoptic` tints each segment of ``segments_info`` with."""
+    return _segment_colours([(int(s["id"]), categories[s["category_id"]]) for s in segments_info])
+
+
 def _segment_colours(segments: list[tuple[int, Category]]) -> list[RGB]:
     """Stuff: its category colour; thing instance r of a category: a fixed jitter of it (none for
     r = 0, so the first instance matches the legend swatch exactly)."""
@@ -241,6 +251,39 @@ def _legend(segments: list[tuple[int, Category]]) -> list[list[_Run]]:
             else category.name
         items.append([_Run("", tuple(category.color), "swatch"), _Run(f" {name}    ", _TEXT)])
     return items
+
+
+# --- one part at a time -------------------------------------------------------------------------
+
+def region_layer(size: tuple[int, int], colour: RGB, mask: np.ndarray | None = None,
+                 box: Sequence[float] | None = None) -> Image.Image:
+    """An RGBA layer ``size = (H, W)``, clear but for ``mask (H, W) bool`` tinted and outlined as
+    the overlays draw it, and ``box`` (xyxy pixels) outlined: laid over the image, it looks like
+    that part of the overlay alone."""
+    h, w = size
+    layer = np.zeros((h, w, 4), np.uint8)
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        if mask.shape != (h, w):
+            raise InputError(f"region_layer: mask must have shape {(h, w)}, got {mask.shape}")
+        layer[mask] = (*colour, round(255 * ALPHA))
+        layer[mask & ~erode(mask, max(1, w // 640))] = (*colour, 255)
+    picture = Image.fromarray(layer, "RGBA")
+    if box is not None:
+        ImageDraw.Draw(picture).rectangle([float(v) for v in box], outline=(*colour, 255),
+                                          width=max(1, w // 160))
+    return picture
+
+
+def label_point(mask: np.ndarray) -> tuple[int, int] | None:
+    """``(x, y)`` of the pixel of ``mask (H, W) bool`` farthest from its edge: where a label sits
+    inside the region (a centroid can fall outside a ring or a crescent); None when empty."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return None
+    depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(depth.argmax()), depth.shape)
+    return int(x), int(y)
 
 
 # --- contact sheet and files ---------------------------------------------------------------------
@@ -289,8 +332,9 @@ def _upscale_factor(width: int) -> int:
 
 
 def _upscale(array: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest upscaling of the first two axes of ``(H, W, ...)`` by an integer ``factor``."""
-    return array if factor == 1 else array.repeat(factor, axis=0).repeat(factor, axis=1)
+    """Nearest upscaling of the first two axes of ``(H, W, ...)`` by an integer ``factor``; always
+    a new array, as the overlays paint on it (never on the caller's image)."""
+    return array.copy() if factor == 1 else array.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def _paint_region(canvas: np.ndarray, mask: np.ndarray, colour: RGB) -> None:

@@ -14,7 +14,7 @@ import groundkit
 from groundkit.models import families, model_types
 
 PACKAGE = Path(groundkit.__file__).parent
-TOP = {"api", "commands", "visualize", "cli"}           # user entry points and pictures
+TOP = {"api", "commands", "visualize", "cli", "app"}    # user entry points and pictures
 LOWER = {"engine", "models", "data", "metrics", "vision", "text", "ops"}
 
 

@@ -103,3 +103,15 @@ def test_predict_writes_the_overlay_and_the_json(checkpoint, tiny_synthetic, tex
     code = main(["predict", "--checkpoint", str(checkpoint), "--image", str(picture),
                  "--out", str(out), "--device", "cpu"])
     assert code == 2  # no expression: a clear error, not a traceback
+
+
+def test_regions_are_the_referent_with_its_box_and_without_a_mask_its_box_alone(referrer):
+    referrer.set_image(image())
+    out = referrer.refer("the red circle")
+    (region,) = referrer.regions(out)
+    assert region.label == "the red circle" and region.span == (0, 14)
+    assert (region.mask == out.mask).all() and region.box == tuple(float(v) for v in out.box)
+    assert referrer.text_of(out) == "the red circle"
+    boxed = ReferringResult(box=np.array([1.0, 2.0, 30.0, 40.0]), score=0.5, expression="it")
+    (region,) = referrer.regions(boxed)
+    assert region.mask is None and region.box == (1.0, 2.0, 30.0, 40.0)

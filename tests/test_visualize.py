@@ -6,15 +6,19 @@ import pytest
 from PIL import Image
 
 from groundkit.errors import InputError
+from groundkit.ops.masks import erode
 from groundkit.structures import Category
 from groundkit.visualize import (
     ALPHA,
     MIN_WIDTH,
     contact_sheet,
+    label_point,
     overlay_grounding,
     overlay_panoptic,
     phrase_colors,
+    region_layer,
     save_image,
+    segment_colours,
 )
 
 SAMPLE = Path(__file__).parent / "fixtures" / "coco_sample"
@@ -154,6 +158,66 @@ def test_panoptic_bad_input():
         overlay_panoptic(image, ids, info + [{"id": 40, "category_id": 5}], CATEGORIES)
     with pytest.raises(InputError, match="id_map"):
         overlay_panoptic(image, ids[:10], info, CATEGORIES)
+
+
+def test_overlays_never_paint_on_the_callers_image():
+    # at MIN_WIDTH and wider the picture is not upscaled: it must still be a copy
+    image = np.full((40, MIN_WIDTH, 3), GREY, np.uint8)
+    masks = np.ones((1, 40, MIN_WIDTH), bool)
+    overlay_grounding(image, "all", [(0, 3)], masks)
+    ids, info = np.ones((40, MIN_WIDTH), np.int64), [{"id": 1, "category_id": 1}]
+    overlay_panoptic(image, ids, info, CATEGORIES)
+    assert (image == GREY).all()
+
+
+# --- one part at a time --------------------------------------------------------------------------
+
+def test_a_region_layer_over_the_image_is_that_part_of_the_overlay():
+    image = np.full((32, 48, 3), GREY, np.uint8)
+    masks = _two_boxes()
+    overlay = np.asarray(overlay_grounding(image, "a b", [(0, 1), (2, 3)], masks))[:256, :384]
+    picture = Image.fromarray(image).convert("RGBA")
+    for mask, colour in zip(masks, phrase_colors(2)):
+        layer = region_layer((32, 48), colour, mask)
+        assert layer.mode == "RGBA" and layer.size == (48, 32)
+        assert (np.asarray(layer)[~mask, 3] == 0).all()  # clear outside the mask
+        picture = Image.alpha_composite(picture, layer)
+    # the overlay is drawn 8 times wider (its outline is thinner than a pixel of the layer): off
+    # the masks' edges, its pixels at the layer's pixel centres are the layers over the image
+    edges = masks.any(axis=0) & ~(erode(masks[0], 1) | erode(masks[1], 1))
+    ours = np.asarray(picture.convert("RGB")).astype(int)[~edges]
+    theirs = overlay[4::8, 4::8].astype(int)[~edges]
+    assert np.abs(ours - theirs).max() <= 1  # alpha compositing rounds once more
+
+
+def test_a_region_layer_outlines_a_box():
+    layer = np.asarray(region_layer((20, 30), (255, 0, 0), box=(5, 4, 25, 15)))
+    assert layer[4, 10, 3] == 255 and layer[10, 5, 3] == 255  # on the box's edges
+    assert layer[10, 15, 3] == 0 and layer[0, 0, 3] == 0      # inside and outside: clear
+    with pytest.raises(InputError, match="shape"):
+        region_layer((20, 30), (255, 0, 0), np.ones((10, 10), bool))
+
+
+def test_a_label_sits_deep_inside_its_region():
+    ring = np.zeros((41, 41), bool)
+    yy, xx = np.mgrid[:41, :41]
+    r = np.hypot(yy - 20, xx - 20)
+    ring[(r >= 12) & (r <= 18)] = True  # the centroid (20, 20) lies in the hole
+    x, y = label_point(ring)
+    assert ring[y, x] and 14 <= np.hypot(y - 20, x - 20) <= 16
+    square = np.zeros((10, 10), bool)
+    square[2:7, 3:8] = True
+    assert label_point(square) == (5, 4)
+    assert label_point(np.zeros((5, 5), bool)) is None
+
+
+def test_segment_colours_are_those_of_the_panoptic_overlay():
+    ids, info = _panoptic_case()
+    out = np.asarray(overlay_panoptic(np.full((32, 48, 3), GREY, np.uint8), ids, info, CATEGORIES))
+    colours = segment_colours(info, CATEGORIES)
+    for segment, colour in zip(info, colours):
+        x, y = label_point(ids == segment["id"])
+        assert (out[y * 8 + 4, x * 8 + 4] == _blend([GREY] * 3, colour)).all()
 
 
 # --- contact sheet and saving --------------------------------------------------------------------
