@@ -389,7 +389,8 @@ class Referrer(Predictor):
     >>> out.box, out.mask.shape, out.proposals.shape   # (4,) xyxy pixels, (H, W), (k, 4)
 
     Args:
-        model: a :class:`~groundkit.models.referring.pbrec.PBRECModel`.
+        model: a :class:`~groundkit.models.referring.pbrec.PBRECModel` or a
+            :class:`~groundkit.models.referring.vlnms_model.VLNMSModel` (its top proposal).
         input_size: the square side images are letterboxed to (the one it was trained with).
         device: where the model runs (default: CUDA when available).
     """

@@ -115,3 +115,22 @@ def test_regions_are_the_referent_with_its_box_and_without_a_mask_its_box_alone(
     boxed = ReferringResult(box=np.array([1.0, 2.0, 30.0, 40.0]), score=0.5, expression="it")
     (region,) = referrer.regions(boxed)
     assert region.mask is None and region.box == (1.0, 2.0, 30.0, 40.0)
+
+
+def test_a_vlnms_checkpoint_drives_the_referrer(tmp_path, text_encoder, monkeypatch, tiny_synthetic):
+    """VL-NMS has PBREC's surface (encode_images, refer, predict): its top proposal is the box."""
+    monkeypatch.setattr("groundkit.models.referring.vlnms_model.TextEncoder",
+                        lambda *a, **kw: text_encoder)
+    task = task_of("vlnms")
+    cfg = load_config(task.experiment_class("vlnms"), None,
+                      [*task.tiny_overrides("vlnms"), f"data.root={tiny_synthetic}"])
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path, task.build_model(cfg), config_to_dict(cfg), "vlnms")
+    referrer = Referrer.from_pretrained(tmp_path, device="cpu")
+    referrer.set_image(image())
+    out = referrer.refer("the red circle left of the star")
+    assert out.box.shape == (4,) and out.mask.shape == (48, 80) and len(out.proposals) <= cfg.model.top_k
+    assert out.box.tolist() == out.proposals[0].tolist()
+    batch = referrer([image(), image(100, 30, seed=2)], ["the red circle left of the star", "a star"])
+    np.testing.assert_allclose(batch[0].box, out.box, rtol=1e-5)
+    assert batch[1].mask.shape == (100, 30)

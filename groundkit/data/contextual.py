@@ -201,3 +201,17 @@ def contextual_objects(expression: str, referent_ann_id: int, annotations: Itera
                          "category_names")
     close = similar_names(nouns, sorted({names[a.category_id] for a in others}), embed, gamma)
     return [a.id for a in others if names[a.category_id] in close]
+
+
+def samples_contextual_objects(samples: Sequence, instances: object, embed: Embed,
+                               gamma: float = GAMMA) -> list[list[int]]:
+    """:func:`contextual_objects` of every referring sample (``sentence``, ``ann_id``,
+    ``image_id``, e.g. :class:`~groundkit.structures.ReferringSample`), in order: the pseudo ground
+    truth of a whole split, computed once. ``instances``: ``annotations`` ``{id: annotation}`` and
+    ``categories`` ``{id: category with a name}`` (a RefCOCO ``Instances``)."""
+    by_image: dict[int, list] = {}
+    for ann in instances.annotations.values():
+        by_image.setdefault(ann.image_id, []).append(ann)
+    names = {c.id: c.name for c in instances.categories.values()}
+    return [contextual_objects(s.sentence, s.ann_id, by_image.get(s.image_id, []), names, embed, gamma)
+            for s in samples]

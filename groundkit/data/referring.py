@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +79,8 @@ class ReferringDataset(Dataset):
     pixels; ``boxes (G, 4)`` float32 xyxy, ``classes (G,)`` int64 (index in :meth:`category_ids`)
     and ``masks (G, S/4, S/4)`` float32 covered fraction of each stride-4 cell, of every non-crowd
     object of the image (and the referent, crowd or not); ``referent`` its index in ``boxes``;
+    ``context_boxes (M, 4)`` float32 xyxy, the contextual objects of the expression
+    (:attr:`context_ann_ids`; those the canvas cuts away left out, M may be 0);
     ``ref_id``, ``sent_id``, ``image_id``; ``type`` ("attributes" | "relation" | "extreme", "" when
     the refs do not say); ``orig_size (H, W)``; ``input_size (h, w)``; ``scale``.
 
@@ -87,6 +89,12 @@ class ReferringDataset(Dataset):
     (some padding may then lie before it) and boxes no longer map back by ``/ scale``.
 
     ``max_items`` and ``cache`` given here override the config's; ``train`` turns augmentation on.
+
+    ``context_ann_ids``: per sample, the annotation ids of the other objects its expression
+    mentions (VL-NMS's positives beside the referent): by default what the refs say
+    (:attr:`ReferringSample.context_ann_ids`: the synthetic benchmark's true ones, none for real
+    RefCOCO); :meth:`set_context` replaces them (e.g. with the pseudo ground truth of
+    :func:`groundkit.data.contextual.samples_contextual_objects`).
     """
 
     def __init__(self, cfg: ReferringDataConfig, split: str, train: bool = False,
@@ -110,6 +118,7 @@ class ReferringDataset(Dataset):
         self._objects = self._objects_by_image()
         for s in self.samples:
             self._check_sample(s)
+        self.context_ann_ids: list[tuple[int, ...]] = [tuple(s.context_ann_ids) for s in self.samples]
         self._dirs = [root / d for d in cfg.image_dirs]
         self._folder_of = self._locate({s.image_id for s in self.samples})
         self.augment = train and (cfg.hflip or cfg.color_jitter > 0 or cfg.translate > 0
@@ -132,6 +141,25 @@ class ReferringDataset(Dataset):
         if self._items is not None:
             self._items[index] = item
         return item
+
+    def set_context(self, context_ann_ids: Sequence[Sequence[int]]) -> None:
+        """Replace the contextual objects of every sample (one list of annotation ids per sample,
+        in :attr:`samples` order); each must be another non-crowd object of the sample's image."""
+        if len(context_ann_ids) != len(self.samples):
+            raise InputError(f"set_context: {len(context_ann_ids)} lists of contextual objects for "
+                             f"{len(self.samples)} samples")
+        out = []
+        for s, ids in zip(self.samples, context_ann_ids):
+            ids = tuple(int(a) for a in ids)
+            objects = self._objects.get(s.image_id, [])
+            wrong = [a for a in ids if a == s.ann_id or a not in objects]
+            if wrong:
+                raise InputError(f"set_context: ref {s.ref_id}, sentence {s.sent_id}: {wrong} "
+                                 f"is not another non-crowd object of image {s.image_id}")
+            out.append(ids)
+        self.context_ann_ids = out
+        if self._items is not None:
+            self._items.clear()  # cached items hold the old context boxes
 
     def load_image(self, image_id: int) -> np.ndarray:
         """``(H, W, 3) uint8`` image, checked against the size its instances.json record gives."""
@@ -238,6 +266,8 @@ class ReferringDataset(Dataset):
         canvas = paste(image_to_tensor(image, size), offset, S)
         coverage = paste(masks_to_targets(masks, size), offset, S)  # (G, S, S) covered fraction
         boxes_t, keep = place_boxes(boxes, scale, size, offset, S)
+        context = [i for i, a in enumerate(source.ann_ids)
+                   if a in self.context_ann_ids[index] and keep[i]]
         keep[referent] = True
         kept = torch.nonzero(keep)[:, 0]
         return {
@@ -249,6 +279,7 @@ class ReferringDataset(Dataset):
             "classes": source.classes[kept],
             "masks": F.avg_pool2d(coverage[kept][None], 4)[0],  # (G, S/4, S/4) cell coverage
             "referent": int((kept == referent).nonzero()[0, 0]),
+            "context_boxes": boxes_t[context].reshape(-1, 4),
             "ref_id": sample.ref_id, "sent_id": sample.sent_id, "image_id": sample.image_id,
             "type": self.types[index],
             "orig_size": tuple(image.shape[:2]),
@@ -379,7 +410,7 @@ def collate_referring(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack letterboxed items (all ``S x S``) into the batch of the referring models.
 
     ``images (B, 3, S, S)``, ``box (B, 4)``, ``mask (B, S, S)`` bool; lists: ``boxes``,
-    ``classes``, ``masks``, ``expressions``, ``referent``, ``ref_ids``, ``sent_ids``,
+    ``classes``, ``masks``, ``context_boxes``, ``expressions``, ``referent``, ``ref_ids``, ``sent_ids``,
     ``image_ids``, ``types``, ``image_sizes``, ``orig_sizes``, ``scales``.
     """
     return {
@@ -389,6 +420,7 @@ def collate_referring(items: list[dict[str, Any]]) -> dict[str, Any]:
         "boxes": [it["boxes"] for it in items],
         "classes": [it["classes"] for it in items],
         "masks": [it["masks"] for it in items],
+        "context_boxes": [it["context_boxes"] for it in items],
         "expressions": [it["expression"] for it in items],
         "referent": [it["referent"] for it in items],
         "ref_ids": [it["ref_id"] for it in items],

@@ -1,9 +1,15 @@
 """The referring family: referring expression comprehension (boxes) and segmentation (masks) on
-RefCOCO-format folders (PBREC / PBREC-MT).
+RefCOCO-format folders (PBREC / PBREC-MT, VL-NMS).
 
 Prediction files are ``predictions.json`` (formats.md section 4: ``{ref_id, sent_id, box, score,
-mask}`` per sentence, at the original image size); scores are REC Acc@0.5 and RES oIoU / mIoU /
-Pr@X of those files, overall and by expression type when the data names types.
+mask, proposals}`` per sentence, at the original image size); scores are REC Acc@0.5 and RES
+oIoU / mIoU / Pr@X of those files, overall and by expression type when the data names types, and
+the recall of the referent among the first K proposals when the records have proposals.
+
+Contextual objects (VL-NMS's positives beside the referent) are set on training datasets by the
+model config's ``contextual``: ``pseudo`` computes the pseudo ground truth once per dataset
+(:func:`groundkit.data.contextual.samples_contextual_objects`, word vectors from the model's text
+encoder, threshold ``gamma``), ``true`` keeps what the refs say, ``none`` clears them.
 """
 from __future__ import annotations
 
@@ -13,17 +19,21 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from groundkit.data.contextual import Embed, samples_contextual_objects
 from groundkit.data.formats import read_referring_predictions, write_referring_predictions
 from groundkit.data.referring import ReferringDataConfig, ReferringDataset, collate_referring
 from groundkit.engine.tasks import Case, EvalConfig, Evaluation, Task, predicted_batches
 from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
-from groundkit.metrics.files import referring_by_sentence, score_rec, score_res
+from groundkit.metrics.files import referring_by_sentence, score_proposals, score_rec, score_res
 from groundkit.metrics.referring import box_iou, mask_intersection_union
 from groundkit.metrics.report import pct
 from groundkit.models.referring.pbrec import PBRECConfig, PBRECModel
+from groundkit.models.referring.vlnms_model import VLNMSConfig
 from groundkit.ops.masks import encode_rle, segmentation_to_mask
 from groundkit.structures import ReferringResult
+from groundkit.text.encoder import TextEncoder
+from groundkit.text.words import word_embedder
 
 PREDICTIONS = "predictions.json"
 RES_COLUMNS = ("oiou", "miou", "pr@0.5", "pr@0.6", "pr@0.7", "pr@0.8", "pr@0.9")
@@ -40,14 +50,25 @@ class PBRECExperiment:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-EXPERIMENTS: dict[str, type] = {"pbrec": PBRECExperiment}
+@dataclass
+class VLNMSExperiment:
+    """``groundkit train`` of VL-NMS's relatedness module (``configs/vlnms_fc_synthetic.yaml``)."""
+
+    model_type: str = "vlnms"
+    model: VLNMSConfig = field(default_factory=VLNMSConfig)
+    data: ReferringDataConfig = field(default_factory=ReferringDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+EXPERIMENTS: dict[str, type] = {"pbrec": PBRECExperiment, "vlnms": VLNMSExperiment}
 
 
 @dataclass
 class ReferringEvaluation(Evaluation):
     """REC and RES scores, overall (``"all"``) and per expression type."""
 
-    groups: dict[str, dict[str, Any]]   # group -> {"rec": {...}, "res": {...}}
+    groups: dict[str, dict[str, Any]]   # group -> {"rec": {...}, "res": {...}[, "proposals": {...}]}
     no_prediction: int = 0
 
     def scores(self) -> dict[str, Any]:
@@ -61,12 +82,26 @@ class ReferringEvaluation(Evaluation):
             lines.append(f"{group:14} {pct(s['rec']['acc@0.5']):>8} "
                          + " ".join(f"{pct(res[c]):>7}" for c in RES_COLUMNS)
                          + f" {s['rec']['n']:>6}")
+        if "proposals" in self.groups["all"]:
+            ks = [k for k in self.groups["all"]["proposals"] if k.startswith("recall@")]
+            lines += ["", "recall of the referent (IoU > 0.5) among the first K proposals",
+                      f"{'expressions':14} " + " ".join(f"{'R@' + k[7:]:>7}" for k in ks)
+                      + f" {'mean K':>7} {'n':>6}"]
+            for group, s in self.groups.items():
+                p = s.get("proposals")
+                if p is None:   # a group none of whose records has proposals
+                    continue
+                lines.append(f"{group:14} " + " ".join(f"{pct(p[k]):>7}" for k in ks)
+                             + f" {p['mean_proposals']:>7.2f} {p['n']:>6}")
         return "\n".join(lines)
 
     def log_metrics(self) -> dict[str, float]:
         overall = self.groups["all"]
-        return {"acc@0.5": overall["rec"]["acc@0.5"], "oiou": overall["res"]["oiou"],
-                "miou": overall["res"]["miou"]}
+        out = {"acc@0.5": overall["rec"]["acc@0.5"], "oiou": overall["res"]["oiou"],
+               "miou": overall["res"]["miou"]}
+        out.update({f"proposal_{k}": v for k, v in overall.get("proposals", {}).items()
+                    if k.startswith("recall@")})
+        return out
 
     @property
     def missing(self) -> int:
@@ -97,13 +132,23 @@ class ReferringTask(Task):
 
     def dataset(self, cfg: Any, root: str | Path, split: str, *, train: bool = False,
                 max_items: int | None = None, cache: bool = False) -> ReferringDataset:
-        return ReferringDataset(replace(cfg.data, root=str(root)), split, train=train,
-                                max_items=max_items, cache=cache)
+        dataset = ReferringDataset(replace(cfg.data, root=str(root)), split, train=train,
+                                   max_items=max_items, cache=cache)
+        contextual = getattr(cfg.model, "contextual", None)   # models trained on context objects
+        if train and contextual == "none":
+            dataset.set_context([[] for _ in dataset.samples])
+        elif train and contextual == "pseudo":
+            embed = _word_embedder(cfg.model.text_encoder)
+            dataset.set_context(samples_contextual_objects(dataset.samples, dataset.instances, embed,
+                                                           cfg.model.gamma))
+        return dataset
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return collate_referring(items)
 
     def prepare(self, cfg: Any, train_set: ReferringDataset) -> Any:
+        if not hasattr(cfg.model, "num_classes"):   # VL-NMS: the detector's classes are its own
+            return cfg
         found = len(train_set.category_ids())
         if cfg.model.num_classes == 0:
             return replace(cfg, model=replace(cfg.model, num_classes=found))
@@ -136,6 +181,9 @@ class ReferringTask(Task):
             rec, missing_boxes = score_rec(samples, dataset.instances, predictions)
             res, _ = score_res(samples, dataset.instances, predictions, path)
             scores[group] = {"rec": rec, "res": res}
+            recall, _ = score_proposals(samples, dataset.instances, predictions)
+            if recall is not None:
+                scores[group]["proposals"] = recall
             missing = missing_boxes if group == "all" else missing
         return ReferringEvaluation(scores, missing)
 
@@ -152,8 +200,10 @@ class ReferringTask(Task):
                 continue
             mask = (segmentation_to_mask(p["mask"], *image.shape[:2])  # size checked first
                     if p.get("mask") is not None else None)
+            proposals = (np.asarray(p["proposals"], np.float64).reshape(-1, 4)
+                         if p.get("proposals") is not None else None)
             yield image, ReferringResult(np.asarray(p["box"], np.float64), float(p["score"]), mask,
-                                         expression=sample.sentence)
+                                         proposals, expression=sample.sentence)
 
     def cases(self, dataset: ReferringDataset, pred_dir: str | Path) -> Iterator[Case]:
         for index, (sample, (image, prediction)) in enumerate(
@@ -183,4 +233,17 @@ def referring_record(ref_id: int, sent_id: int, result: ReferringResult) -> dict
               "box": [float(v) for v in result.box], "score": float(result.score)}
     if result.mask is not None:
         record["mask"] = encode_rle(result.mask)
+    if result.proposals is not None:
+        record["proposals"] = [[float(v) for v in box] for box in np.asarray(result.proposals).reshape(-1, 4)]
     return record
+
+
+_EMBEDDERS: dict[str | None, Embed] = {}
+
+
+def _word_embedder(text_encoder: str | None) -> Embed:
+    """The word vectors of the pseudo ground truth (:func:`groundkit.text.words.word_embedder`),
+    one encoder per folder per process (a training run's datasets share it)."""
+    if text_encoder not in _EMBEDDERS:
+        _EMBEDDERS[text_encoder] = word_embedder(TextEncoder(text_encoder))
+    return _EMBEDDERS[text_encoder]

@@ -16,6 +16,7 @@ import numpy as np
 from groundkit.errors import FormatError
 from groundkit.metrics.panoptic_quality import PQStat, pq_average, pq_stats_image, union_masks
 from groundkit.metrics.png_ar import mask_ious, png_average_recall
+from groundkit.metrics.proposals import RECALL_KS, recall_at_k
 from groundkit.metrics.referring import mask_intersection_union, rec_accuracy, res_scores
 from groundkit.structures import Narrative
 
@@ -253,3 +254,25 @@ def score_res(samples: list, instances: Any,
         inter.append(i)
         union.append(u)
     return res_scores(np.array(inter), np.array(union)), missing
+
+
+def score_proposals(samples: list, instances: Any,
+                    predictions: Mapping[tuple[int, int], Mapping[str, Any]],
+                    ks: tuple[int, ...] = RECALL_KS) -> tuple[dict | None, int]:
+    """Recall of the referent (IoU > 0.5) among the first K ``"proposals"`` of each prediction
+    (best first), for K in ``ks`` (:func:`~groundkit.metrics.proposals.recall_at_k`).
+
+    Returns the scores and the number of samples whose prediction is missing or has no
+    ``"proposals"`` key (counted as not recalled, with no proposal); the scores are None when no
+    prediction of these samples has proposals (a one-stage model's file): nothing to measure.
+    """
+    proposals, targets, missing = [], [], 0
+    for s in samples:
+        p = predictions.get((s.ref_id, s.sent_id))
+        boxes = None if p is None else p.get("proposals")
+        missing += boxes is None
+        proposals.append(np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64))
+        targets.append(instances.gt_box(s))
+    if missing == len(samples):
+        return None, missing
+    return recall_at_k(proposals, targets, ks), missing

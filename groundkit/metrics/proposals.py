@@ -42,3 +42,25 @@ def proposal_recall(proposals: Sequence[np.ndarray],
     return {"recall": float(hits_all.mean()) if len(hits_all) else float("nan"),
             "mean_proposals": float(np.mean(counts)) if counts else float("nan"),
             "n": int(len(hits_all))}
+
+
+RECALL_KS = (1, 2, 3, 5)
+
+
+def recall_at_k(proposals: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                ks: Sequence[int] = RECALL_KS) -> dict[str, float | int]:
+    """Recall of the targets among the first ``k`` proposals of each expression, for each ``k``.
+
+    proposals[i]: ``(K_i, 4)`` xyxy, best ranked first (an expression with fewer than ``k``
+    proposals is counted with all of them); targets[i]: as :func:`proposal_recall`'s.
+    Returns ``{"recall@k": ... for k in ks, "mean_proposals", "n"}`` (``mean_proposals`` of all
+    the proposals given, not cut at any ``k``).
+    """
+    if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"ks: expected positive integers, got {list(ks)}")
+    boxes = [np.asarray(p, dtype=np.float64).reshape(-1, 4) for p in proposals]
+    out: dict[str, float | int] = {f"recall@{k}": proposal_recall([p[:k] for p in boxes], targets)["recall"]
+                                   for k in ks}
+    whole = proposal_recall(boxes, targets)
+    out.update(mean_proposals=whole["mean_proposals"], n=whole["n"])
+    return out

@@ -55,6 +55,11 @@ _REGISTRY: dict[str, ModelSpec] = {
                        {**_TINY_BACKBONE, "grid_stride": 8, "dim": 16, "layers": 1, "heads": 2,
                         "ffn_dim": 32, "detector_convs": 1, "mask_dim": 8, "mask_convs": 1,
                         "cell_colours": True}),
+    # the bundled panoptic-synthetic (ResNet-18 / 16 wide, 0.8M parameters) gives the candidates
+    "vlnms": ModelSpec("groundkit.models.referring.vlnms_model", "VLNMSConfig", "build_vlnms",
+                       "referring",
+                       {"visual_dim": 32, "dim": 16, "layers": 1, "heads": 2, "ffn_dim": 32,
+                        "top_k": 5}),
 }
 
 

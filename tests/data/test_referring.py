@@ -12,11 +12,11 @@ from groundkit.data.formats.refcoco import load_instances, load_refs, select_ref
 from groundkit.data.referring import ReferringDataConfig, ReferringDataset, collate_referring, swap_left_right
 from groundkit.data.synthetic.language import make_refs, make_typed_refs
 from groundkit.data.synthetic.scene import make_scene
-from groundkit.errors import ConfigError, FormatError
+from groundkit.errors import ConfigError, FormatError, InputError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "coco_sample"
-KEYS = {"image", "expression", "box", "mask", "boxes", "classes", "masks", "referent", "ref_id",
-        "sent_id", "image_id", "type", "orig_size", "input_size", "scale"}
+KEYS = {"image", "expression", "box", "mask", "boxes", "classes", "masks", "referent", "context_boxes",
+        "ref_id", "sent_id", "image_id", "type", "orig_size", "input_size", "scale"}
 EXTREME_WORDS = re.compile(r"on the (left|right)|at the (top|bottom)|(left|right|top)most|lowest")
 RELATION_WORDS = re.compile(r"left of|right of|above|below|under")
 
@@ -73,6 +73,12 @@ def check_item(item, ds):
     assert len(ys) and xs.min() >= x1 - 1 and xs.max() < x2 + 1 and ys.min() >= y1 - 1 and ys.max() < y2 + 1
     assert item["masks"].min() >= 0 and item["masks"].max() <= 1 + 1e-6
     assert isinstance(item["expression"], str) and item["expression"].strip()
+    # context boxes are boxes of other objects of the item, placed as they are
+    context = item["context_boxes"]
+    assert context.dtype == torch.float32 and context.shape == (len(context), 4)
+    for c in context:
+        rows = (boxes == c).all(1).nonzero()[:, 0].tolist()
+        assert rows and rows != [item["referent"]]
 
 
 # --- items on the real sample and the synthetic benchmark -----------------------------------------
@@ -128,6 +134,7 @@ def test_synthetic_items_and_collate(tiny_synthetic):
     for key, name in [("boxes", "boxes"), ("classes", "classes"), ("masks", "masks"),
                       ("expressions", "expression"), ("referent", "referent"), ("ref_ids", "ref_id"),
                       ("sent_ids", "sent_id"), ("image_ids", "image_id"), ("types", "type"),
+                      ("context_boxes", "context_boxes"),
                       ("image_sizes", "input_size"), ("orig_sizes", "orig_size"), ("scales", "scale")]:
         assert len(batch[key]) == 3
         for value, i in zip(batch[key], range(3)):
@@ -135,7 +142,7 @@ def test_synthetic_items_and_collate(tiny_synthetic):
             assert torch.equal(value, expected) if torch.is_tensor(value) else value == expected
     assert set(batch) == {"images", "box", "mask", "boxes", "classes", "masks", "expressions", "referent",
                           "ref_ids", "sent_ids", "image_ids", "types", "image_sizes", "orig_sizes",
-                          "scales"}
+                          "scales", "context_boxes"}
 
 
 def test_one_item_per_sentence_and_split_rule(tiny_synthetic):
@@ -194,6 +201,32 @@ def test_samples_carry_the_context_the_refs_name(tiny_synthetic, edited):
         refs[2]["sentences"][0]["context_ann_ids"] = [39375001]
     with pytest.raises(FormatError, match="context annotation 39375001 is not another object of image"):
         ReferringDataset(edited(other_image), "test")
+
+
+def test_context_boxes_are_the_named_objects_until_replaced(tiny_synthetic):
+    ds = ReferringDataset(synthetic_cfg(tiny_synthetic), "train")
+    instances = load_instances(tiny_synthetic / "refcoco" / "instances.json")
+    assert ds.context_ann_ids == [s.context_ann_ids for s in ds.samples]
+    for k, sample in enumerate(ds.samples):
+        expected = [instances.box(a) * 2 for a in sample.context_ann_ids]  # 64 px images at 128
+        got = ds[k]["context_boxes"]
+        assert len(got) == len(expected)
+        for box, want in zip(got, expected):
+            torch.testing.assert_close(box.double(), torch.from_numpy(want))
+    k = next(i for i, s in enumerate(ds.samples) if s.context_ann_ids)
+    sample = ds.samples[k]
+    others = [a for a, ann in instances.annotations.items()
+              if ann.image_id == sample.image_id and a != sample.ann_id]
+    cached = ReferringDataset(synthetic_cfg(tiny_synthetic, cache=True), "train")
+    assert len(cached[k]["context_boxes"]) == 1
+    for data in (ds, cached):  # a cached item is rebuilt with the new context
+        data.set_context([others if i == k else [] for i in range(len(data.samples))])
+        assert len(data[k]["context_boxes"]) == len(others)
+        assert all(len(data[i]["context_boxes"]) == 0 for i in range(len(data)) if i != k)
+    with pytest.raises(InputError, match="is not another non-crowd object"):
+        ds.set_context([[sample.ann_id] if i == k else [] for i in range(len(ds.samples))])
+    with pytest.raises(InputError, match="lists of contextual objects"):
+        ds.set_context([])
 
 
 def test_typed_refs_draw_exactly_as_make_refs():

@@ -7,7 +7,13 @@ import pytest
 
 from groundkit.data.formats import grounding_record, load_narratives
 from groundkit.errors import FormatError
-from groundkit.metrics.files import _predicted_masks, grounding_masks, referring_by_sentence, score_png_files
+from groundkit.metrics.files import (
+    _predicted_masks,
+    grounding_masks,
+    referring_by_sentence,
+    score_png_files,
+    score_proposals,
+)
 from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.ops.masks import encode_rle
 from groundkit.structures import PanopticAnnotation, Segment
@@ -59,3 +65,17 @@ def test_segment_index_past_the_narrative_is_an_error(tmp_path, index):
     assert (e.value.file, e.value.field) == (str(tmp_path / "pred.json"), "segment_index")
     assert e.value.item.startswith("narrative (image 142238, caption 'In this image")
     assert f"0 to 18), got {index}" in str(e.value)
+
+
+def test_proposal_recall_of_prediction_files_counts_records_without_proposals_as_misses():
+    from types import SimpleNamespace
+
+    boxes = {1: np.array([0, 0, 10, 10.0]), 2: np.array([20, 20, 30, 30.0])}
+    instances = SimpleNamespace(gt_box=lambda s: boxes[s.ann_id])
+    samples = [SimpleNamespace(ref_id=r, sent_id=10 * r, ann_id=r) for r in (1, 2)]
+    hit = {"box": [0, 0, 1, 1], "score": 0.0, "proposals": [[40, 40, 50, 50], [0, 0, 10, 9]]}
+    scores, missing = score_proposals(samples, instances, {(1, 10): hit, (2, 20): {"box": [0, 0, 1, 1]}})
+    assert missing == 1
+    assert scores == {"recall@1": 0.0, "recall@2": 0.5, "recall@3": 0.5, "recall@5": 0.5,
+                      "mean_proposals": 1.0, "n": 2}
+    assert score_proposals(samples, instances, {(1, 10): {"box": [0, 0, 1, 1]}}) == (None, 2)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from groundkit.metrics.proposals import proposal_recall
+from groundkit.metrics.proposals import proposal_recall, recall_at_k
 
 
 def literal_hit(props, target):
@@ -42,3 +42,32 @@ def test_strict_half_and_several_targets():
     assert out == {"recall": 0.5, "mean_proposals": 1.0, "n": 2}
     with pytest.raises(ValueError, match="proposal sets"):
         proposal_recall([half], [])
+
+
+def test_recall_at_k_matches_a_literal_loop_over_the_first_k():
+    rng = np.random.default_rng(1)
+    props, targets = [], []
+    for _ in range(60):
+        t = rng.integers(0, 20, 2).astype(float)
+        target = np.concatenate([t, t + rng.integers(7, 14, 2)])
+        k = int(rng.integers(0, 8))  # proposals: random boxes, some near the target
+        near = target + rng.integers(-3, 4, (k, 4))
+        far = np.concatenate([rng.integers(30, 40, (k, 2)), rng.integers(45, 60, (k, 2))], 1)
+        props.append(np.where(rng.random((k, 1)) < 0.3, near, far).astype(float))
+        targets.append(target)
+    out = recall_at_k(props, targets, ks=(1, 2, 3, 5))
+    for k in (1, 2, 3, 5):
+        hits = [literal_hit(p[:k], t) for p, t in zip(props, targets)]
+        assert out[f"recall@{k}"] == sum(hits) / 60
+    assert 0 < out["recall@1"] < out["recall@5"] < 1
+    assert out["mean_proposals"] == np.mean([len(p) for p in props]) and out["n"] == 60
+
+
+def test_recall_at_k_literal_values():
+    target = np.array([0, 0, 10, 10.0])
+    ranked = np.array([[50, 50, 60, 60.0], [0, 0, 5, 10], [1, 0, 10, 10]])  # a miss, IoU 0.5, 0.9
+    out = recall_at_k([ranked, np.zeros((0, 4))], [target, target], ks=(1, 2, 3, 5))
+    assert out == {"recall@1": 0.0, "recall@2": 0.0, "recall@3": 0.5, "recall@5": 0.5,
+                   "mean_proposals": 1.5, "n": 2}
+    with pytest.raises(ValueError, match="positive integers"):
+        recall_at_k([ranked], [target], ks=(0,))

@@ -5,7 +5,8 @@
   at the original image size; a narrative is identified by (image_id, caption);
 - panoptic predictions: COCO panoptic PNGs + JSON, evaluable by the official panoptic API;
 - referring predictions: a JSON list ``{"ref_id", "sent_id", "box": [x1, y1, x2, y2], "score",
-  "mask": RLE (optional)}``;
+  "mask": RLE (optional), "proposals": [[x1, y1, x2, y2], ...] (optional: the boxes a two-stage
+  model chose among, best first, at the original image size)}``;
 - scores: a JSON object of fractions in [0, 1].
 
 Writers check records with the same code as readers, so groundkit never writes a file it cannot read.
@@ -27,6 +28,7 @@ from groundkit.data.formats._fields import (
     get_number,
     in_range,
     int_id,
+    is_kind,
     read_json,
 )
 from groundkit.data.formats.coco_panoptic import write_panoptic_json, write_segment_png
@@ -105,12 +107,14 @@ def _type(value: Any) -> str:
 # --- referring ------------------------------------------------------------------------------------
 
 def write_referring_predictions(path: str | Path, records: Iterable[Record]) -> None:
-    """Write ``{"ref_id", "sent_id", "box" (xyxy), "score", "mask" (RLE, optional)}`` records."""
+    """Write ``{"ref_id", "sent_id", "box" (xyxy), "score", "mask" (RLE, optional), "proposals"
+    (xyxy boxes best first, optional)}`` records."""
     write_json(path, [_referring(_plain(r), path, i) for i, r in enumerate(records)])
 
 
 def read_referring_predictions(path: str | Path) -> list[Record]:
-    """Read and check a referring predictions file."""
+    """Read and check a referring predictions file; ``mask`` and ``proposals`` only where the
+    record has them."""
     return [_referring(r, path, i) for i, r in enumerate(_json_list(path))]
 
 
@@ -122,7 +126,18 @@ def _referring(x: Any, file: str | Path, index: int) -> Record:
            "score": float(get_number(x, "score", file, item))}
     if x.get("mask") is not None:
         out["mask"] = _rle(get(x, "mask", "object", file, item), file, item)
+    if x.get("proposals") is not None:
+        out["proposals"] = [_box(b, file, f"{item}, proposal {k}")
+                            for k, b in enumerate(get(x, "proposals", "list", file, item))]
     return out
+
+
+def _box(x: Any, file: str | Path, item: str) -> list[float]:
+    """An ``[x1, y1, x2, y2]`` list of 4 numbers."""
+    if not isinstance(x, list) or len(x) != 4 or not all(is_kind(v, "number") for v in x):
+        raise FormatError(file, f"expected a list of 4 numbers [x1, y1, x2, y2], got {str(x)[:60]}",
+                          item=item, field="proposals")
+    return [float(v) for v in x]
 
 
 # --- panoptic -------------------------------------------------------------------------------------

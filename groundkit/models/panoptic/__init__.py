@@ -2,6 +2,6 @@
 potential, the dense instance affinity and the panoptic matching loss, trained end to end; inference
 is an argmax over the panoptic logits, no heuristics."""
 
-from groundkit.models.panoptic.model import PanopticConfig, PanopticModel, build_panoptic
+from groundkit.models.panoptic.model import PanopticConfig, PanopticModel, build_panoptic, load_panoptic
 
-__all__ = ["PanopticConfig", "PanopticModel", "build_panoptic"]
+__all__ = ["PanopticConfig", "PanopticModel", "build_panoptic", "load_panoptic"]

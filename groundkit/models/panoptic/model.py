@@ -15,8 +15,9 @@ and ``cfg.stuff_ids[j]``. P has one channel per detection, then one per stuff la
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
@@ -24,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groundkit.config import config_from_dict
 from groundkit.data.transforms import map_padded_groups
 from groundkit.errors import ConfigError, InputError
+from groundkit.hub import checkpoint_header, resolve_weights_file
 from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, SCALES, AffinityHead
 from groundkit.models.panoptic.candidates import candidates_group
 from groundkit.models.panoptic.detector import FCOS
@@ -41,6 +44,7 @@ from groundkit.models.panoptic.semantic_head import (
 )
 from groundkit.structures import PanopticResult
 from groundkit.vision.backbone import BackboneConfig, ResNetFPN, build_backbone
+from groundkit.vision.resnet import read_state_dict
 
 STRIDE = 4  # of V, Q, Psi and P
 COCO_THING_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
@@ -294,20 +298,43 @@ class PanopticModel(nn.Module):
     def _detections_group(self, images: torch.Tensor, sizes: list[tuple[int, int]],
                           orig_sizes: list[tuple[int, int]], roi_size: int = 7
                           ) -> list[dict[str, torch.Tensor]]:
-        features, sem_logits, out, q = self._heads(images)
-        dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
+        _check_images(images)
+        features = self.backbone(images)
+        dets = self.detector.detect(self.detector(features), sizes, self.cfg.test_score_thresh)
+        masks = self.detection_masks(features, dets, tuple(images.shape[-2:]), sizes, orig_sizes)
         ids = torch.tensor(self.cfg.thing_ids, device=images.device)
-        for i, (det, probs) in enumerate(zip(dets, self._mask_probs(features, dets))):
-            logits = self._logits(sem_logits[i], det, None if q is None else q[i], probs)
-            channels = upsampled_argmax(logits, images.shape[-2:], sizes[i], orig_sizes[i])
-            owners = torch.arange(len(det["boxes"]), device=channels.device)
-            det["masks"] = channels[None] == owners[:, None, None]
+        for i, det in enumerate(dets):
+            det["masks"] = masks[i]
             det["category_ids"] = ids[det["classes"]]
             one_image = {k: v[i:i + 1] for k, v in features.items()}
             det["roi_features"] = multilevel_roi_align(one_image, [det["boxes"]], roi_size)
             (h, w), (h0, w0) = sizes[i], orig_sizes[i]
             det["boxes"] = det["boxes"] * det["boxes"].new_tensor([w0 / w, h0 / h] * 2)
         return dets
+
+    @torch.no_grad()
+    def detection_masks(self, features: dict[str, torch.Tensor], dets: list[dict[str, torch.Tensor]],
+                        padded: tuple[int, int], sizes: list[tuple[int, int]],
+                        orig_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """The masks :meth:`detections` gives, for detections chosen by someone else (e.g. the
+        proposals of two-stage referring): ``(D_i, H0, W0) bool`` per image, the pixels of each
+        detection in the argmax over P built with ``dets[i]`` as the image's detections.
+
+        features: the backbone's ``"p2".."p5"`` of images padded to ``padded (H, W)`` (one padded
+        size, as :meth:`_by_padded_size` groups them); dets: per image ``boxes (D, 4)`` xyxy in
+        input pixels, ``scores (D,)`` and ``classes (D,)`` thing labels; sizes: each image inside
+        the padding; orig_sizes: the size of the masks. Detections compete for pixels with each
+        other and with the stuff channels, so a mask may be empty.
+        """
+        sem_logits = self.semantic_head(features)
+        q = self.affinity.features(features) if self.affinity is not None else None
+        masks = []
+        for i, (det, probs) in enumerate(zip(dets, self._mask_probs(features, dets))):
+            logits = self._logits(sem_logits[i], det, None if q is None else q[i], probs)
+            channels = upsampled_argmax(logits, padded, sizes[i], orig_sizes[i])
+            owners = torch.arange(len(det["boxes"]), device=channels.device)
+            masks.append(channels[None] == owners[:, None, None])
+        return masks
 
     @torch.no_grad()
     def candidates(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
@@ -331,10 +358,20 @@ class PanopticModel(nn.Module):
                           orig_sizes: list[tuple[int, int]], score_thresh: float, roi_size: int
                           ) -> list[dict[str, torch.Tensor]]:
         _check_images(images)
-        features = self.backbone(images)
-        ids = torch.tensor(self.cfg.thing_ids, device=images.device)
+        return self.candidates_from_features(self.backbone(images), sizes, orig_sizes,
+                                             score_thresh, roi_size)
+
+    @torch.no_grad()
+    def candidates_from_features(self, features: dict[str, torch.Tensor],
+                                 sizes: list[tuple[int, int]],
+                                 orig_sizes: list[tuple[int, int]] | None = None,
+                                 score_thresh: float = 0.05, roi_size: int = 7
+                                 ) -> list[dict[str, torch.Tensor]]:
+        """:meth:`candidates` of images whose backbone ``features`` (``"p2".."p5"``, one padded
+        size) are already computed, e.g. shared with :meth:`detection_masks`."""
+        ids = torch.tensor(self.cfg.thing_ids, device=features["p2"].device)
         return candidates_group(features, self.detector(features), self.detector, ids, sizes,
-                                orig_sizes, score_thresh, roi_size)
+                                orig_sizes or sizes, score_thresh, roi_size)
 
     def _by_padded_size(self, fn: Callable[..., list], images: torch.Tensor,
                         image_sizes: list[tuple[int, int]] | None,
@@ -421,3 +458,23 @@ def build_panoptic(cfg: PanopticConfig, *, backbone: nn.Module | None = None) ->
                      cfg.mask_size) if cfg.mask_head else None
     backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
     return PanopticModel(cfg, backbone, semantic, detector, affinity, masks)
+
+
+def load_panoptic(name_or_path: str | Path) -> PanopticModel:
+    """A trained panoptic model from a groundkit checkpoint (a bundled name such as
+    ``panoptic-synthetic``, a checkpoint folder or its weights file), frozen and in eval mode:
+    where two-stage referring models take their candidates from. Read as ``BackboneConfig.weights``
+    reads a backbone (:func:`groundkit.hub.resolve_weights_file`), with the architecture from the
+    checkpoint's own header. ConfigError for a checkpoint of another model type."""
+    header = checkpoint_header(name_or_path)
+    if header.get("model_type") != "panoptic":
+        found = header.get("model_type")
+        raise ConfigError(f"{name_or_path}: expected a 'panoptic' checkpoint (its detector gives the "
+                          f"candidates), got {'a ' + repr(found) if found else 'no'} model type")
+    cfg = config_from_dict(PanopticConfig, header.get("config", {}).get("model", {}),
+                           source=str(name_or_path))
+    model = build_panoptic(replace(cfg, backbone=replace(cfg.backbone, weights=None)))
+    state = read_state_dict(resolve_weights_file(name_or_path))
+    model.load_state_dict(state, strict=True)
+    model.requires_grad_(False)
+    return model.eval()

@@ -136,6 +136,24 @@ def test_referring_round_trip_and_errors(tmp_path):
         write_referring_predictions(tmp_path / "r.json", [{**records[1], "box": [1, 2, 3]}])
 
 
+def test_referring_proposals_are_optional_boxes(tmp_path):
+    records = [{"ref_id": 1, "sent_id": 10, "box": [1, 2, 3, 4], "score": 0.5,
+                "proposals": np.array([[1, 2, 3, 4], [0, 0, 2.5, 2]], np.float32)},
+               {"ref_id": 1, "sent_id": 11, "box": [0, 0, 4, 3], "score": 0.1, "proposals": []},
+               {"ref_id": 2, "sent_id": 20, "box": [0, 0, 4, 3], "score": 0.1}]
+    write_referring_predictions(tmp_path / "r.json", records)
+    again = read_referring_predictions(tmp_path / "r.json")
+    assert again[0]["proposals"] == [[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 2.5, 2.0]]
+    assert again[1]["proposals"] == [] and "proposals" not in again[2]
+    (tmp_path / "bad.json").write_text(json.dumps([{**records[2], "proposals": [[1, 2, 3, 4], [1, 2]]}]))
+    with pytest.raises(FormatError, match=r"record 0, proposal 1: field 'proposals': expected a list "
+                                          r"of 4 numbers"):
+        read_referring_predictions(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps([{**records[2], "proposals": {"a": 1}}]))
+    with pytest.raises(FormatError, match=r"field 'proposals'"):
+        read_referring_predictions(tmp_path / "bad.json")
+
+
 def test_scores(tmp_path):
     scores = {"overall": {"ar": np.float64(0.5), "acc@0.5": np.float32(0.25), "n": np.int64(7)},
               "plurals": {"ar": float("nan"), "n": 0}}

@@ -93,3 +93,32 @@ def test_no_candidate_above_the_threshold_is_an_empty_result(model, batch):
     assert c["roi_features"].shape == (0, 16, 7, 7) and c["confidence"].shape == (0,)
     proposals = baseline_proposals(c, k=3)
     assert proposals["boxes"].shape == (0, 4) and proposals["index"].shape == (0,)
+
+
+def test_candidates_from_features_are_the_candidates_of_the_images(model, batch):
+    images, sizes, orig = batch["images"], [(64, 96), (60, 90)], [(128, 192), (30, 45)]
+    direct = model.candidates(images, sizes, orig, score_thresh=0.4)
+    with torch.no_grad():
+        shared = model.candidates_from_features(model.backbone(images), sizes, orig, score_thresh=0.4)
+    for a, b in zip(direct, shared):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_detection_masks_of_chosen_boxes_are_what_detections_paints(model, batch):
+    """detections() paints its detections through detection_masks; any other boxes (a referring
+    model's proposals) are painted the same way, and none gives no mask."""
+    images, sizes, orig = batch["images"], [(64, 96), (60, 90)], [(64, 96), (30, 45)]
+    dets = model.detections(images, sizes, orig)
+    with torch.no_grad():
+        features = model.backbone(images)
+        mine = model.detector.detect(model.detector(features), sizes, model.cfg.test_score_thresh)
+        masks = model.detection_masks(features, mine, (64, 96), sizes, orig)
+    for det, m, size in zip(dets, masks, orig):
+        assert m.shape == (len(det["boxes"]), *size) and m.dtype == torch.bool
+        assert torch.equal(m, det["masks"])
+    chosen = [{"boxes": torch.tensor([[8.0, 8, 40, 24]]), "scores": torch.tensor([0.9]),
+               "classes": torch.tensor([0])}, {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+                                               "classes": torch.zeros(0, dtype=torch.long)}]
+    with torch.no_grad():
+        one, none = model.detection_masks(features, chosen, (64, 96), sizes, orig)
+    assert one.shape == (1, 64, 96) and one.dtype == torch.bool and none.shape == (0, 30, 45)

@@ -208,3 +208,18 @@ def test_overfit_two_tiny_images(make_config, make_batch, overrides):
     assert history[-1]["loss_semantic"] < history[0]["loss_semantic"]
     if "mask_head" in overrides:
         assert history[-1]["loss_mask"] < history[0]["loss_mask"]
+
+
+def test_load_panoptic_reads_a_checkpoint_by_name_frozen():
+    from groundkit.engine.checkpoint import load_checkpoint
+    from groundkit.errors import ConfigError
+    from groundkit.hub import resolve_checkpoint
+    from groundkit.models.panoptic import load_panoptic
+
+    model = load_panoptic("panoptic-synthetic")
+    state, meta = load_checkpoint(resolve_checkpoint("panoptic-synthetic"))
+    assert model.cfg.thing_ids == tuple(meta["config"]["model"]["thing_ids"])
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="expected a 'panoptic' checkpoint .* got a 'ppmn'"):
+        load_panoptic("ppmn-synthetic")
