@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from groundkit.app.server import EXAMPLES
+from groundkit.hub import bundled_names
 
 pytestmark = pytest.mark.browser
 
@@ -67,7 +68,8 @@ def server(tmp_path_factory, tiny_pbrec_checkpoint):
             assert process.poll() is None, f"groundkit serve stopped: {''.join(printed)}"
         url = line.split()[2]
         assert url.startswith("http://127.0.0.1:"), line  # loopback unless told otherwise
-        assert "4 models" in line, line  # 3 bundled + the local referring checkpoint
+        expected = len(bundled_names()) + 1  # the bundled ones + the local referring checkpoint
+        assert f"({expected} models;" in line, line
         yield url
     finally:
         process.terminate()
@@ -137,9 +139,13 @@ def test_segment_an_example_with_labels_on_the_segments(page, tmp_path):
     print(f"screenshot: {tmp_path / 'panoptic.png'}")
 
 
-def test_refer_with_a_local_checkpoint(page):
+@pytest.mark.parametrize("which", ["pbrec-synthetic", "tiny_pbrec"])
+def test_refer_with_the_bundled_and_a_local_checkpoint(page, which):
     page.click("#tab-referring")
-    assert page.input_value("#model").endswith("tiny_pbrec")
+    assert page.input_value("#model") == "pbrec-synthetic"  # the bundled one first
+    local = [v for v in page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+             if v.endswith(which)]
+    page.select_option("#model", local[0])
     page.click(".examples button[data-file='synthetic-2000004.png']")
     page.wait_for_selector("#chosen:not([hidden])")
     assert page.input_value("#text") == "large white shape"  # the example's expression
