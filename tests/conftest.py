@@ -42,3 +42,21 @@ def tiny_ppmn_checkpoint(tmp_path_factory, text_encoder, tiny_synthetic):
     path = tmp_path_factory.mktemp("ckpt") / "tiny_ppmn"
     save_checkpoint(path, model, config_to_dict(cfg), "ppmn")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pbrec_checkpoint(tmp_path_factory, text_encoder, tiny_synthetic):
+    """An untrained tiny PBREC checkpoint folder (9 shape categories, 64 px squares)."""
+    from groundkit.config import config_to_dict, load_config
+    from groundkit.engine.checkpoint import save_checkpoint
+    from groundkit.engine.tasks import task_of
+
+    task = task_of("pbrec")
+    cfg = load_config(task.experiment_class("pbrec"), None,
+                      [*task.tiny_overrides("pbrec"), "model.num_classes=9",
+                       f"data.root={tiny_synthetic}"])
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("runs") / "tiny_pbrec"
+    save_checkpoint(path, task.build_model(cfg, text_encoder=text_encoder), config_to_dict(cfg),
+                    "pbrec")
+    return path

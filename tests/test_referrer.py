@@ -15,17 +15,8 @@ from groundkit.structures import ReferringResult
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, text_encoder, tiny_synthetic):
-    """An untrained tiny PBREC saved as a checkpoint (9 shape categories, 64 px squares)."""
-    task = task_of("pbrec")
-    cfg = load_config(task.experiment_class("pbrec"), None,
-                      [*task.tiny_overrides("pbrec"), "model.num_classes=9",
-                       f"data.root={tiny_synthetic}"])
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_pbrec"
-    save_checkpoint(path, task.build_model(cfg, text_encoder=text_encoder), config_to_dict(cfg),
-                    "pbrec")
-    return path
+def checkpoint(tiny_pbrec_checkpoint):
+    return tiny_pbrec_checkpoint  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
