@@ -233,3 +233,38 @@ def test_a_checkpoint_header_with_a_huge_width_is_a_config_error(tiny_ppmn_check
                  "cpu"]) == 2
     line = one_line_error(capsys, "evaluate")
     assert "key 'model.hidden_dim': 1000000 is out of range" in line and "16384" in line
+
+
+# --- serve, demo --train: the device and the run folder, before anything starts --------------------
+
+def test_serve_bad_device_before_binding(capsys, monkeypatch):
+    pytest.importorskip("fastapi")
+    from groundkit.app import server
+
+    def bind(*args, **kwargs):
+        raise AssertionError("bound a port before --device was checked")
+
+    monkeypatch.setattr(server, "bind", bind)
+    assert main(["serve", "--device", "banana", "--port", "0"]) == 2
+    assert "device 'banana': not a device" in one_line_error(capsys, "serve")
+
+
+def test_demo_train_checks_its_run_dir_first(tmp_path, afile, capsys, monkeypatch):
+    from groundkit.commands import demo
+
+    def ensure(*args, **kwargs):
+        raise AssertionError("the benchmark was made before --run-dir was checked")
+
+    monkeypatch.setattr(demo, "ensure_benchmark", ensure)
+    assert main(["demo", "--train", "--data", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "report"), "--run-dir", str(afile)]) == 2
+    assert "afile: --run-dir: expected a folder here" in one_line_error(capsys, "demo")
+    assert not (tmp_path / "report").exists()
+
+
+def test_score_png_plot_onto_a_folder(tmp_path, capsys):
+    assert main(["score", "png", "--narratives", str(SAMPLE / "png_narratives.json"),
+                 "--panoptic-json", str(SAMPLE / "panoptic.json"), "--panoptic-dir",
+                 str(SAMPLE / "panoptic"), "--pred", str(tmp_path / "missing.json"),
+                 "--plot", str(tmp_path)]) == 2
+    assert f"{tmp_path}: --plot: expected a file here" in one_line_error(capsys, "score")
