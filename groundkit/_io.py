@@ -111,6 +111,11 @@ def check_output_dir(path: str | Path, what: str) -> Path:
             if not folder.exists():
                 try:
                     folder.mkdir()
+                except FileExistsError:  # made meanwhile by another process: theirs to keep
+                    if folder.is_dir():
+                        continue
+                    raise WriteError(path, f"{what}: cannot make this folder: {folder} is a file",
+                                     errno.ENOTDIR) from None
                 except OSError as e:
                     raise WriteError(path, f"{what}: cannot make this folder: {_reason(e)}",
                                      e.errno) from e

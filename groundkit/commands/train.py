@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from groundkit._io import check_output_dir
     from groundkit.engine.distributed import resolve_device
 
-    check_output_dir(cfg.trainer.out_dir, "trainer.out_dir")  # before any data or model is made
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
+    if main_rank:  # the one that writes; before any data or model is made
+        check_output_dir(cfg.trainer.out_dir, "trainer.out_dir")
     if cfg.trainer.device is not None:
         resolve_device(cfg.trainer.device)
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
     try:
         metrics = task.train(cfg, resume=args.resume)
     except TrainingInterrupted as e:
