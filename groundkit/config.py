@@ -162,6 +162,7 @@ SIZE_LIMITS: tuple[tuple[str, int], ...] = (
     ("dim", 16384), ("*_dim", 16384), ("*_channels", 16384), ("base_width", 16384),
     ("layers", 128), ("*_layers", 128), ("*_convs", 128), ("rounds", 128), ("refine_rounds", 128),
     ("*_levels", 128), ("heads", 256), ("points", 256), ("max_queries", 4096),
+    ("num_classes", 100000), ("semantic_classes", 100000),
 )
 
 

@@ -154,6 +154,7 @@ def test_peek_value_sees_yaml_then_overrides(tmp_path):
 @pytest.mark.parametrize("key, value, limit", [
     ("hidden_dim", 10**6, 16384), ("ffn_dim", 20000, 16384), ("heads", 1000, 256),
     ("rounds", 129, 128), ("kernel_mlp_layers", 500, 128), ("neck_channels", -1, 16384),
+    ("semantic_classes", 10**7, 100000),
 ])
 def test_values_that_size_tensors_are_bounded(key, value, limit):
     from groundkit.models.ppmn import PPMNConfig
