@@ -35,11 +35,19 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
 
     Raises:
         WriteError: the disk is full (``ENOSPC``, quota), or the flush or rename failed; the file
-            at ``path`` before, if any, is intact and the temporary file is removed.
+            at ``path`` before, if any, is intact and the temporary file is removed; ``path`` is a
+            folder; its folder cannot be made. A device or FIFO at ``path`` (``/dev/null``) is
+            written into, not replaced; a full one (``/dev/full``) is a WriteError too.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise WriteError(path, "could not write it: this is a folder, and a file was expected",
+                         errno.EISDIR)
+    if path.exists() and not path.is_file():  # a device (/dev/null, /dev/full) or a FIFO:
+        yield from _write_through(path)          # write into it, never rename over it
+        return
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
                                    dir=path.parent)
     except OSError as e:
@@ -61,6 +69,100 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
         raise
     if durable:
         _fsync_dir(path.parent)
+
+
+def _write_through(path: Path) -> Iterator[Path]:
+    """:func:`atomic_path` for a target that is not a regular file: the block writes a temporary
+    file, whose bytes are then copied into ``path`` (a full device is a WriteError)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    except OSError as e:
+        raise _write_error(path, e) from e
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        try:
+            with open(tmp, "rb") as src, open(path, "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        except OSError as e:
+            raise WriteError(path, f"could not write it: {_reason(e)}", e.errno) from e
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def check_output_dir(path: str | Path, what: str) -> Path:
+    """Check, before any work, that the folder ``path`` (given as option ``what``, e.g.
+    ``--out``) can be made and written: it is not a file, and a probe file can be created in it
+    and removed. Folders it had to make for the probe are removed again; nothing is left behind.
+
+    Raises:
+        WriteError: naming ``what`` and ``path`` and why (a file is there, read-only, /proc, ...).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WriteError(path, f"{what}: expected a folder here, and this is a file", errno.ENOTDIR)
+    made = []
+    try:
+        for folder in reversed([path, *path.parents]):
+            if folder.exists() and not folder.is_dir():
+                raise WriteError(path, f"{what}: cannot make this folder: {folder} is a file",
+                                 errno.ENOTDIR)
+            if not folder.exists():
+                try:
+                    folder.mkdir()
+                except FileExistsError:  # made meanwhile by another process: theirs to keep
+                    if folder.is_dir():
+                        continue
+                    raise WriteError(path, f"{what}: cannot make this folder: {folder} is a file",
+                                     errno.ENOTDIR) from None
+                except OSError as e:
+                    raise WriteError(path, f"{what}: cannot make this folder: {_reason(e)}",
+                                     e.errno) from e
+                made.append(folder)
+        fd, probe = tempfile.mkstemp(prefix=".groundkit-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(path, f"{what}: cannot write in this folder: {_reason(e)}", e.errno) from e
+    finally:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+    return path
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """Check, before any work, that the file ``path`` (option ``what``, e.g. ``--json``) can be
+    written: it is not a folder, and its folder can be made and written (see
+    :func:`check_output_dir`). A device or FIFO there (``/dev/null``) must be writable; it is
+    written into, never replaced (a full one, ``/dev/full``, fails at the write as a WriteError).
+
+    Raises:
+        WriteError: naming ``what`` and ``path`` and why.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(path, f"{what}: expected a file here, and this is a folder", errno.EISDIR)
+    if path.exists() and not path.is_file():
+        if not os.access(path, os.W_OK):
+            raise WriteError(path, f"{what}: not writable", errno.EACCES)
+        return path
+    try:
+        check_output_dir(path.parent, what)
+    except WriteError as e:
+        raise WriteError(path, e.message.replace("this folder", f"its folder {path.parent}")
+                         .replace("expected a folder here, and this is a file",
+                                  f"its folder {path.parent} is a file"), e.errno) from None
+    return path
+
+
+def _reason(e: OSError) -> str:
+    return os.strerror(e.errno).lower() if e.errno else str(e)
 
 
 def write_failure(path: str | Path, reason: str, code: int | None = None) -> WriteError:

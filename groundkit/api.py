@@ -22,7 +22,7 @@ from groundkit._io import write_json
 from groundkit.data.formats import write_segment_png
 from groundkit.data.images import read_image, to_rgb_array
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, letterbox, pad_batch, target_size
-from groundkit.engine.distributed import default_device
+from groundkit.engine.distributed import default_device, resolve_device
 from groundkit.engine.tasks import get_task
 from groundkit.errors import InputError
 from groundkit.models.grounding import GroundingModel
@@ -178,7 +178,7 @@ class Grounder(Predictor):
 
     def __init__(self, model: GroundingModel, resize: ResizeConfig | None = None,
                  device: str | torch.device | None = None) -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.resize = resize or ResizeConfig()
         self._image: dict[str, Any] | None = None
@@ -217,9 +217,13 @@ class Grounder(Predictor):
 
     @torch.no_grad()
     def __call__(self, images: Sequence[ImageLike], captions: Sequence[str]) -> list[GroundingResult]:
-        """Ground ``captions[i]`` (phrases marked with brackets) on ``images[i]``; one dict each."""
+        """Ground ``captions[i]`` (phrases marked with brackets) on ``images[i]``; one dict each.
+
+        Empty lists give ``[]`` (the model does not run), as for every predictor's batch call."""
         if len(images) != len(captions):
             raise InputError(f"{len(images)} images but {len(captions)} captions")
+        if not images:
+            return []
         rgbs = [as_rgb(im) for im in images]
         prepared = [self._prepare(rgb) for rgb in rgbs]
         parsed = [caption_phrases(c) for c in captions]
@@ -286,7 +290,7 @@ class Segmenter(Predictor):
     def __init__(self, model: PanopticModel, resize: ResizeConfig | None = None,
                  categories: dict[int, Category] | None = None,
                  device: str | torch.device | None = None) -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.resize = resize or ResizeConfig()
         self.categories = categories or {}
@@ -303,7 +307,7 @@ class Segmenter(Predictor):
 
     @torch.no_grad()
     def __call__(self, images: Sequence[ImageLike]) -> list[PanopticResult]:
-        """:meth:`segment` of every image, run as one padded batch."""
+        """:meth:`segment` of every image, run as one padded batch; ``[]`` for no images."""
         if not images:
             return []
         rgbs = [as_rgb(im) for im in images]
@@ -403,7 +407,7 @@ class Referrer(Predictor):
 
     def __init__(self, model: PBRECModel, input_size: int,
                  device: str | torch.device | None = None) -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.input_size = input_size
         self._image: dict[str, Any] | None = None
@@ -434,7 +438,8 @@ class Referrer(Predictor):
     @torch.no_grad()
     def __call__(self, images: Sequence[ImageLike], expressions: Sequence[str]
                  ) -> list[ReferringResult]:
-        """The referent of ``expressions[i]`` on ``images[i]``, one result each."""
+        """The referent of ``expressions[i]`` on ``images[i]``, one result each; ``[]`` for empty
+        lists."""
         if len(images) != len(expressions):
             raise InputError(f"{len(images)} images but {len(expressions)} expressions")
         if not images:

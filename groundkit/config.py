@@ -144,11 +144,49 @@ def _build(cls: type, d: Any, base: Any, prefix: str, source: str) -> Any:
                               f"{_suggest(str(key), prefix, cls)}")
         current = getattr(base, key) if base is not None else None
         values[key] = _convert(raw, hints[key], current, dotted, source)
+    for key, value in values.items():
+        check_size_bound(f"{prefix}{key}", value, source)
     try:
         return dataclasses.replace(base, **values) if base is not None else cls(**values)
     except (TypeError, ValueError) as e:  # a missing required key or a __post_init__ check
         where = f"section '{prefix[:-1]}'" if prefix else cls.__name__
         raise ConfigError(f"{source}: {where}: {e}") from None
+
+
+# Upper bounds of the integer keys that size tensors (by the key's last name), so that a typo or
+# a corrupt checkpoint header (hidden_dim=10**6) is a ConfigError, not an allocation that runs the
+# machine out of memory. Generous: every published configuration is far below them.
+SIZE_LIMITS: tuple[tuple[str, int], ...] = (
+    ("input_size", 4096), ("short_side", 8192), ("max_size", 8192),
+    ("mask_size", 1024), ("roi_size", 1024),
+    ("dim", 16384), ("*_dim", 16384), ("*_channels", 16384), ("base_width", 16384),
+    ("layers", 128), ("*_layers", 128), ("*_convs", 128), ("rounds", 128), ("refine_rounds", 128),
+    ("*_levels", 128), ("heads", 256), ("points", 256), ("max_queries", 4096),
+    ("num_classes", 100000), ("semantic_classes", 100000),
+)
+
+
+def size_limit(key: str) -> int | None:
+    """The upper bound of the dotted config ``key`` if its value sizes tensors, else None."""
+    name = key.rsplit(".", 1)[-1]
+    for pattern, limit in SIZE_LIMITS:
+        if name == pattern or (pattern.startswith("*") and name.endswith(pattern[1:])):
+            return limit
+    return None
+
+
+def check_size_bound(key: str, value: Any, source: str = "<config>") -> None:
+    """Raise a ConfigError naming ``key``, ``value`` and the limit if ``value`` (an int that sizes
+    tensors: a width, a layer or head count, an input size) is negative or over its limit.
+
+    Every config built by :func:`load_config`, :func:`config_from_dict` (checkpoint headers
+    included) and :func:`override_config` passes through it."""
+    limit = size_limit(key)
+    if limit is None or isinstance(value, bool) or not isinstance(value, int):
+        return
+    if not 0 <= value <= limit:
+        raise ConfigError(f"{source}: key '{key}': {value} is out of range: it sizes tensors and "
+                          f"must be between 0 and {limit}")
 
 
 def _convert(value: Any, tp: Any, current: Any, key: str, source: str) -> Any:

@@ -60,3 +60,22 @@ def tiny_pbrec_checkpoint(tmp_path_factory, text_encoder, tiny_synthetic):
     save_checkpoint(path, task.build_model(cfg, text_encoder=text_encoder), config_to_dict(cfg),
                     "pbrec")
     return path
+
+
+@pytest.fixture
+def dev_full(tmp_path):
+    """A path that is always full (writes fail with ENOSPC): ``/dev/full``, or where a machine
+    lacks it (some containers), the same device (1, 7) made in ``tmp_path``."""
+    import stat
+    from pathlib import Path
+
+    if os.path.exists("/dev/full"):
+        return Path("/dev/full")
+    path = tmp_path / "full"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+        with open(path, "wb") as f:
+            f.write(b"")
+    except OSError as e:
+        pytest.skip(f"no /dev/full and none can be made here ({e})")
+    return path

@@ -118,3 +118,18 @@ def test_checkpoint_of_another_type_is_refused(tmp_path, tiny_ppmn_checkpoint):
 def test_unknown_name_says_how_to_get_a_checkpoint():
     with pytest.raises(ConfigError, match="bundled"):
         Grounder.from_pretrained("no-such-model")
+
+
+def test_an_empty_batch_is_an_empty_list(grounder):
+    assert grounder([], []) == []
+    with pytest.raises(InputError, match="0 images but 1 captions"):
+        grounder([], ["[a]"])
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", "device 'banana': not a device; expected cpu, cuda, cuda:N"),
+    ("xla", "device 'xla': not supported"),
+])
+def test_an_unknown_device_is_a_config_error(tiny_ppmn_checkpoint, device, message):
+    with pytest.raises(ConfigError, match=message):
+        Grounder.from_pretrained(tiny_ppmn_checkpoint, device=device)

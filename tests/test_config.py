@@ -147,3 +147,58 @@ def test_peek_value_sees_yaml_then_overrides(tmp_path):
     assert peek_value(path, [], "model_type") == "drmn"
     assert peek_value(path, ["model_type=ppmn"], "model_type") == "ppmn"
     assert peek_value(None, [], "model.rounds", default=3) == 3
+
+
+# --- bounds on the values that size tensors --------------------------------------------------------
+
+@pytest.mark.parametrize("key, value, limit", [
+    ("hidden_dim", 10**6, 16384), ("ffn_dim", 20000, 16384), ("heads", 1000, 256),
+    ("rounds", 129, 128), ("kernel_mlp_layers", 500, 128), ("neck_channels", -1, 16384),
+    ("semantic_classes", 10**7, 100000),
+])
+def test_values_that_size_tensors_are_bounded(key, value, limit):
+    from groundkit.models.ppmn import PPMNConfig
+
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(PPMNConfig, {key: value}, source="ckpt")
+    assert str(e.value) == (f"ckpt: key '{key}': {value} is out of range: it sizes tensors and "
+                            f"must be between 0 and {limit}")
+    assert config_from_dict(PPMNConfig, {key: limit}) is not None  # the limit itself is allowed
+
+
+def test_bounds_apply_to_nested_sections_and_overrides():
+    from groundkit.config import override_config
+    from groundkit.engine.referring import PBRECExperiment
+
+    with pytest.raises(ConfigError, match=r"key 'data.input_size': 5000 is out of range.* 4096"):
+        config_from_dict(PBRECExperiment, {"data": {"input_size": 5000}})
+    with pytest.raises(ConfigError, match=r"key 'model.layers': 1000 .* 128"):
+        override_config(PBRECExperiment(), ["model.layers=1000"])
+    with pytest.raises(ConfigError, match=r"key 'model.backbone.fpn_channels': 100000"):
+        override_config(PBRECExperiment(), ["model.backbone.fpn_channels=100000"])
+    # keys that do not size tensors are not bounded here (they have their own checks)
+    assert override_config(PBRECExperiment(), ["trainer.batch_size=100000"]).trainer.batch_size \
+        == 100000
+
+
+def test_every_default_config_is_within_the_bounds():
+    import dataclasses
+
+    from groundkit.config import size_limit
+    from groundkit.engine.tasks import task_of
+    from groundkit.models import model_types
+
+    def walk(cfg, prefix=""):
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if dataclasses.is_dataclass(value):
+                yield from walk(value, f"{prefix}{f.name}.")
+            elif size_limit(f.name) is not None and isinstance(value, int):
+                yield f"{prefix}{f.name}", value, size_limit(f.name)
+
+    checked = 0
+    for model_type in model_types():
+        for key, value, limit in walk(task_of(model_type).experiment_class(model_type)()):
+            assert 0 <= value <= limit, (model_type, key, value)
+            checked += 1
+    assert checked > 20

@@ -125,3 +125,7 @@ def test_a_vlnms_checkpoint_drives_the_referrer(tmp_path, text_encoder, monkeypa
     batch = referrer([image(), image(100, 30, seed=2)], ["the red circle left of the star", "a star"])
     np.testing.assert_allclose(batch[0].box, out.box, rtol=1e-5)
     assert batch[1].mask.shape == (100, 30)
+
+
+def test_an_empty_batch_is_an_empty_list(referrer):
+    assert referrer([], []) == []

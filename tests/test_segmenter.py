@@ -133,3 +133,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         Segmenter.from_pretrained(tmp_path / "ppmn")
     with pytest.raises(ConfigError, match="no checkpoint 'nope'"):
         Segmenter.from_pretrained("nope")
+
+
+def test_an_empty_batch_is_an_empty_list(segmenter):
+    assert segmenter([]) == []

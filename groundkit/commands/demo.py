@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from groundkit._io import check_output_dir
+
 DEMO_SIZES = {"train": 12000, "val": 200, "test": 200}
 DEMO_SEED, DEMO_IMAGE_SIZE = 0, 128
 MARKER = "groundkit-demo.json"   # in a benchmark folder the demo made
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if train_only:
         raise InputError(f"{', '.join(train_only)}: for training from random weights; add --train")
     checkpoints = bundled_checkpoints(args.model, args.task)
+    check_output_dir(args.out, "--out")
     data = ensure_benchmark(Path(args.data), {"val": args.val_images})
     out = Path(args.out)
     page = write_demo_page([(name, "bundled with the package") for name in checkpoints], data,
@@ -135,8 +138,10 @@ def run_training(args: argparse.Namespace, start: float) -> int:
             raise InputError(f"--train-images must be >= 1, got {args.train_images}")
         overrides.insert(0, f"data.max_items={args.train_images}")  # a larger folder: the first N
     sizes = {**DEMO_SIZES, "train": args.train_images or DEMO_SIZES["train"]}
-    data = ensure_benchmark(Path(args.data), sizes)
     run_dir = args.run_dir or f"runs/demo_{model}"
+    check_output_dir(Path(args.out) / "train", "--out")
+    check_output_dir(run_dir, "--run-dir")
+    data = ensure_benchmark(Path(args.data), sizes)
     started = time.time()
     train_demo_model(model, data, run_dir, overrides)
     minutes = (time.time() - started) / 60

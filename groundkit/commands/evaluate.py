@@ -45,6 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from groundkit._io import check_output_dir, check_output_file
+    from groundkit.engine.distributed import resolve_device
+
+    # Before the model runs: every output can be written, the device exists.
+    if args.pred_out:
+        check_output_dir(args.pred_out, "--pred-out")
+    if args.json:
+        check_output_file(args.json, "--json")
+    plot = plot_path(args)
+    if plot is not None:
+        check_output_file(plot, "--plot" if args.plot else "the recall curves (--plot)")
+    resolve_device(args.device)
     options = list(args.options) + ([f"merge={args.merge}"] if args.merge else [])
     keep = nullcontext(args.pred_out) if args.pred_out else tempfile.TemporaryDirectory()
     with keep as pred_dir:
@@ -58,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
         from groundkit.data.formats import write_scores
         write_scores(args.json, report.evaluation.scores())
         print(f"scores: {args.json}")
-    plot = plot_path(args)
     if plot is not None and report.evaluation.plot(plot):
         print(f"recall curves: {plot}")
     return 0
@@ -96,11 +107,11 @@ def evaluate_checkpoint(checkpoint: str, data: str | Path, split: str, pred_dir:
     """Load ``checkpoint``, predict ``split`` of ``data`` into ``pred_dir`` and score the files
     (``groundkit evaluate``, and the demo's report); ``batch_size`` defaults to the
     checkpoint's ``eval.batch_size``."""
-    from groundkit.engine.distributed import default_device
+    from groundkit.engine.distributed import resolve_device
     from groundkit.engine.tasks import task_of_checkpoint
 
     task = task_of_checkpoint(checkpoint)
-    model, cfg = task.load(checkpoint, device or default_device())
+    model, cfg = task.load(checkpoint, resolve_device(device))
     task.set_inference_options(model, options)
     dataset = task.dataset(cfg, data, split, max_items=max_items)
     files = task.predict(model, dataset, pred_dir, batch_size or cfg.eval.batch_size)

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from groundkit._io import check_output_dir
     from groundkit.data.synthetic import generate_benchmark
     from groundkit.errors import InputError
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"image counts must be >= 0, got {', '.join(bad)}")
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    check_output_dir(args.out, "--out")
     generate_benchmark(args.out, args.seed, {k: v for k, v in sizes.items() if v > 0}, args.size,
                        workers=args.workers)
     print(f"wrote {sum(sizes.values())} images to {args.out}")

@@ -41,9 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from groundkit._io import check_output_dir
     from groundkit.api import predictor_class
+    from groundkit.engine.distributed import resolve_device
     from groundkit.engine.tasks import task_of_checkpoint
 
+    check_output_dir(args.out, "--out")  # before the model runs
+    resolve_device(args.device)
     family = args.task or (task_of_checkpoint(args.checkpoint).name if args.checkpoint
                            else "grounding")
     predictor = predictor_class(family).from_pretrained(args.checkpoint, device=args.device)

@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from groundkit._io import check_output_file
+
+    if args.json:
+        check_output_file(args.json, "--json")
+    if getattr(args, "plot", None):
+        check_output_file(args.plot, "--plot")
     scores, missing = {"png": _png, "panoptic": _panoptic, "rec": _referring,
                        "res": _referring}[args.task](args)
     if missing:

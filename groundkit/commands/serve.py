@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise InputError("--max-upload-mb and --max-megapixels must be positive")
     from groundkit.app import server
+    from groundkit.engine.distributed import resolve_device
 
+    resolve_device(args.device)  # before binding: a bad --device is a one-line error
     folders = args.checkpoints or (["runs"] if Path("runs").is_dir() else [])
     models, problems = server.find_models(args.checkpoint, folders)
     for problem in problems:

@@ -37,7 +37,14 @@ def run(args: argparse.Namespace) -> int:
     model_type = peek_value(args.config, args.overrides, "model_type", None)
     task = task_of(model_type, source=str(args.config))
     cfg = load_config(task.experiment_class(model_type), args.config, args.overrides)
+    from groundkit._io import check_output_dir
+    from groundkit.engine.distributed import resolve_device
+
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 speaks for all
+    if main_rank:  # the one that writes; before any data or model is made
+        check_output_dir(cfg.trainer.out_dir, "trainer.out_dir")
+    if cfg.trainer.device is not None:
+        resolve_device(cfg.trainer.device)
     try:
         metrics = task.train(cfg, resume=args.resume)
     except TrainingInterrupted as e:

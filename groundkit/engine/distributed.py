@@ -65,6 +65,39 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DEVICE_FORMS = "cpu, cuda, cuda:N (N = 0, 1, ...) or mps"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device ``device`` names, checked once: None is :func:`default_device`; an unknown
+    string, or a device this machine or torch build lacks (``cuda`` without CUDA, ``cuda:3`` with
+    two GPUs, ``mps`` off Apple silicon), is a ConfigError saying which forms are valid or what
+    is missing."""
+    from groundkit.errors import ConfigError
+
+    if device is None:
+        return default_device()
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device '{device}': not a device; expected {DEVICE_FORMS}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device '{device}': not supported; expected {DEVICE_FORMS}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible on this machine")
+            raise ConfigError(f"device '{device}': CUDA is not available ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}': there are {torch.cuda.device_count()} CUDA "
+                              f"devices (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise ConfigError(f"device '{device}': MPS (Apple silicon) is not available on this "
+                          f"machine; use --device cpu")
+    return dev
+
+
 def get_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 

@@ -563,7 +563,9 @@ def _check_losses(losses: Any) -> None:
 
 def _pick_device(device: str | None, local_rank: int) -> torch.device:
     if device is not None:
-        return torch.device(device)
+        from groundkit.engine.distributed import resolve_device
+
+        return resolve_device(device)
     return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 

@@ -104,3 +104,50 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     x = torch.tensor([1.0, 2.0])
     assert gdist.all_reduce_mean(x) is x
     assert gdist.all_gather_objects({"a": 1}) == [{"a": 1}]
+
+
+# --- resolve_device: --device checked once ---------------------------------------------------------
+
+@pytest.mark.parametrize("device", [None, "cpu", torch.device("cpu"), " cpu "])
+def test_resolve_device_accepts_the_cpu_and_the_default(device):
+    expected = gdist.default_device() if device is None else torch.device("cpu")
+    assert gdist.resolve_device(device) == expected
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", "device 'banana': not a device; expected cpu, cuda, cuda:N (N = 0, 1, ...) or mps"),
+    ("", "device '': not a device"),
+    ("cuda:x", "device 'cuda:x': not a device"),
+    ("xla", "device 'xla': not supported; expected cpu, cuda"),
+    ("meta", "device 'meta': not supported"),
+])
+def test_resolve_device_refuses_unknown_forms(device, message):
+    from groundkit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        gdist.resolve_device(device)
+    assert str(e.value).startswith(message)
+
+
+def test_resolve_device_refuses_cuda_this_machine_lacks():
+    from groundkit.errors import ConfigError
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        assert gdist.resolve_device("cuda:0") == torch.device("cuda:0")
+        with pytest.raises(ConfigError, match=f"there are {count} CUDA devices"):
+            gdist.resolve_device(f"cuda:{count}")
+    else:
+        for device in ("cuda", "cuda:0"):
+            with pytest.raises(ConfigError, match=f"device '{device}': CUDA is not available"):
+                gdist.resolve_device(device)
+
+
+def test_resolve_device_refuses_mps_where_it_is_missing():
+    from groundkit.errors import ConfigError
+
+    if torch.backends.mps.is_available():
+        assert gdist.resolve_device("mps").type == "mps"
+    else:
+        with pytest.raises(ConfigError, match="MPS .* is not available"):
+            gdist.resolve_device("mps")
