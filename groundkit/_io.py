@@ -48,13 +48,11 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
-                                   dir=path.parent)
     except OSError as e:
         raise _write_error(path, e) from e
-    os.close(fd)
+    tmp = _temp_file(path, path.parent)
     try:
-        yield Path(tmp)
+        yield tmp
         try:
             if durable:
                 _fsync_file(tmp)
@@ -63,7 +61,7 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
         except OSError as e:  # these steps concern this file only
             raise _write_error(path, e) from e
     except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, WriteError) and e.errno in _DISK_FULL:
             raise _write_error(path, e) from e
         raise
@@ -71,16 +69,23 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
         _fsync_dir(path.parent)
 
 
-def _write_through(path: Path) -> Iterator[Path]:
-    """:func:`atomic_path` for a target that is not a regular file: the block writes a temporary
-    file, whose bytes are then copied into ``path`` (a full device is a WriteError)."""
+def _temp_file(path: Path, folder: Path | None) -> Path:
+    """An empty ``.NAME.XXXXXXXX.tmpSUFFIX`` file for ``path`` in ``folder`` (None: the system's
+    temporary folder); failing to make it is a WriteError naming ``path``."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=folder)
     except OSError as e:
         raise _write_error(path, e) from e
     os.close(fd)
+    return Path(tmp)
+
+
+def _write_through(path: Path) -> Iterator[Path]:
+    """:func:`atomic_path` for a target that is not a regular file: the block writes a temporary
+    file, whose bytes are then copied into ``path`` (a full device is a WriteError)."""
+    tmp = _temp_file(path, None)
     try:
-        yield Path(tmp)
+        yield tmp
         try:
             with open(tmp, "rb") as src, open(path, "wb") as dst:
                 while chunk := src.read(1 << 20):
@@ -88,7 +93,7 @@ def _write_through(path: Path) -> Iterator[Path]:
         except OSError as e:
             raise WriteError(path, f"could not write it: {_reason(e)}", e.errno) from e
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def check_output_dir(path: str | Path, what: str) -> Path:
