@@ -315,7 +315,8 @@ class PanopticModel(nn.Module):
     @torch.no_grad()
     def detection_masks(self, features: dict[str, torch.Tensor], dets: list[dict[str, torch.Tensor]],
                         padded: tuple[int, int], sizes: list[tuple[int, int]],
-                        orig_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+                        orig_sizes: list[tuple[int, int]], image_index: torch.Tensor | None = None
+                        ) -> list[torch.Tensor]:
         """The masks :meth:`detections` gives, for detections chosen by someone else (e.g. the
         proposals of two-stage referring): ``(D_i, H0, W0) bool`` per image, the pixels of each
         detection in the argmax over P built with ``dets[i]`` as the image's detections.
@@ -324,13 +325,19 @@ class PanopticModel(nn.Module):
         size, as :meth:`_by_padded_size` groups them); dets: per image ``boxes (D, 4)`` xyxy in
         input pixels, ``scores (D,)`` and ``classes (D,)`` thing labels; sizes: each image inside
         the padding; orig_sizes: the size of the masks. Detections compete for pixels with each
-        other and with the stuff channels, so a mask may be empty.
+        other and with the stuff channels, so a mask may be empty. image_index: ``(D_sets,)`` the
+        image of each entry of ``dets`` (several detection sets on one image, e.g. one per
+        referring expression: the semantic and affinity heads then run once per image); None:
+        entry i is on image i. sizes and orig_sizes are per entry of ``dets``.
         """
         sem_logits = self.semantic_head(features)
         q = self.affinity.features(features) if self.affinity is not None else None
+        rows = range(len(dets)) if image_index is None else image_index.tolist()
+        per_set = features if image_index is None else {k: v[image_index] for k, v in features.items()}
         masks = []
-        for i, (det, probs) in enumerate(zip(dets, self._mask_probs(features, dets))):
-            logits = self._logits(sem_logits[i], det, None if q is None else q[i], probs)
+        for i, (det, probs) in enumerate(zip(dets, self._mask_probs(per_set, dets))):
+            j = rows[i]
+            logits = self._logits(sem_logits[j], det, None if q is None else q[j], probs)
             channels = upsampled_argmax(logits, padded, sizes[i], orig_sizes[i])
             owners = torch.arange(len(det["boxes"]), device=channels.device)
             masks.append(channels[None] == owners[:, None, None])

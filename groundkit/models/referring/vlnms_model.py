@@ -261,12 +261,11 @@ class VLNMSModel(nn.Module):
         proposal), or None per expression without ``masks``."""
         if not self.cfg.masks:
             return [None] * len(chosen)
-        features = {k: v[image_index] for k, v in encoded["features"].items()}
         dets = [{"boxes": p["boxes"], "scores": p["confidence"], "classes": p["classes"]}
                 for p in chosen]
-        painted = self.panoptic.detection_masks(features, dets, encoded["padded"],
+        painted = self.panoptic.detection_masks(encoded["features"], dets, encoded["padded"],
                                                 [tuple(s) for s in image_sizes],
-                                                [tuple(s) for s in orig_sizes])
+                                                [tuple(s) for s in orig_sizes], image_index)
         return [m[0].cpu().numpy() if len(m) else np.zeros(tuple(orig), dtype=bool)
                 for m, orig in zip(painted, orig_sizes)]
 
