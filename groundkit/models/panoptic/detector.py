@@ -164,13 +164,15 @@ class FCOS(nn.Module):
             matched.append(m)
         return torch.stack(labels), torch.stack(reg), torch.stack(matched)
 
-    def losses(self, out: LevelOutputs, gt_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor]
+    def losses(self, out: LevelOutputs, gt_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor],
+               targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
                ) -> dict[str, torch.Tensor]:
         """Focal loss (per positive), box loss weighted by centre-ness, centre-ness BCE.
 
-        gt_boxes: per image ``(G_i, 4)`` xyxy pixels; gt_classes: per image ``(G_i,)`` in ``[0, K)``.
+        gt_boxes: per image ``(G_i, 4)`` xyxy pixels; gt_classes: per image ``(G_i,)`` in ``[0, K)``;
+        targets: :meth:`targets` of the same, when the caller needs them too (assigned once).
         """
-        labels, reg, _ = self.targets(out, gt_boxes, gt_classes)  # (B, N), (B, N, 4)
+        labels, reg, _ = targets or self.targets(out, gt_boxes, gt_classes)  # (B, N), (B, N, 4)
         pos = labels < self.num_classes
         num_pos = max(int(pos.sum()), 1)
         onehot = F.one_hot(labels, self.num_classes + 1)[..., :-1].to(out.cls.dtype)

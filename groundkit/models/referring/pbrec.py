@@ -164,8 +164,9 @@ class PBRECModel(nn.Module):
         """FCOS losses on every object, and Dice of each positive point's mask against the mask of
         the object FCOS assigns the point to (box and mask of a point share their object)."""
         out = self.detector(features)
-        losses = self.detector.losses(out, batch["boxes"], batch["classes"])
-        _, _, matched = self.detector.targets(out, batch["boxes"], batch["classes"])
+        targets = self.detector.targets(out, batch["boxes"], batch["classes"])  # assigned once
+        losses = self.detector.losses(out, batch["boxes"], batch["classes"], targets)
+        matched = targets[2]
         kernels, mask_features = self.mask_head(features, self.grid)
         losses.update(self.mask_head.losses(kernels, mask_features, matched, batch["masks"]))
         return losses
