@@ -108,11 +108,15 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None,
-                        device: str | torch.device | None = None) -> "Predictor":
+                        device: str | torch.device | None = None, **options: Any) -> "Predictor":
         """A bundled checkpoint name or a checkpoint path (default: the family's bundled model);
-        a checkpoint of another family is a ConfigError."""
+        a checkpoint of another family is a ConfigError. ``options``: inference options of the
+        model's config, e.g. ``threshold=0.4`` (grounding) or, for a two-stage referring matcher,
+        ``proposals="vlnms-fc-synthetic", top_k=3``; an unknown one is a ConfigError."""
         task = get_task(cls.task)
         model, cfg = task.load(name_or_path or task.default_checkpoint)
+        if options:
+            task.set_inference_options(model, options)
         return cls.from_model(model, cfg, device)
 
     @classmethod

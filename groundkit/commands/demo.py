@@ -88,6 +88,7 @@ def demo_family(task: str) -> str:
 
 def demo_model(model: str | None, task: str | None) -> str:
     """``--model``, or the first demo model of the family ``--task`` names (or begins)."""
+    from groundkit.engine.tasks import get_task
     from groundkit.errors import InputError
     from groundkit.models import model_spec_of
 
@@ -96,7 +97,12 @@ def demo_model(model: str | None, task: str | None) -> str:
     family = demo_family(task)
     if model is not None and model_spec_of(model).family != family:
         raise InputError(f"--model {model} is not a {family} model")
-    return model or next(m for m in demo_models() if model_spec_of(m).family == family)
+    if model is not None:
+        return model
+    members = [m for m in demo_models() if model_spec_of(m).family == family]
+    # the family's main model first: the one its default bundled checkpoint is (pbrec-synthetic)
+    main = get_task(family).default_checkpoint.split("-")[0]
+    return main if main in members else members[0]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--merge", choices=("argmax", "heuristic"),
                         help="panoptic only: argmax over P (the paper) or Panoptic FPN's heuristic "
                              "merge (default: the checkpoint's setting); short for model.merge=...")
+    parser.add_argument("--proposals", metavar="gt|baseline|CKPT",
+                        help="two-stage referring (matcher) only: the proposals the matcher "
+                             "chooses among: the ground-truth boxes, the query-agnostic baseline, "
+                             "or a VL-NMS checkpoint (e.g. vlnms-fc-synthetic); short for "
+                             "model.proposals=...")
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="two-stage referring (matcher, vlnms) only: proposals per "
+                             "expression; short for model.top_k=K")
     parser.add_argument("options", nargs="*", metavar="key=value",
                         help="inference options of the model config, e.g. threshold=0.4")
     parser.set_defaults(func=run)
@@ -58,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(plot, "--plot" if args.plot else "the recall curves (--plot)")
     resolve_device(args.device)
     options = list(args.options) + ([f"merge={args.merge}"] if args.merge else [])
+    options += [f"proposals={args.proposals}"] if args.proposals else []
+    options += [f"top_k={args.top_k}"] if args.top_k is not None else []
     keep = nullcontext(args.pred_out) if args.pred_out else tempfile.TemporaryDirectory()
     with keep as pred_dir:
         report = evaluate_checkpoint(args.checkpoint, args.data, args.split, pred_dir,

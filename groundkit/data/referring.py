@@ -78,7 +78,8 @@ class ReferringDataset(Dataset):
     ``expression`` str; ``box (4,)`` float32 xyxy and ``mask (S, S)`` bool, the referent in input
     pixels; ``boxes (G, 4)`` float32 xyxy, ``classes (G,)`` int64 (index in :meth:`category_ids`)
     and ``masks (G, S/4, S/4)`` float32 covered fraction of each stride-4 cell, of every non-crowd
-    object of the image (and the referent, crowd or not); ``referent`` its index in ``boxes``;
+    object of the image (and the referent, crowd or not), ``category_ids (G,)`` int64 their
+    instances.json category ids; ``referent`` its index in ``boxes``;
     ``context_boxes (M, 4)`` float32 xyxy, the contextual objects of the expression
     (:attr:`context_ann_ids`; those the canvas cuts away left out, M may be 0);
     ``ref_id``, ``sent_id``, ``image_id``; ``type`` ("attributes" | "relation" | "extreme", "" when
@@ -115,6 +116,7 @@ class ReferringDataset(Dataset):
         self.types: list[str] = [types.get(s.sent_id, "") for s in self.samples]
         self._category_ids = sorted(self.instances.categories)
         self._label_of = {c: i for i, c in enumerate(self._category_ids)}
+        self._category_tensor = torch.tensor(self._category_ids, dtype=torch.long).reshape(-1)
         self._objects = self._objects_by_image()
         for s in self.samples:
             self._check_sample(s)
@@ -277,6 +279,7 @@ class ReferringDataset(Dataset):
             "mask": coverage[referent] >= 0.5,
             "boxes": boxes_t[kept],
             "classes": source.classes[kept],
+            "category_ids": self._category_tensor[source.classes[kept]],
             "masks": F.avg_pool2d(coverage[kept][None], 4)[0],  # (G, S/4, S/4) cell coverage
             "referent": int((kept == referent).nonzero()[0, 0]),
             "context_boxes": boxes_t[context].reshape(-1, 4),
@@ -419,6 +422,7 @@ def collate_referring(items: list[dict[str, Any]]) -> dict[str, Any]:
         "mask": torch.stack([it["mask"] for it in items]),
         "boxes": [it["boxes"] for it in items],
         "classes": [it["classes"] for it in items],
+        "category_ids": [it["category_ids"] for it in items],
         "masks": [it["masks"] for it in items],
         "context_boxes": [it["context_boxes"] for it in items],
         "expressions": [it["expression"] for it in items],

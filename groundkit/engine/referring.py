@@ -28,6 +28,7 @@ from groundkit.errors import ConfigError
 from groundkit.metrics.files import referring_by_sentence, score_proposals, score_rec, score_res
 from groundkit.metrics.referring import box_iou, mask_intersection_union
 from groundkit.metrics.report import pct
+from groundkit.models.referring.matcher_model import MatcherConfig
 from groundkit.models.referring.pbrec import PBRECConfig, PBRECModel
 from groundkit.models.referring.vlnms_model import VLNMSConfig
 from groundkit.ops.masks import encode_rle, segmentation_to_mask
@@ -61,7 +62,20 @@ class VLNMSExperiment:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-EXPERIMENTS: dict[str, type] = {"pbrec": PBRECExperiment, "vlnms": VLNMSExperiment}
+@dataclass
+class MatcherExperiment:
+    """``groundkit train`` of the two-stage matcher on ground-truth boxes
+    (``configs/matcher_synthetic.yaml``)."""
+
+    model_type: str = "matcher"
+    model: MatcherConfig = field(default_factory=MatcherConfig)
+    data: ReferringDataConfig = field(default_factory=ReferringDataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+EXPERIMENTS: dict[str, type] = {"pbrec": PBRECExperiment, "vlnms": VLNMSExperiment,
+                                "matcher": MatcherExperiment}
 
 
 @dataclass
@@ -93,6 +107,15 @@ class ReferringEvaluation(Evaluation):
                     continue
                 lines.append(f"{group:14} " + " ".join(f"{pct(p[k]):>7}" for k in ks)
                              + f" {p['mean_proposals']:>7.2f} {p['n']:>6}")
+            named = [(g, s["proposals"]) for g, s in self.groups.items()
+                     if "context_n" in s.get("proposals", {})]
+            if named:
+                lines += ["", "recall of the contextual objects (the other objects an expression "
+                          "names) among the first K proposals",
+                          f"{'expressions':14} " + " ".join(f"{'R@' + k[7:]:>7}" for k in ks)
+                          + f" {'objects':>7}"]
+                lines += [f"{g:14} " + " ".join(f"{pct(p['context_' + k]):>7}" for k in ks)
+                          + f" {p['context_n']:>7}" for g, p in named]
         return "\n".join(lines)
 
     def log_metrics(self) -> dict[str, float]:
@@ -160,6 +183,19 @@ class ReferringTask(Task):
     def prepare_model(self, model: PBRECModel, dataset: ReferringDataset) -> None:
         if model.text_cache is not None:  # encode every expression once, before epoch 1
             model.text_cache.get_or_compute([s.sentence for s in dataset.samples])
+
+    def set_inference_options(self, model: Any, options: Any) -> None:
+        """As every family's; a two-stage matcher also loads its proposal source at once, so a
+        wrong ``proposals`` (a missing file, a checkpoint of another kind) fails here, before
+        any image is read (and leaves the model as it was)."""
+        before = model.cfg
+        super().set_inference_options(model, options)
+        try:
+            if hasattr(model, "proposer") and model.cfg.proposals != "gt":
+                model.proposer()
+        except Exception:
+            model.cfg = before   # a refused option leaves the model as it was
+            raise
 
     def predict(self, model: PBRECModel, dataset: ReferringDataset, pred_dir: str | Path,
                 batch_size: int = 8, progress: bool = True) -> list[Path]:

@@ -24,14 +24,14 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from groundkit.config import config_from_dict, config_to_dict, override_config
+from groundkit.config import config_from_dict, config_to_dict, override_config, update_config
 from groundkit.engine.checkpoint import checkpoint_meta, load_checkpoint, seed_everything
 from groundkit.engine.distributed import cleanup_distributed
 from groundkit.engine.trainer import Trainer
@@ -239,10 +239,15 @@ class Task(ABC):
         model.load_state_dict(state, strict=True)
         return model.to(device).eval(), cfg
 
-    def set_inference_options(self, model: torch.nn.Module, options: Sequence[str]) -> None:
-        """Apply ``key=value`` overrides of the model config that change inference only
-        (e.g. ``merge=heuristic``); an unknown key is a ConfigError that suggests one."""
-        model.cfg = override_config(model.cfg, options)
+    def set_inference_options(self, model: torch.nn.Module,
+                              options: Sequence[str] | Mapping[str, Any]) -> None:
+        """Apply overrides of the model config that change inference only: ``key=value`` texts
+        (e.g. ``merge=heuristic``) or a mapping (``{"merge": "heuristic"}``); an unknown key is a
+        ConfigError that suggests one."""
+        if isinstance(options, Mapping):
+            model.cfg = update_config(model.cfg, options, source="inference options")
+        else:
+            model.cfg = override_config(model.cfg, options)
 
 def predicted_batches(model: torch.nn.Module, dataset: Dataset,
                       collate: Callable[[list[dict[str, Any]]], dict[str, Any]],

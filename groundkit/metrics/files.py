@@ -260,19 +260,29 @@ def score_proposals(samples: list, instances: Any,
                     predictions: Mapping[tuple[int, int], Mapping[str, Any]],
                     ks: tuple[int, ...] = RECALL_KS) -> tuple[dict | None, int]:
     """Recall of the referent (IoU > 0.5) among the first K ``"proposals"`` of each prediction
-    (best first), for K in ``ks`` (:func:`~groundkit.metrics.proposals.recall_at_k`).
+    (best first), for K in ``ks`` (:func:`~groundkit.metrics.proposals.recall_at_k`); when the
+    samples name contextual objects (``context_ann_ids``: the other objects an expression
+    mentions, e.g. the synthetic refs' true ones), also their recall, ``context_recall@K`` over
+    every named object, and ``context_n`` their number.
 
     Returns the scores and the number of samples whose prediction is missing or has no
     ``"proposals"`` key (counted as not recalled, with no proposal); the scores are None when no
     prediction of these samples has proposals (a one-stage model's file): nothing to measure.
     """
-    proposals, targets, missing = [], [], 0
+    proposals, targets, contexts, missing = [], [], [], 0
     for s in samples:
         p = predictions.get((s.ref_id, s.sent_id))
         boxes = None if p is None else p.get("proposals")
         missing += boxes is None
         proposals.append(np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64))
         targets.append(instances.gt_box(s))
+        named = getattr(s, "context_ann_ids", ()) or ()
+        contexts.append(np.array([instances.box(a) for a in named], dtype=np.float64).reshape(-1, 4))
     if missing == len(samples):
         return None, missing
-    return recall_at_k(proposals, targets, ks), missing
+    scores = recall_at_k(proposals, targets, ks)
+    if any(len(c) for c in contexts):
+        context = recall_at_k(proposals, contexts, ks)
+        scores.update({f"context_{k}": v for k, v in context.items() if k.startswith("recall@")})
+        scores["context_n"] = context["n"]
+    return scores, missing

@@ -60,6 +60,9 @@ _REGISTRY: dict[str, ModelSpec] = {
                        "referring",
                        {"visual_dim": 32, "dim": 16, "layers": 1, "heads": 2, "ffn_dim": 32,
                         "top_k": 5}),
+    # a MAttNet-style matcher over ground-truth boxes (training) or proposals (inference)
+    "matcher": ModelSpec("groundkit.models.referring.matcher_model", "MatcherConfig", "build_matcher",
+                         "referring", {"visual_dim": 16, "dim": 16, "neighbours": 2, "top_k": 3}),
 }
 
 

@@ -15,8 +15,8 @@ from groundkit.data.synthetic.scene import make_scene
 from groundkit.errors import ConfigError, FormatError, InputError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "coco_sample"
-KEYS = {"image", "expression", "box", "mask", "boxes", "classes", "masks", "referent", "context_boxes",
-        "ref_id", "sent_id", "image_id", "type", "orig_size", "input_size", "scale"}
+KEYS = {"image", "expression", "box", "mask", "boxes", "classes", "category_ids", "masks", "referent",
+        "context_boxes", "ref_id", "sent_id", "image_id", "type", "orig_size", "input_size", "scale"}
 EXTREME_WORDS = re.compile(r"on the (left|right)|at the (top|bottom)|(left|right|top)most|lowest")
 RELATION_WORDS = re.compile(r"left of|right of|above|below|under")
 
@@ -60,6 +60,7 @@ def check_item(item, ds):
     assert item["classes"].shape == (G,) and item["classes"].dtype == torch.int64
     assert item["masks"].shape == (G, S // 4, S // 4) and item["masks"].dtype == torch.float32
     assert ((item["classes"] >= 0) & (item["classes"] < len(ds.category_ids()))).all()
+    assert item["category_ids"].tolist() == [ds.category_ids()[c] for c in item["classes"]]
     assert torch.equal(item["boxes"][item["referent"]], item["box"])
     h, w = item["input_size"]
     boxes = item["boxes"]
@@ -131,7 +132,8 @@ def test_synthetic_items_and_collate(tiny_synthetic):
     batch = collate_referring([ds[0], ds[1], ds[2]])
     assert batch["images"].shape == (3, 3, 128, 128) and batch["box"].shape == (3, 4)
     assert batch["mask"].shape == (3, 128, 128) and batch["mask"].dtype == torch.bool
-    for key, name in [("boxes", "boxes"), ("classes", "classes"), ("masks", "masks"),
+    for key, name in [("boxes", "boxes"), ("classes", "classes"), ("category_ids", "category_ids"),
+                      ("masks", "masks"),
                       ("expressions", "expression"), ("referent", "referent"), ("ref_ids", "ref_id"),
                       ("sent_ids", "sent_id"), ("image_ids", "image_id"), ("types", "type"),
                       ("context_boxes", "context_boxes"),
@@ -140,7 +142,8 @@ def test_synthetic_items_and_collate(tiny_synthetic):
         for value, i in zip(batch[key], range(3)):
             expected = ds[i][name]
             assert torch.equal(value, expected) if torch.is_tensor(value) else value == expected
-    assert set(batch) == {"images", "box", "mask", "boxes", "classes", "masks", "expressions", "referent",
+    assert set(batch) == {"images", "box", "mask", "boxes", "classes", "category_ids", "masks",
+                          "expressions", "referent",
                           "ref_ids", "sent_ids", "image_ids", "types", "image_sizes", "orig_sizes",
                           "scales", "context_boxes"}
 

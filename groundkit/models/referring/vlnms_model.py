@@ -31,7 +31,8 @@ mask (a miss in REC and RES), and no loss term in training.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +40,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from groundkit.config import config_from_dict
 from groundkit.errors import ConfigError
+from groundkit.hub import checkpoint_header, resolve_weights_file
 from groundkit.models.panoptic.model import PanopticModel, load_panoptic
 from groundkit.models.referring.proposals import select_proposals
 from groundkit.models.referring.vlnms import (
@@ -55,9 +58,11 @@ from groundkit.models.referring.vlnms_losses import (
     ranking_loss,
     relatedness_targets,
 )
+from groundkit.ops import roi_align
 from groundkit.structures import ReferringResult
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_checkpoints
 from groundkit.vision.backbone import pad_to_multiple
+from groundkit.vision.resnet import read_state_dict
 
 
 @dataclass
@@ -89,6 +94,10 @@ class VLNMSConfig:
     top_k: int = 10                    # proposals kept per expression (the paper: about 8-10)
     rank_by: Literal["relatedness", "confidence"] = "relatedness"  # confidence: the baseline
     masks: bool = True                 # the top proposal's mask from the panoptic model
+    # Each candidate's RoI feature also gets 3 channels of the image's own pixels RoIAlign-ed over
+    # its box (the region's colours). A detector trained on object categories alone may drop
+    # colour, which expressions name (PBREC's `cell_colours`: benchmarks/probe_grid_colour.py).
+    region_colours: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.contextual, bool):
@@ -136,7 +145,8 @@ class VLNMSModel(nn.Module):
         (H, W)}``, the input zero-padded to a multiple of 32 first (the detector's strides; the
         letterbox pads with zeros too)."""
         padded = pad_to_multiple(images, 32)
-        return {"features": self.panoptic.backbone(padded), "padded": tuple(padded.shape[-2:])}
+        return {"features": self.panoptic.backbone(padded), "padded": tuple(padded.shape[-2:]),
+                "pixels": padded}
 
     def encode_text(self, expressions: list[str]) -> tuple[Tensor, Tensor]:
         """Token features ``(B, L, D)`` and mask ``(B, L)`` (True on real tokens)."""
@@ -147,9 +157,15 @@ class VLNMSModel(nn.Module):
     def candidates(self, encoded: dict[str, Any], sizes: list[tuple[int, int]]
                    ) -> list[dict[str, Tensor]]:
         """The detector candidates of each encoded image (boxes in input pixels, clipped to
-        ``sizes``), :meth:`PanopticModel.candidates_from_features`."""
-        return self.panoptic.candidates_from_features(encoded["features"], sizes, None,
-                                                      self.cfg.delta, self.cfg.roi_size)
+        ``sizes``), :meth:`PanopticModel.candidates_from_features`; with ``region_colours`` their
+        ``roi_features`` have 3 more channels, :func:`region_colours`."""
+        candidates = self.panoptic.candidates_from_features(encoded["features"], sizes, None,
+                                                            self.cfg.delta, self.cfg.roi_size)
+        if self.cfg.region_colours:
+            for i, cand in enumerate(candidates):
+                colours = region_colours(encoded["pixels"][i:i + 1], cand["roi_boxes"], self.cfg.roi_size)
+                cand["roi_features"] = torch.cat([cand["roi_features"], colours], dim=1)
+        return candidates
 
     def relate(self, candidates: list[dict[str, Tensor]], sizes: list[tuple[int, int]],
                expressions: list[str], image_index: Tensor | None) -> dict[str, Tensor]:
@@ -220,29 +236,8 @@ class VLNMSModel(nn.Module):
         to the original pixels by the ratio of ``orig_sizes`` to ``image_sizes``, as the panoptic
         model's boxes and masks do); it keeps PBREC's signature for the Referrer API.
         """
-        cfg = self.cfg
-        n_images = len(encoded["features"]["p2"])
-        device = encoded["features"]["p2"].device
-        image_index = (torch.arange(len(expressions)) if image_index is None else image_index).to(device)
-        rows = image_index.tolist()
-        first = {i: b for b, i in reversed(list(enumerate(rows)))}
-        sizes = [tuple(image_sizes[first[i]]) for i in range(n_images)]
-        candidates = self.candidates(encoded, sizes)
-        out = self.relate(candidates, sizes, expressions, image_index)
-        chosen = []
-        for b, i in enumerate(rows):
-            cand = candidates[i]
-            n = len(cand["boxes"])
-            boxes = cand["boxes"]
-            if cfg.variant == "trans":  # the refined boxes, inside the image
-                h, w = sizes[i]
-                boxes = apply_box_deltas(boxes, out["deltas"][b, :n])
-                boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
-            r = out["logits"][b, :n].sigmoid()
-            criterion = cand["confidence"] if cfg.rank_by == "confidence" else r * cand["confidence"]
-            chosen.append(select_proposals({"boxes": boxes, "classes": cand["classes"],
-                                            "confidence": cand["confidence"]},
-                                           criterion, cfg.top_k, cfg.nms_thresh))
+        image_index = self._image_index(encoded, expressions, image_index)
+        chosen = self.propose(encoded, expressions, image_sizes, image_index)
         masks = self._masks(encoded, chosen, image_index, image_sizes, orig_sizes)
         results = []
         for b, (p, size, orig) in enumerate(zip(chosen, image_sizes, orig_sizes)):
@@ -253,6 +248,49 @@ class VLNMSModel(nn.Module):
                 proposals[0] if found else np.zeros(4), float(p["criterion"][0]) if found else 0.0,
                 masks[b], proposals.astype(np.float64), expressions[b]))
         return results
+
+    def _image_index(self, encoded: dict[str, Any], expressions: list[str],
+                     image_index: Tensor | None) -> Tensor:
+        device = encoded["features"]["p2"].device
+        return (torch.arange(len(expressions)) if image_index is None else image_index).to(device)
+
+    @torch.no_grad()
+    def propose(self, encoded: dict[str, Any], expressions: list[str],
+                image_sizes: list[tuple[int, int]], image_index: Tensor | None = None
+                ) -> list[dict[str, Tensor]]:
+        """The ``top_k`` proposals of each expression, best first: per expression the
+        :func:`~groundkit.models.referring.proposals.select_proposals` dict (``boxes (P, 4)`` xyxy
+        in input pixels, ``classes``, ``confidence``, ``criterion``, ``index``; P = 0 on an image
+        without candidates). What a second-stage matcher is given; ``rank_by: confidence`` (the
+        query-agnostic baseline) never runs the relatedness module.
+
+        encoded: :meth:`encode_images`; image_sizes: per expression; image_index: ``(B,)`` the
+        encoded image of each expression (None: expression ``b`` is on image ``b``).
+        """
+        cfg = self.cfg
+        n_images = len(encoded["features"]["p2"])
+        image_index = self._image_index(encoded, expressions, image_index)
+        rows = image_index.tolist()
+        first = {i: b for b, i in reversed(list(enumerate(rows)))}
+        sizes = [tuple(image_sizes[first[i]]) for i in range(n_images)]
+        candidates = self.candidates(encoded, sizes)
+        baseline = cfg.rank_by == "confidence"
+        out = None if baseline else self.relate(candidates, sizes, expressions, image_index)
+        chosen = []
+        for b, i in enumerate(rows):
+            cand = candidates[i]
+            n = len(cand["boxes"])
+            boxes = cand["boxes"]
+            if cfg.variant == "trans" and not baseline:  # the refined boxes, inside the image
+                h, w = sizes[i]
+                boxes = apply_box_deltas(boxes, out["deltas"][b, :n])
+                boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
+            criterion = (cand["confidence"] if baseline
+                         else out["logits"][b, :n].sigmoid() * cand["confidence"])
+            chosen.append(select_proposals({"boxes": boxes, "classes": cand["classes"],
+                                            "confidence": cand["confidence"]},
+                                           criterion, cfg.top_k, cfg.nms_thresh))
+        return chosen
 
     def _masks(self, encoded: dict[str, Any], chosen: list[dict[str, Tensor]], image_index: Tensor,
                image_sizes: list[tuple[int, int]], orig_sizes: list[tuple[int, int]]
@@ -268,6 +306,13 @@ class VLNMSModel(nn.Module):
                                                 [tuple(s) for s in orig_sizes], image_index)
         return [m[0].cpu().numpy() if len(m) else np.zeros(tuple(orig), dtype=bool)
                 for m, orig in zip(painted, orig_sizes)]
+
+
+def region_colours(pixels: Tensor, boxes: Tensor, roi_size: int) -> Tensor:
+    """The image's own pixels over each box: ``pixels (1, 3, H, W)``, ``boxes (N, 4)`` xyxy in its
+    pixels -> ``(N, 3, roi_size, roi_size)`` (RoIAlign at scale 1)."""
+    rois = torch.cat([boxes.new_zeros((len(boxes), 1)), boxes], dim=1)
+    return roi_align(pixels, rois, roi_size, 1.0, 2)
 
 
 def unique_images(images: Tensor, keys: list[Any] | None = None) -> tuple[list[int], Tensor]:
@@ -294,10 +339,31 @@ def build_vlnms(cfg: VLNMSConfig, *, panoptic: PanopticModel | None = None,
     from ``cfg.proposal_source`` and ``cfg.text_encoder`` when not given)."""
     panoptic = panoptic if panoptic is not None else load_panoptic(cfg.proposal_source)
     text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=True)
-    channels = panoptic.cfg.backbone.fpn_channels
+    channels = panoptic.cfg.backbone.fpn_channels + (3 if cfg.region_colours else 0)
     if cfg.variant == "fc":
         relatedness = RelatednessFC(channels, cfg.roi_size, text_encoder.dim, cfg.visual_dim)
     else:
         relatedness = RelatednessTrans(channels, cfg.roi_size, text_encoder.dim, cfg.dim, cfg.layers,
                                        cfg.heads, cfg.ffn_dim, cfg.dropout, cfg.visual_dim)
     return VLNMSModel(cfg, panoptic, text_encoder, relatedness)
+
+
+def load_vlnms(name_or_path: str | Path, *, panoptic: PanopticModel | None = None,
+               text_encoder: TextEncoder | None = None, **options: Any) -> VLNMSModel:
+    """A trained VL-NMS model from a groundkit checkpoint (a bundled name such as
+    ``vlnms-fc-synthetic``, a checkpoint folder or its weights file), frozen and in eval mode: the
+    proposal source of a second-stage matcher. ``panoptic`` and ``text_encoder``: parts to share
+    (they must be the ones the checkpoint names: the caller checks); ``options``: inference options
+    of its config (e.g. ``top_k``). ConfigError for a checkpoint of another model type."""
+    header = checkpoint_header(name_or_path)
+    if header.get("model_type") != "vlnms":
+        found = header.get("model_type")
+        raise ConfigError(f"{name_or_path}: expected a 'vlnms' checkpoint (a relatedness module that "
+                          f"ranks proposals), got {'a ' + repr(found) if found else 'no'} model type")
+    cfg = config_from_dict(VLNMSConfig, header.get("config", {}).get("model", {}),
+                           source=str(name_or_path))
+    model = build_vlnms(replace(cfg, **options), panoptic=panoptic, text_encoder=text_encoder)
+    state = read_state_dict(resolve_weights_file(name_or_path))
+    model.load_state_dict(state, strict=True)
+    model.requires_grad_(False)
+    return model.eval()

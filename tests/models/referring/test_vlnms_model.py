@@ -173,3 +173,24 @@ def test_an_image_without_candidates_gives_no_proposal_and_no_loss(tiny_syntheti
         assert result.proposals.shape == (0, 4) and result.score == 0.0
         assert np.array_equal(result.box, np.zeros(4))
         assert result.mask.shape == tuple(size) and not result.mask.any()
+
+
+def test_region_colours_add_the_boxes_own_pixels_to_the_roi_features(tiny_synthetic):
+    """region_colours: 3 more RoI channels, the image's pixels over each candidate's box (a box
+    inside a uniform patch reads that patch's colour), and a trainable model over them."""
+    cfg = experiment(tiny_synthetic, "model.region_colours=true")
+    model = model_of(cfg).eval()
+    images = torch.zeros(1, 3, 128, 128)
+    images[:, :, 32:96, 32:96] = torch.tensor([0.5, -1.0, 2.0])[:, None, None]
+    encoded = model.encode_images(images)
+    plain = model_of(experiment(tiny_synthetic)).eval()
+    channels = plain.candidates(plain.encode_images(images), [(128, 128)])[0]["roi_features"].shape[1]
+    cand = model.candidates(encoded, [(128, 128)])[0]
+    assert cand["roi_features"].shape[1] == channels + 3
+    from groundkit.models.referring.vlnms_model import region_colours
+    colours = region_colours(encoded["pixels"][:1], torch.tensor([[40.0, 40.0, 80.0, 90.0]]), 7)
+    np.testing.assert_allclose(colours[0].mean(dim=(1, 2)).numpy(), [0.5, -1.0, 2.0], atol=1e-6)
+    model.train()
+    batch, _ = batch_of(cfg, tiny_synthetic, split="train", items=range(2), train=True)
+    model(batch)["loss"].backward()
+    assert model.relatedness.region.fc.weight.grad is not None
