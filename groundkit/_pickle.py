@@ -192,6 +192,14 @@ def _latin1_encode(text: Any, encoding: Any = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+def _empty_bytes(*args: Any) -> bytes:
+    """Stand-in for ``bytes`` (protocols 0-2 spell ``b""`` as ``bytes()``); ``bytes(n)`` would
+    allocate n bytes the file does not hold, so only the call without arguments is accepted."""
+    if args:
+        raise pickle.UnpicklingError("bytes(...) is accepted only without arguments")
+    return b""
+
+
 def _checked_dtype(spec: Any) -> np.dtype:
     if not isinstance(spec, _DtypeSpec):
         raise pickle.UnpicklingError(f"array dtype is not a numpy dtype: {_short(spec)}")
@@ -231,6 +239,7 @@ NUMPY_ARRAYS: Mapping[tuple[str, str], Any] = {
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): _latin1_encode,
+    **{(builtins, "bytes"): _empty_bytes for builtins in ("builtins", "__builtin__")},
 }
 """Stand-ins for the globals numpy's array pickles name: pass as ``allowed`` (with
 ``accepts=PLAIN_DATA_AND_ARRAYS``) to load numeric arrays and plain data, and nothing else."""
