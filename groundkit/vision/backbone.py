@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from groundkit.errors import ConfigError
+from groundkit.vision.detectron2 import load_detectron2_weights
 from groundkit.vision.fpn import FPN
-from groundkit.vision.resnet import ResNet, load_resnet_weights, load_weights, read_state_dict
+from groundkit.vision.resnet import (
+    LoadReport,
+    ResNet,
+    load_resnet_weights,
+    load_weights,
+    read_state_dict,
+)
 
 
 @dataclass
@@ -18,7 +26,11 @@ class BackboneConfig:
 
     weights: a torchvision-layout ResNet file (``conv1.weight``, ``layer1.0...``) loaded into the
     trunk, or a groundkit ``ResNetFPN`` state dict (keys ``body.*`` and ``fpn.*``) loaded whole.
+    A detectron2 weight file (``.pkl``: ``model_final_*.pkl`` or an MSRA ``R-101.pkl``) is converted
+    to these names (:mod:`groundkit.vision.detectron2`); docs/weights.md lists what loads.
     freeze: no gradients and eval mode for the whole backbone (PPMN/DRMN freeze ResNet and FPN).
+    stride_in_1x1: bottleneck stride on the 1x1 conv, as the MSRA-initialised detectron2 models
+    (e.g. ``panoptic_fpn_R_101_3x``) need; False is torchvision's layout.
     """
 
     depth: int = 101
@@ -27,6 +39,7 @@ class BackboneConfig:
     norm: str = "frozen_bn"
     weights: str | None = None
     freeze: bool = False
+    stride_in_1x1: bool = False
 
 
 class ResNetFPN(nn.Module):
@@ -83,7 +96,8 @@ def build_backbone(cfg: BackboneConfig) -> ResNetFPN:
     """
     if not isinstance(cfg.fpn_channels, int) or cfg.fpn_channels < 1:
         raise ConfigError(f"backbone fpn_channels: expected a positive integer, got {cfg.fpn_channels!r}")
-    body = ResNet(cfg.depth, base_width=cfg.base_width, norm=cfg.norm)
+    body = ResNet(cfg.depth, base_width=cfg.base_width, norm=cfg.norm,
+                  stride_in_1x1=cfg.stride_in_1x1)
     model = ResNetFPN(body, FPN(body.out_channels, cfg.fpn_channels))
     if cfg.weights:
         _load_backbone_weights(model, cfg.weights)
@@ -93,18 +107,38 @@ def build_backbone(cfg: BackboneConfig) -> ResNetFPN:
 
 
 def _load_backbone_weights(model: ResNetFPN, path: str) -> None:
-    """A torchvision ResNet file, a ResNetFPN state dict, or a whole groundkit checkpoint (its
+    """A torchvision ResNet file, a ResNetFPN state dict, a whole groundkit checkpoint (its
     ``backbone.*`` entries: e.g. the bundled ``panoptic-synthetic``, as the papers start from a
-    panoptic-trained FPN)."""
+    panoptic-trained FPN), or a detectron2 / Caffe2 ``.pkl`` (converted, docs/weights.md)."""
     from groundkit.hub import resolve_weights_file
 
-    state = read_state_dict(resolve_weights_file(path))
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    whole = any(k.startswith("fpn.") for k in state)
-    report = load_weights(model, state) if whole else load_resnet_weights(model.body, state)
+    file = resolve_weights_file(path)
+    if file.suffix == ".pkl":
+        report = load_detectron2_weights(model, file)
+        _warn_stride_layout(model, path)
+    else:
+        report = _load_state_dict_file(model, file)
     if not report.ok:
         raise ConfigError(f"backbone weights {path}: do not fit this backbone config: {report}")
     if report.unexpected:
         warnings.warn(f"backbone weights {path}: {len(report.unexpected)} entries unused, e.g. "
                       f"{report.unexpected[0]}", stacklevel=3)
+
+
+def _load_state_dict_file(model: ResNetFPN, file: Path) -> LoadReport:
+    """A safetensors / PyTorch file: a trunk (torchvision names) or a whole backbone."""
+    state = read_state_dict(file)
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    whole = any(k.startswith("fpn.") for k in state)
+    return load_weights(model, state) if whole else load_resnet_weights(model.body, state)
+
+
+def _warn_stride_layout(model: ResNetFPN, path: str) -> None:
+    """detectron2's MSRA-initialised ResNets stride the bottleneck's 1x1 conv: the same weights in
+    torchvision's layout load without a shape error and compute other features."""
+    if model.body.depth >= 50 and not model.body.stride_in_1x1:
+        warnings.warn(f"backbone weights {path}: a detectron2 file loaded with "
+                      f"backbone.stride_in_1x1=false; detectron2's MSRA-initialised models (R-50 / "
+                      f"R-101 FPN, panoptic_fpn_R_101_3x) need stride_in_1x1=true",
+                      stacklevel=4)

@@ -3,7 +3,9 @@
 Key layout (as torchvision): ``conv1``, ``bn1``, ``layer{1..4}.{i}.conv{1,2[,3]}``,
 ``layer{1..4}.{i}.bn{1,2[,3]}``, ``layer{1..4}.0.downsample.{0,1}``; the classifier ``fc`` is left
 out (the backbone never needs it, and the loader ignores ``fc.*`` in a file). Bottleneck blocks put
-the stride on the 3x3 conv ("ResNet v1.5"), as torchvision does.
+the stride on the 3x3 conv ("ResNet v1.5"), as torchvision does; ``stride_in_1x1=True`` puts it on
+the first 1x1 conv instead, as the MSRA/Caffe2 networks of detectron2's model zoo do (their
+weights have the same shapes but compute other features in the other layout).
 
 ``base_width`` scales every stage (64 = the standard network) so a tiny model trains on a CPU; the
 normalisation layer is chosen by ``norm``: "bn" (BatchNorm2d), "frozen_bn" (fixed statistics and
@@ -91,8 +93,9 @@ def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual; output ``planes`` channels."""
 
-    def __init__(self, cin: int, planes: int, stride: int, norm: str) -> None:
-        super().__init__()
+    def __init__(self, cin: int, planes: int, stride: int, norm: str,
+                 stride_in_1x1: bool = False) -> None:
+        super().__init__()  # stride_in_1x1: accepted for a uniform signature; no 1x1 conv here
         self.conv1 = _conv3x3(cin, planes, stride)
         self.bn1 = make_norm(norm, planes)
         self.conv2 = _conv3x3(planes, planes)
@@ -108,13 +111,16 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (strided), 1x1 expand x4, with a residual; output ``4 * planes`` channels."""
+    """1x1 reduce, 3x3 (strided), 1x1 expand x4, with a residual; output ``4 * planes`` channels.
 
-    def __init__(self, cin: int, planes: int, stride: int, norm: str) -> None:
+    The stride is on the 3x3 conv, or on the reducing 1x1 conv with ``stride_in_1x1``."""
+
+    def __init__(self, cin: int, planes: int, stride: int, norm: str,
+                 stride_in_1x1: bool = False) -> None:
         super().__init__()
-        self.conv1 = _conv1x1(cin, planes)
+        self.conv1 = _conv1x1(cin, planes, stride if stride_in_1x1 else 1)
         self.bn1 = make_norm(norm, planes)
-        self.conv2 = _conv3x3(planes, planes, stride)
+        self.conv2 = _conv3x3(planes, planes, 1 if stride_in_1x1 else stride)
         self.bn2 = make_norm(norm, planes)
         self.conv3 = _conv1x1(planes, planes * 4)
         self.bn3 = make_norm(norm, planes * 4)
@@ -144,6 +150,8 @@ class ResNet(nn.Module):
         base_width: channels of the stem and of the first stage's blocks (64 = standard).
         in_channels: image channels.
         norm: "bn", "frozen_bn" or "gn".
+        stride_in_1x1: bottleneck blocks stride their first 1x1 conv (detectron2's MSRA models)
+            instead of the 3x3 (torchvision); no effect on depths 18 and 34.
 
     Attributes:
         out_channels: ``{"c2": C2, ..., "c5": C5}``, e.g. 256..2048 for ResNet-50.
@@ -151,7 +159,7 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, depth: int = 50, base_width: int = 64, in_channels: int = 3,
-                 norm: str = "bn") -> None:
+                 norm: str = "bn", stride_in_1x1: bool = False) -> None:
         super().__init__()
         if depth not in _ARCH:
             raise ConfigError(f"depth: expected one of {sorted(_ARCH)}, got {depth!r}")
@@ -161,7 +169,7 @@ class ResNet(nn.Module):
             raise ConfigError(f"norm: expected one of {NORMS}, got {norm!r}")
         kind, counts = _ARCH[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
-        self.depth, self.norm = depth, norm
+        self.depth, self.norm, self.stride_in_1x1 = depth, norm, stride_in_1x1
         self.conv1 = nn.Conv2d(in_channels, base_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = make_norm(norm, base_width)
         self.relu = nn.ReLU(inplace=True)
@@ -173,7 +181,7 @@ class ResNet(nn.Module):
             blocks = []
             for i in range(count):
                 stride = 2 if (i == 0 and stage > 0) else 1
-                blocks.append(block(cin, planes, stride, norm))
+                blocks.append(block(cin, planes, stride, norm, stride_in_1x1))
                 cin = planes * _EXPANSION[kind]
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
             self.out_channels[f"c{stage + 2}"] = cin
@@ -252,8 +260,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         except Exception as e:  # pickle errors, and weights_only refusing arbitrary objects
             raise FormatError(path, f"not a tensor-only PyTorch file ({e})") from e
     else:
-        raise FormatError(path, f"unknown weight file extension {path.suffix!r}; "
-                                "expected .safetensors, .pth, .pt or .bin")
+        raise FormatError(path, f"unknown weight file extension {path.suffix!r}; expected "
+                                ".safetensors, .pth, .pt or .bin (a detectron2 .pkl is read by "
+                                "groundkit.vision.detectron2.read_detectron2_weights)")
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

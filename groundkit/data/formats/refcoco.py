@@ -3,7 +3,7 @@
 Every sentence of a ref is one evaluation sample (:class:`groundkit.structures.ReferringSample`).
 
 Security: a plain ``pickle.load`` runs code named in the file. :func:`load_refs` reads refs through
-a restricted unpickler (:func:`groundkit._io.safe_load_pickle`) that refuses every global, so only
+a restricted unpickler (:func:`groundkit._pickle.safe_load_pickle`) that refuses every global, so only
 plain data (lists, dicts, strings, numbers) loads and a hostile file is a FormatError that runs
 nothing. It still only opens a local file the user points at (never a URL, never a path found
 inside another file).
@@ -19,7 +19,8 @@ from typing import Any, Iterable
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from groundkit._io import atomic_path, safe_load_pickle, write_json
+from groundkit._io import atomic_path, write_json
+from groundkit._pickle import safe_load_pickle
 from groundkit.data.formats._fields import (
     _short,
     by_id,
