@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from groundkit._io import write_json
-from groundkit.data.formats import write_segment_png
+from groundkit.data.formats import panoptic_segments_json, phrase_record, write_segment_png
 from groundkit.data.images import read_image, to_rgb_array
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, letterbox, pad_batch, target_size
 from groundkit.engine.distributed import default_device, resolve_device
@@ -250,11 +250,13 @@ class Grounder(Predictor):
         return overlay_grounding(image, result.caption, result.spans, result.masks, result.scores)
 
     def to_json(self, result: GroundingResult) -> dict[str, Any]:
+        """The caption and its phrases with the keys of grounding prediction files
+        (``segment_index`` = the phrase's index, ``utterance``, ``score``, ``mask`` RLE) and the
+        phrase's character ``span``."""
         return {"caption": result.caption,
-                "phrases": [{"phrase": p, "span": list(s), "score": float(sc),
-                             "mask": encode_rle(m)}
-                            for p, s, sc, m in zip(result.phrases, result.spans, result.scores,
-                                                   result.masks)]}
+                "phrases": [{**phrase_record(k, p, sc, m), "span": list(s)}
+                            for k, (p, s, sc, m) in enumerate(zip(result.phrases, result.spans,
+                                                                  result.scores, result.masks))]}
 
     def describe(self, result: GroundingResult) -> list[str]:
         return [f"{phrase!r:40} score {score:.3f}  area {int(mask.sum())} px"
@@ -363,9 +365,13 @@ class Segmenter(Predictor):
         return overlay_panoptic(image, result.id_map, result.segments_info, self.categories)
 
     def to_json(self, result: PanopticResult) -> dict[str, Any]:
+        """``segments_info`` with the keys of COCO panoptic prediction files (``id``,
+        ``category_id``, ``area``, ``bbox`` xywh, ``iscrowd``, ``score``), and ``isthing`` and
+        the ``category`` name for people."""
         return {"segments_info": [
-            {**s, "category": self.categories[s["category_id"]].name,
-             "area": int((result.id_map == s["id"]).sum())} for s in result.segments_info]}
+            {**record, "isthing": info["isthing"],
+             "category": self.categories[info["category_id"]].name}
+            for record, info in zip(panoptic_segments_json(result), result.segments_info)]}
 
     def describe(self, result: PanopticResult) -> list[str]:
         return [f"segment {s['id']:3d}  {s['category']:12} score {s['score']:.3f}  "

@@ -35,9 +35,17 @@ def test_predict_writes_overlay_and_rle_json(tiny_ppmn_checkpoint, tiny_syntheti
                  "--caption", "There is [a red circle] on [the grass].", "--out", str(out),
                  "--device", "cpu"]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert [p["phrase"] for p in result["phrases"]] == ["a red circle", "the grass"]
+    assert [p["utterance"] for p in result["phrases"]] == ["a red circle", "the grass"]
     assert result["phrases"][0]["mask"]["size"] == [64, 64]
+    assert [p["span"] for p in result["phrases"]] == [[9, 21], [25, 34]]
     assert (out / "overlay.png").stat().st_size > 0
+    # its phrases are records of the prediction files: the same keys, read by the same reader
+    as_file = tmp_path / "predictions.json"
+    as_file.write_text(json.dumps([{"image_id": "1", "caption": result["caption"],
+                                    "phrases": result["phrases"]}]))
+    read = read_grounding_predictions(as_file)[0]["phrases"]
+    assert [(p["segment_index"], p["utterance"]) for p in read] == [(0, "a red circle"),
+                                                                     (1, "the grass")]
 
 
 def test_predict_bad_caption_is_an_error_not_a_traceback(tiny_ppmn_checkpoint, tiny_synthetic,
