@@ -70,7 +70,8 @@ def caption_phrases(caption: str, spans: Sequence[tuple[int, int]] | None = None
         found = noun_chunk_spans(caption)
     if not found:
         raise InputError(f"no phrase to ground in {caption!r}: mark phrases with brackets, "
-                         f"e.g. 'There is [a red circle] on [the grass].', or pass spans")
+                         f"e.g. 'There is [a red circle] on [the grass].', or pass their character "
+                         f"spans (spans=[(9, 21)]; --spans 9:21 on the command line)")
     return caption, [tuple(s) for s in found]
 
 
@@ -105,6 +106,7 @@ class Predictor:
     text_name: str | None = None
     text_hint: str = ""
     region_name: str = "region"
+    takes_spans: bool = False  # predict_one takes ``spans`` (phrases as character spans)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None,
@@ -172,6 +174,7 @@ class Grounder(Predictor):
     task = "grounding"
     title = "Narrative grounding"
     region_name = "phrase"
+    takes_spans = True
     text_name = "caption"
     text_hint = ("Mark the phrases to ground with [brackets]. Without brackets, spaCy's noun chunks "
                  "are the phrases (when spaCy and an English model are installed).")
@@ -239,12 +242,14 @@ class Grounder(Predictor):
 
     # --- one image to files (``groundkit predict``) ------------------------------------------------
 
-    def predict_one(self, image: ImageLike, text: str | None = None) -> GroundingResult:
+    def predict_one(self, image: ImageLike, text: str | None = None,
+                    spans: Sequence[tuple[int, int]] | None = None) -> GroundingResult:
+        """:meth:`ground` ``text`` on ``image``; ``spans`` as :meth:`ground` takes them."""
         if not text:
             raise InputError("a caption is required for grounding, e.g. "
                              "--caption 'There is [a red circle] next to [the grass].'")
         self.set_image(image)
-        return self.ground(text)
+        return self.ground(text, spans)
 
     def draw(self, image: np.ndarray, result: GroundingResult) -> Any:
         return overlay_grounding(image, result.caption, result.spans, result.masks, result.scores)
