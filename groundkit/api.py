@@ -202,25 +202,29 @@ class Grounder(Predictor):
                        "features": self.model.encode_images(pad_batch([tensor]).to(self.device))}
 
     @torch.no_grad()
-    def ground(self, caption: str, spans: Sequence[tuple[int, int]] | None = None
-               ) -> GroundingResult:
+    def ground(self, caption: str, spans: Sequence[tuple[int, int]] | None = None,
+               return_logits: bool = False) -> GroundingResult:
         """Masks of the phrases of ``caption`` on the image given to :meth:`set_image`.
 
         Returns ``{"caption", "phrases", "spans", "masks" (N, H, W) bool, "scores" (N,)}`` with
         spans into the returned caption (brackets removed) and masks at the image's size.
+        ``return_logits`` (segment-anything's name): also ``"probs" (N, H, W) float32``, the soft
+        maps before thresholding, as probabilities (``masks == probs > model.cfg.threshold``).
         """
         if self._image is None:
             raise InputError("call set_image(image) before ground(caption)")
         caption, found = caption_phrases(caption, spans)
         probs = self.model.phrase_maps(self._image["features"], [caption], [found])
         return self.model.postprocess(probs, [caption], [found], [self._image["input_size"]],
-                                      [self._image["rgb"].shape[:2]])[0]
+                                      [self._image["rgb"].shape[:2]], return_logits)[0]
 
     # --- batches ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def __call__(self, images: Sequence[ImageLike], captions: Sequence[str]) -> list[GroundingResult]:
-        """Ground ``captions[i]`` (phrases marked with brackets) on ``images[i]``; one dict each.
+    def __call__(self, images: Sequence[ImageLike], captions: Sequence[str],
+                 return_logits: bool = False) -> list[GroundingResult]:
+        """Ground ``captions[i]`` (phrases marked with brackets) on ``images[i]``; one dict each
+        (with ``"probs"`` when ``return_logits``, as :meth:`ground`).
 
         Empty lists give ``[]`` (the model does not run), as for every predictor's batch call."""
         if len(images) != len(captions):
@@ -234,7 +238,7 @@ class Grounder(Predictor):
                  "captions": [c for c, _ in parsed], "spans": [s for _, s in parsed],
                  "image_sizes": [size for _, size in prepared],
                  "orig_sizes": [rgb.shape[:2] for rgb in rgbs]}
-        return self.model.predict(batch)
+        return self.model.predict(batch, return_logits)
 
     def _prepare(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         size = target_size(*rgb.shape[:2], self.resize)
@@ -307,19 +311,26 @@ class Segmenter(Predictor):
                    device: str | torch.device | None = None) -> "Segmenter":
         return cls(model, cfg.data.resize, model_categories(cfg), device)
 
-    def segment(self, image: ImageLike) -> PanopticResult:
+    def segment(self, image: ImageLike, return_logits: bool = False) -> PanopticResult:
         """The panoptic map of one image: ``id_map (H, W) int64`` at the image's size (0 = void)
-        and ``segments_info [{"id", "category_id", "isthing", "score"}]``."""
-        return self([image])[0]
+        and ``segments_info [{"id", "category_id", "isthing", "score"}]``; a result reads like a
+        dict, as :class:`Grounder`'s (``result["id_map"]``, ``dict(result)``).
+
+        ``return_logits`` (segment-anything's name): also ``probs (S, H, W) float32``, row k the
+        probability of ``segments_info[k]`` at each pixel before the argmax that made ``id_map``
+        (the softmax over the model's panoptic channels; models with ``merge='heuristic'`` have
+        none and raise a ConfigError)."""
+        return self([image], return_logits)[0]
 
     @torch.no_grad()
-    def __call__(self, images: Sequence[ImageLike]) -> list[PanopticResult]:
+    def __call__(self, images: Sequence[ImageLike], return_logits: bool = False
+                 ) -> list[PanopticResult]:
         """:meth:`segment` of every image, run as one padded batch; ``[]`` for no images."""
         if not images:
             return []
         rgbs = [as_rgb(im) for im in images]
         batch, sizes = self._batch(rgbs)
-        return self.model.predict(batch, sizes, [rgb.shape[:2] for rgb in rgbs])
+        return self.model.predict(batch, sizes, [rgb.shape[:2] for rgb in rgbs], return_logits)
 
     @torch.no_grad()
     def detections(self, image: ImageLike, roi_size: int = 7) -> dict[str, torch.Tensor]:
