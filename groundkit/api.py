@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from groundkit._io import write_json
-from groundkit.data.formats import write_segment_png
+from groundkit.data.formats import panoptic_segments_json, phrase_record, write_segment_png
 from groundkit.data.images import read_image, to_rgb_array
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, letterbox, pad_batch, target_size
 from groundkit.engine.distributed import default_device, resolve_device
@@ -70,7 +70,8 @@ def caption_phrases(caption: str, spans: Sequence[tuple[int, int]] | None = None
         found = noun_chunk_spans(caption)
     if not found:
         raise InputError(f"no phrase to ground in {caption!r}: mark phrases with brackets, "
-                         f"e.g. 'There is [a red circle] on [the grass].', or pass spans")
+                         f"e.g. 'There is [a red circle] on [the grass].', or pass their character "
+                         f"spans (spans=[(9, 21)]; --spans 9:21 on the command line)")
     return caption, [tuple(s) for s in found]
 
 
@@ -105,6 +106,7 @@ class Predictor:
     text_name: str | None = None
     text_hint: str = ""
     region_name: str = "region"
+    takes_spans: bool = False  # predict_one takes ``spans`` (phrases as character spans)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None,
@@ -176,6 +178,7 @@ class Grounder(Predictor):
     task = "grounding"
     title = "Narrative grounding"
     region_name = "phrase"
+    takes_spans = True
     text_name = "caption"
     text_hint = ("Mark the phrases to ground with [brackets]. Without brackets, spaCy's noun chunks "
                  "are the phrases (when spaCy and an English model are installed).")
@@ -203,25 +206,29 @@ class Grounder(Predictor):
                        "features": self.model.encode_images(pad_batch([tensor]).to(self.device))}
 
     @torch.no_grad()
-    def ground(self, caption: str, spans: Sequence[tuple[int, int]] | None = None
-               ) -> GroundingResult:
+    def ground(self, caption: str, spans: Sequence[tuple[int, int]] | None = None,
+               return_logits: bool = False) -> GroundingResult:
         """Masks of the phrases of ``caption`` on the image given to :meth:`set_image`.
 
         Returns ``{"caption", "phrases", "spans", "masks" (N, H, W) bool, "scores" (N,)}`` with
         spans into the returned caption (brackets removed) and masks at the image's size.
+        ``return_logits`` (segment-anything's name): also ``"probs" (N, H, W) float32``, the soft
+        maps before thresholding, as probabilities (``masks == probs > model.cfg.threshold``).
         """
         if self._image is None:
             raise InputError("call set_image(image) before ground(caption)")
         caption, found = caption_phrases(caption, spans)
         probs = self.model.phrase_maps(self._image["features"], [caption], [found])
         return self.model.postprocess(probs, [caption], [found], [self._image["input_size"]],
-                                      [self._image["rgb"].shape[:2]])[0]
+                                      [self._image["rgb"].shape[:2]], return_logits)[0]
 
     # --- batches ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def __call__(self, images: Sequence[ImageLike], captions: Sequence[str]) -> list[GroundingResult]:
-        """Ground ``captions[i]`` (phrases marked with brackets) on ``images[i]``; one dict each.
+    def __call__(self, images: Sequence[ImageLike], captions: Sequence[str],
+                 return_logits: bool = False) -> list[GroundingResult]:
+        """Ground ``captions[i]`` (phrases marked with brackets) on ``images[i]``; one dict each
+        (with ``"probs"`` when ``return_logits``, as :meth:`ground`).
 
         Empty lists give ``[]`` (the model does not run), as for every predictor's batch call."""
         if len(images) != len(captions):
@@ -235,7 +242,7 @@ class Grounder(Predictor):
                  "captions": [c for c, _ in parsed], "spans": [s for _, s in parsed],
                  "image_sizes": [size for _, size in prepared],
                  "orig_sizes": [rgb.shape[:2] for rgb in rgbs]}
-        return self.model.predict(batch)
+        return self.model.predict(batch, return_logits)
 
     def _prepare(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         size = target_size(*rgb.shape[:2], self.resize)
@@ -243,22 +250,26 @@ class Grounder(Predictor):
 
     # --- one image to files (``groundkit predict``) ------------------------------------------------
 
-    def predict_one(self, image: ImageLike, text: str | None = None) -> GroundingResult:
+    def predict_one(self, image: ImageLike, text: str | None = None,
+                    spans: Sequence[tuple[int, int]] | None = None) -> GroundingResult:
+        """:meth:`ground` ``text`` on ``image``; ``spans`` as :meth:`ground` takes them."""
         if not text:
             raise InputError("a caption is required for grounding, e.g. "
                              "--caption 'There is [a red circle] next to [the grass].'")
         self.set_image(image)
-        return self.ground(text)
+        return self.ground(text, spans)
 
     def draw(self, image: np.ndarray, result: GroundingResult) -> Any:
         return overlay_grounding(image, result.caption, result.spans, result.masks, result.scores)
 
     def to_json(self, result: GroundingResult) -> dict[str, Any]:
+        """The caption and its phrases with the keys of grounding prediction files
+        (``segment_index`` = the phrase's index, ``utterance``, ``score``, ``mask`` RLE) and the
+        phrase's character ``span``."""
         return {"caption": result.caption,
-                "phrases": [{"phrase": p, "span": list(s), "score": float(sc),
-                             "mask": encode_rle(m)}
-                            for p, s, sc, m in zip(result.phrases, result.spans, result.scores,
-                                                   result.masks)]}
+                "phrases": [{**phrase_record(k, p, sc, m), "span": list(s)}
+                            for k, (p, s, sc, m) in enumerate(zip(result.phrases, result.spans,
+                                                                  result.scores, result.masks))]}
 
     def describe(self, result: GroundingResult) -> list[str]:
         return [f"{phrase!r:40} score {score:.3f}  area {int(mask.sum())} px"
@@ -304,19 +315,26 @@ class Segmenter(Predictor):
                    device: str | torch.device | None = None) -> "Segmenter":
         return cls(model, cfg.data.resize, model_categories(cfg), device)
 
-    def segment(self, image: ImageLike) -> PanopticResult:
+    def segment(self, image: ImageLike, return_logits: bool = False) -> PanopticResult:
         """The panoptic map of one image: ``id_map (H, W) int64`` at the image's size (0 = void)
-        and ``segments_info [{"id", "category_id", "isthing", "score"}]``."""
-        return self([image])[0]
+        and ``segments_info [{"id", "category_id", "isthing", "score"}]``; a result reads like a
+        dict, as :class:`Grounder`'s (``result["id_map"]``, ``dict(result)``).
+
+        ``return_logits`` (segment-anything's name): also ``probs (S, H, W) float32``, row k the
+        probability of ``segments_info[k]`` at each pixel before the argmax that made ``id_map``
+        (the softmax over the model's panoptic channels; models with ``merge='heuristic'`` have
+        none and raise a ConfigError)."""
+        return self([image], return_logits)[0]
 
     @torch.no_grad()
-    def __call__(self, images: Sequence[ImageLike]) -> list[PanopticResult]:
+    def __call__(self, images: Sequence[ImageLike], return_logits: bool = False
+                 ) -> list[PanopticResult]:
         """:meth:`segment` of every image, run as one padded batch; ``[]`` for no images."""
         if not images:
             return []
         rgbs = [as_rgb(im) for im in images]
         batch, sizes = self._batch(rgbs)
-        return self.model.predict(batch, sizes, [rgb.shape[:2] for rgb in rgbs])
+        return self.model.predict(batch, sizes, [rgb.shape[:2] for rgb in rgbs], return_logits)
 
     @torch.no_grad()
     def detections(self, image: ImageLike, roi_size: int = 7) -> dict[str, torch.Tensor]:
@@ -367,9 +385,13 @@ class Segmenter(Predictor):
         return overlay_panoptic(image, result.id_map, result.segments_info, self.categories)
 
     def to_json(self, result: PanopticResult) -> dict[str, Any]:
+        """``segments_info`` with the keys of COCO panoptic prediction files (``id``,
+        ``category_id``, ``area``, ``bbox`` xywh, ``iscrowd``, ``score``), and ``isthing`` and
+        the ``category`` name for people."""
         return {"segments_info": [
-            {**s, "category": self.categories[s["category_id"]].name,
-             "area": int((result.id_map == s["id"]).sum())} for s in result.segments_info]}
+            {**record, "isthing": info["isthing"],
+             "category": self.categories[info["category_id"]].name}
+            for record, info in zip(panoptic_segments_json(result), result.segments_info)]}
 
     def describe(self, result: PanopticResult) -> list[str]:
         return [f"segment {s['id']:3d}  {s['category']:12} score {s['score']:.3f}  "

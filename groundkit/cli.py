@@ -15,8 +15,21 @@ from groundkit.errors import GroundkitError
 COMMANDS = ["generate", "stats", "score", "train", "evaluate", "predict", "demo", "serve"]
 
 
+def package_version() -> str:
+    """The installed distribution's version (what pip reports); the source's ``__version__``
+    when groundkit runs from a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("groundkit")
+    except PackageNotFoundError:
+        from groundkit import __version__
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groundkit", description="Ground language in pixels.")
+    parser.add_argument("--version", action="version", version=f"groundkit {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

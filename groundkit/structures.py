@@ -155,7 +155,9 @@ class GroundingResult(Result):
 
     caption: the grounded text (phrase brackets removed); phrases: N phrase strings; spans: N
     ``(start, end)`` character spans in the caption; masks: ``(N, H, W) bool`` at image size;
-    scores: ``(N,) float`` mean probability inside the mask.
+    scores: ``(N,) float`` mean probability inside the mask; probs: ``(N, H, W) float32`` each
+    phrase's probability map at image size (``masks == probs > model.cfg.threshold``), only when
+    asked for (``return_logits=True``), else None.
     """
 
     image_fields: ClassVar[tuple[str, ...]] = ("masks",)
@@ -165,6 +167,7 @@ class GroundingResult(Result):
     spans: list[tuple[int, int]]
     masks: np.ndarray
     scores: np.ndarray
+    probs: np.ndarray | None = None
 
 
 @dataclass
@@ -189,10 +192,14 @@ class ReferringResult(Result):
 class PanopticResult(Result):
     """detectron2's panoptic output: ``id_map (H, W) int64`` (0 = void) and one info dict a segment.
 
-    ``segments_info`` items: ``{"id", "category_id", "isthing", "score"}``.
+    ``segments_info`` items: ``{"id", "category_id", "isthing", "score"}``. ``probs``, only when
+    asked for (``return_logits=True``), else None: ``(S, H, W) float32`` at image size, row k the
+    probability of segment ``segments_info[k]`` at each pixel (the softmax over the model's
+    panoptic channels, whose argmax is ``id_map``).
     """
 
     image_fields: ClassVar[tuple[str, ...]] = ("id_map",)
 
     id_map: np.ndarray
     segments_info: list[dict[str, Any]] = field(default_factory=list)
+    probs: np.ndarray | None = None

@@ -36,6 +36,24 @@ def test_explicit_spans_and_batch_agree_with_set_image(grounder):
     np.testing.assert_allclose(one["scores"], batch[0]["scores"], atol=1e-5)
 
 
+def test_return_logits_gives_the_soft_maps_the_masks_threshold(grounder):
+    grounder.set_image(image(seed=5))
+    hard = grounder.ground("[a red circle] next to [the grass]")
+    soft = grounder.ground("[a red circle] next to [the grass]", return_logits=True)
+    assert hard["probs"] is None
+    probs = soft["probs"]
+    assert probs.shape == (2, 48, 64) and probs.dtype == np.float32
+    assert 0 <= probs.min() and probs.max() <= 1 and probs.std() > 0
+    np.testing.assert_array_equal(probs > grounder.model.cfg.threshold, soft["masks"])
+    np.testing.assert_array_equal(hard["masks"], soft["masks"])
+    inside = [probs[k][soft["masks"][k]].mean() if soft["masks"][k].any() else 0 for k in range(2)]
+    np.testing.assert_allclose(soft["scores"], inside, atol=1e-5)
+    batch = grounder([image(seed=5), image(40, 40, seed=2)],
+                     ["[a red circle] next to [the grass]", "[the sky]"], return_logits=True)
+    assert [r["probs"].shape for r in batch] == [(2, 48, 64), (1, 40, 40)]
+    np.testing.assert_allclose(batch[0]["probs"], probs, atol=1e-5)
+
+
 def test_an_image_grounds_alone_as_in_a_batch_of_other_sizes(grounder):
     # 20 x 64 pads alone to 32 x 64; beside a 48 x 64 image the batch is 64 x 64
     grounder.set_image(image(20, 64, seed=3))

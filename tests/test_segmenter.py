@@ -137,3 +137,38 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
 
 def test_an_empty_batch_is_an_empty_list(segmenter):
     assert segmenter([]) == []
+
+
+def test_results_read_like_dicts_as_the_grounders_do(segmenter):
+    result = segmenter.segment(image())
+    assert result["id_map"] is result.id_map and result["segments_info"] is result.segments_info
+    assert dict(result).keys() == {"id_map", "segments_info", "probs"}
+    with pytest.raises(KeyError):
+        result["masks"]
+
+
+def test_return_logits_gives_each_segments_probability_whose_argmax_is_the_id_map(segmenter):
+    hard = segmenter.segment(image(seed=3))
+    soft = segmenter.segment(image(seed=3), return_logits=True)
+    assert hard.probs is None
+    np.testing.assert_array_equal(hard.id_map, soft.id_map)
+    probs, ids = soft["probs"], [s["id"] for s in soft.segments_info]
+    assert probs.shape == (len(ids), 50, 70) and probs.dtype == np.float32 and len(ids) > 1
+    assert 0 <= probs.min() and probs.sum(0).max() <= 1 + 1e-5  # other channels hold the rest
+    for k, segment_id in enumerate(ids):  # each segment's pixels: its probability is the highest
+        inside = soft.id_map == segment_id
+        assert (probs[k][inside] >= probs[:, inside].max(0) - 1e-6).all()
+    batch = segmenter([image(seed=3), image(30, 40, seed=4)], return_logits=True)
+    np.testing.assert_allclose(batch[0].probs, probs, atol=1e-5)
+    assert batch[1].probs.shape == (len(batch[1].segments_info), 30, 40)
+
+
+def test_a_heuristic_merge_has_no_soft_maps(segmenter):
+    from dataclasses import replace
+    model = segmenter.model
+    heuristic = Segmenter(type(model)(replace(model.cfg, merge="heuristic"), model.backbone,
+                                      model.semantic_head, model.detector, model.affinity,
+                                      model.mask_head), segmenter.resize, device="cpu")
+    assert heuristic.segment(image()).probs is None
+    with pytest.raises(ConfigError, match="merge='heuristic'"):
+        heuristic.segment(image(), return_logits=True)

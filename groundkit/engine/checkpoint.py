@@ -95,6 +95,66 @@ def load_checkpoint(dir_or_path: str | Path, expected_model_type: str | None = N
     return tensors, meta
 
 
+def load_initial_weights(model: torch.nn.Module, source: str | Path, model_type: str,
+                         model_config: Mapping[str, Any] | None = None) -> None:
+    """Fine-tuning's start: copy the weights of the checkpoint ``source`` (folder, file or
+    bundled name) into ``model``, nothing else (no optimizer, schedule or counters: that is a
+    training state's job). The checkpoint must be of ``model_type`` and hold exactly the
+    model's keys at its shapes. ``model_config`` (this run's, JSON-ready): when the weights do
+    not fit, the error also names the settings where the checkpoint's model config differs.
+
+    Raises:
+        ConfigError: no such checkpoint, another model type, or keys that do not fit (listed).
+    """
+    from groundkit.hub import resolve_checkpoint  # the package's bundled names
+
+    what = f"trainer.init_from={str(source)!r}"
+    state, meta = load_checkpoint(resolve_checkpoint(source))
+    found = meta.get("model_type")
+    if found != model_type:
+        kind = f"a {found!r} checkpoint" if found else "a checkpoint without a model type"
+        raise ConfigError(f"{what}: {kind}; this run trains a {model_type!r} model, and "
+                          f"fine-tuning starts from weights of the same model type")
+    problems = state_mismatches(model.state_dict(), state)
+    if problems and model_config is not None:
+        differences = config_differences(meta.get("config", {}).get("model", {}), model_config)
+        problems.append("the checkpoint's model config differs: " + ", ".join(differences))
+    if problems:
+        raise ConfigError(f"{what}: its weights do not fit this {model_type!r} model (is the "
+                          f"model config the checkpoint's?): " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def state_mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
+                     limit: int = 8) -> list[str]:
+    """What keeps ``found`` from loading where ``expected`` is: missing and unexpected keys and
+    shape mismatches, at most ``limit`` names each (and how many more); ``[]`` when it fits."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and found[k].shape != v.shape]
+    return [f"{title} ({len(names)}): {', '.join(names[:limit])}"
+            + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+            for title, names in [("missing keys", missing), ("unexpected keys", unexpected),
+                                 ("shapes (checkpoint vs model)", shapes)] if names]
+
+
+def config_differences(theirs: Mapping[str, Any], ours: Mapping[str, Any], prefix: str = "model."
+                       ) -> list[str]:
+    """``key=their value (here: our value)`` for every setting of two nested config dicts that
+    differs, as overrides that would make ours theirs; a key their (older) config lacks says so."""
+    out = []
+    for key in sorted({*theirs, *ours}):
+        mine, other = ours.get(key), theirs.get(key)
+        if isinstance(mine, Mapping) and isinstance(other, Mapping):
+            out += config_differences(other, mine, f"{prefix}{key}.")
+        elif key not in theirs:
+            out.append(f"{prefix}{key} not in the checkpoint's config (here: {json.dumps(mine)})")
+        elif mine != other:
+            out.append(f"{prefix}{key}={json.dumps(other)} (here: {json.dumps(mine)})")
+    return out
+
+
 def save_train_state(path: str | Path, state: Mapping[str, Any]) -> None:
     """Write a nested state (dicts, lists, tuples, scalars, tensors) to one safetensors file.
 

@@ -45,6 +45,10 @@ since the last log line are kept too, so the resumed log is the uninterrupted on
 worker's RNG is seeded from ``(seed, epoch, rank)`` at the start of an epoch, so random
 augmentations drawn in workers repeat exactly per epoch but not from the middle of one.
 
+Fine-tuning is not resuming: ``config.init_from`` names a model checkpoint whose weights the
+model starts from (same model type and shapes, else a ConfigError listing the keys), with a fresh
+optimizer, schedule, counters and log; a training state found by ``fit(resume=True)`` replaces them.
+
 Typical use (what :meth:`groundkit.engine.tasks.Task.train` does for ``groundkit train``)::
 
     cfg = load_config(PPMNExperiment, yaml_path, overrides)     # groundkit.config
@@ -83,6 +87,7 @@ from groundkit.engine.checkpoint import (
     TRAIN_STATE_NAME,
     WEIGHTS_NAME,
     capture_rng_state,
+    load_initial_weights,
     load_train_state,
     restore_rng_state,
     save_checkpoint,
@@ -136,6 +141,10 @@ class TrainerConfig:
     device: Optional[str] = None               # None: cuda:LOCAL_RANK when available, else cpu
     quiet: bool = False                        # no progress bar
     tensorboard: bool = True                   # also log to out_dir/tb when installed
+    # Fine-tuning: start from the model weights of this checkpoint (folder, file or bundled name,
+    # same model type and shapes); the optimizer, schedule and counters start afresh. Unlike
+    # --resume, which continues a run from its training state (and wins when one exists).
+    init_from: Optional[str] = None
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
@@ -197,13 +206,16 @@ class Trainer:
                  param_groups: Sequence[Mapping[str, Any]] | None = None, *,
                  model_type: str = "model", experiment_config: Mapping[str, Any] | None = None):
         self.config = config
+        self.experiment_config = dict(experiment_config or {"trainer": config_to_dict(config)})
+        if config.init_from:  # before DDP wraps it; every rank reads the same file
+            load_initial_weights(model, config.init_from, model_type,
+                                 self.experiment_config.get("model"))
         self.dist = gdist.init_distributed()
         self.device = _pick_device(config.device, self.dist.local_rank)
         self.model = (model.to(self.device, memory_format=torch.channels_last)
                       if config.channels_last else model.to(self.device))
         self.evaluate_fn = evaluate_fn
         self.model_type = model_type
-        self.experiment_config = dict(experiment_config or {"trainer": config_to_dict(config)})
         self.out_dir = Path(config.out_dir)
 
         self.sampler = _SkippingSampler(DistributedSampler(

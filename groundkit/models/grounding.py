@@ -17,6 +17,7 @@ Batch contract (built by ``groundkit.data.grounding.collate_grounding``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import torch
@@ -218,21 +219,22 @@ class GroundingModel(nn.Module):
         return phrase_probabilities(probs, queries.phrase, [len(s) for s in spans])
 
     @torch.no_grad()
-    def predict(self, batch: dict) -> list[GroundingResult]:
+    def predict(self, batch: dict, return_probs: bool = False) -> list[GroundingResult]:
         """One :class:`GroundingResult` per image of a padded batch, masks at ``orig_sizes``.
 
         Reads ``images``, ``captions``, ``spans``, ``image_sizes`` (each image inside the
         padding; default: all of it) and ``orig_sizes`` (default: ``image_sizes``). Images run
         in groups of the same padded size (:func:`map_padded_groups`), so an image's result does
-        not depend on the rest of the batch.
+        not depend on the rest of the batch. ``return_probs``: results also carry the phrase
+        probability maps they were thresholded from (``probs (N, H, W) float32``).
         """
-        return map_padded_groups(batch, self._predict_group)
+        return map_padded_groups(batch, partial(self._predict_group, return_probs=return_probs))
 
-    def _predict_group(self, batch: dict) -> list[GroundingResult]:
+    def _predict_group(self, batch: dict, return_probs: bool = False) -> list[GroundingResult]:
         probs = self.predict_maps(batch)
         sizes = batch.get("image_sizes") or [tuple(batch["images"].shape[-2:])] * len(probs)
         return self.postprocess(probs, batch["captions"], batch["spans"], sizes,
-                                batch.get("orig_sizes") or sizes)
+                                batch.get("orig_sizes") or sizes, return_probs)
 
     def predict_maps(self, batch: dict) -> list[torch.Tensor]:
         """The phrase probabilities of a batch before post-processing: B x ``(P_i, Hp/4, Wp/4)``."""
@@ -241,14 +243,18 @@ class GroundingModel(nn.Module):
 
     def postprocess(self, probs: list[torch.Tensor], captions: list[str],
                     spans: list[list[tuple[int, int]]], image_sizes: list[tuple[int, int]],
-                    orig_sizes: list[tuple[int, int]]) -> list[GroundingResult]:
-        """B x ``(P_i, Hp/4, Wp/4)`` phrase probabilities -> one :class:`GroundingResult` each."""
+                    orig_sizes: list[tuple[int, int]], return_probs: bool = False
+                    ) -> list[GroundingResult]:
+        """B x ``(P_i, Hp/4, Wp/4)`` phrase probabilities -> one :class:`GroundingResult` each
+        (with ``return_probs``, also the maps at ``orig_sizes`` its masks threshold)."""
         results = []
         for p, caption, found, size, orig in zip(probs, captions, spans, image_sizes, orig_sizes):
-            masks, scores = postprocess_grounding(p.cpu(), size, orig, self.cfg.threshold)
+            full = phrase_probs_at_size(p.cpu(), size, orig)
+            masks, scores = threshold_phrase_probs(full, self.cfg.threshold)
             found = [tuple(s) for s in found]
             results.append(GroundingResult(caption, [caption[a:b] for a, b in found], found,
-                                           masks.numpy(), scores.numpy()))
+                                           masks.numpy(), scores.numpy(),
+                                           full.numpy() if return_probs else None))
         return results
 
     def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]
@@ -314,12 +320,25 @@ def postprocess_grounding(probs: torch.Tensor, input_size: tuple[int, int],
     probs: ``(P, Hp/4, Wp/4)`` for an image resized to ``input_size`` (then padded) ->
     masks ``(P, H, W) bool`` and scores ``(P,)`` = mean probability inside the mask (0 when empty).
     """
+    return threshold_phrase_probs(phrase_probs_at_size(probs, input_size, orig_size), threshold)
+
+
+def phrase_probs_at_size(probs: torch.Tensor, input_size: tuple[int, int],
+                         orig_size: tuple[int, int]) -> torch.Tensor:
+    """``(P, Hp/4, Wp/4)`` phrase probabilities of an image resized to ``input_size`` (then
+    padded) -> ``(P, H, W) float32`` at ``orig_size``: the padding cropped, bilinear resizing."""
     h4, w4 = -(-input_size[0] // 4), -(-input_size[1] // 4)
     probs = probs[:, :h4, :w4]
     if probs.shape[0] == 0:
-        return torch.zeros((0, *orig_size), dtype=torch.bool), torch.zeros(0)
-    full = F.interpolate(probs[None].float(), size=tuple(orig_size), mode="bilinear",
+        return torch.zeros((0, *orig_size))
+    return F.interpolate(probs[None].float(), size=tuple(orig_size), mode="bilinear",
                          align_corners=False)[0]
+
+
+def threshold_phrase_probs(full: torch.Tensor, threshold: float = 0.5
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P, H, W)`` probabilities -> masks ``full > threshold`` and scores ``(P,)``, the mean
+    probability inside each mask (0 when empty)."""
     masks = full > threshold
     area = masks.flatten(1).sum(1)
     scores = (full * masks).flatten(1).sum(1) / area.clamp(min=1)

@@ -83,6 +83,29 @@ def check_spans(caption: str, spans: Sequence[Sequence[int]]) -> list[tuple[int,
     return out
 
 
+def parse_spans(text: str) -> list[tuple[int, int]]:
+    """``"9:21,30:39"`` (how a command line gives phrase spans) -> ``[(9, 21), (30, 39)]``.
+
+    Checks the syntax only; :func:`check_spans` checks them against the caption. Raises
+    InputError naming the bad item.
+    """
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip():
+        raise InputError("spans: expected START:END pairs separated by commas, e.g. 9:21,30:39; "
+                         "got nothing")
+    spans = []
+    for i, item in enumerate(items):
+        start, colon, end = item.partition(":")
+        try:
+            if not colon:
+                raise ValueError
+            spans.append((int(start), int(end)))
+        except ValueError:
+            raise InputError(f"spans: item {i} {item!r}: expected START:END (two integers, end "
+                             f"exclusive), e.g. 9:21,30:39") from None
+    return spans
+
+
 def noun_chunk_spans(caption: str, model: str | None = None) -> list[tuple[int, int]]:
     """Spans of the noun chunks of ``caption`` found by spaCy.
 
@@ -94,7 +117,8 @@ def noun_chunk_spans(caption: str, model: str | None = None) -> list[tuple[int, 
 
 
 _HOW_TO = ("or mark the phrases in the caption with brackets, e.g. "
-           "'[a red ball] on [the grass]', or pass their character spans")
+           "'[a red ball] on [the grass]', or pass their character spans "
+           "(spans=[(0, 10)] in Python, --spans 0:10,14:23 on the command line)")
 
 
 @lru_cache(maxsize=4)

@@ -115,7 +115,7 @@ def test_ground_an_uploaded_image_and_a_typed_caption(page, tmp_path):
     assert page.locator("#shown-text mark").all_inner_texts() == ["a large yellow ring", "the sky"]
     # the JSON: what `groundkit predict` writes to result.json
     result = page.evaluate("JSON.parse(document.getElementById('json').textContent)")
-    assert [p["phrase"] for p in result["phrases"]] == ["a large yellow ring", "the sky"]
+    assert [p["utterance"] for p in result["phrases"]] == ["a large yellow ring", "the sky"]
     assert result["width"] == 128 and set(result["phrases"][0]["mask"]) == {"size", "counts"}
     # hovering a phrase highlights its mask and dims the others
     page.hover("#shown-text mark >> nth=1")

@@ -130,7 +130,7 @@ def test_grounding_gives_the_overlay_each_phrase_and_the_result_json(url):
     assert picture(out["overlay"]).width >= 384  # as `groundkit predict` draws it
     assert [r["label"] for r in out["regions"]] == ["the grass", "a large yellow ring"]
     phrases = out["result"]["phrases"]
-    assert [p["phrase"] for p in phrases] == ["the grass", "a large yellow ring"]
+    assert [p["utterance"] for p in phrases] == ["the grass", "a large yellow ring"]
     for region, phrase in zip(out["regions"], phrases):
         mask = decode_rle(phrase["mask"])
         assert mask.shape == (128, 128) and region["area"] == int(mask.sum())

@@ -94,6 +94,11 @@ def test_predict_writes_overlay_ids_and_segments(trained, tiny_synthetic, tmp_pa
     assert set(np.unique(ids).tolist()) - {0} == listed
     for s in result["segments_info"]:
         assert s["area"] == int((ids == s["id"]).sum()) > 0 and isinstance(s["category"], str)
+        # the keys of COCO panoptic prediction files, and two for people
+        assert set(s) == {"id", "category_id", "area", "bbox", "iscrowd", "score", "isthing",
+                          "category"}
+        rows, cols = np.nonzero(ids == s["id"])
+        assert s["bbox"] == [cols.min(), rows.min(), np.ptp(cols) + 1, np.ptp(rows) + 1]
     assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -119,6 +119,38 @@ def test_param_groups_frozen_parameters_and_checkpoint(tiny, tmp_path):
         assert torch.equal(state[name], value)
 
 
+def test_init_from_starts_from_the_weights_with_a_fresh_optimizer_and_schedule(tiny, tmp_path):
+    base = make_trainer(tiny, tmp_path / "base", epochs=2, lr_milestones=(1,))
+    base.fit()
+    tuned = make_trainer(tiny, tmp_path / "tuned", epochs=2, lr_milestones=(1,),
+                         init_from=str(tmp_path / "base"))
+    for name, value in final_params(base).items():  # another seed's weights were replaced
+        assert torch.equal(tuned.model.state_dict()[name], value), name
+    assert tuned.step == 0 and not tuned.optimizer.state
+    tuned.fit(resume=True)  # no training state in its out_dir: init_from still holds
+    records = [r for r in read_metrics(tmp_path / "tuned") if "loss" in r]
+    assert records[0]["step"] == 1 and records[0]["lr"] == 1e-2  # the schedule starts afresh
+    fresh = [r for r in read_metrics(tmp_path / "base") if "loss" in r]
+    assert records[0]["loss"] < fresh[0]["loss"]  # it starts where the base run ended
+
+
+def test_init_from_rejects_another_model_type_or_other_shapes(tiny, tmp_path):
+    make_trainer(tiny, tmp_path / "base", epochs=1).fit()
+    with pytest.raises(ConfigError, match="a 'tiny' checkpoint; this run trains a 'other' model"):
+        make_trainer(tiny, tmp_path / "x", model_type="other", init_from=str(tmp_path / "base"))
+    state = final_params(make_trainer(tiny, tmp_path / "y"))
+    state["body.weight"] = torch.zeros(16, 4)
+    state["extra"] = state.pop("head.bias")
+    checkpoint.save_checkpoint(tmp_path / "other", state, {}, "tiny")
+    with pytest.raises(ConfigError) as error:
+        make_trainer(tiny, tmp_path / "z", init_from=str(tmp_path / "other"))
+    message = str(error.value)
+    assert "missing keys (1): head.bias" in message and "unexpected keys (1): extra" in message
+    assert "body.weight (16, 4) vs (8, 4)" in message
+    with pytest.raises(ConfigError, match="no checkpoint 'nope'"):
+        make_trainer(tiny, tmp_path / "z", init_from="nope")
+
+
 def test_model_contract_and_config_errors(tiny, tmp_path):
     class NoTotal(tiny.TinyModel):
         def forward(self, batch):

@@ -5,7 +5,7 @@ import pytest
 
 from groundkit.errors import InputError
 from groundkit.text import phrases
-from groundkit.text.phrases import check_spans, noun_chunk_spans, parse_marked_caption
+from groundkit.text.phrases import check_spans, noun_chunk_spans, parse_marked_caption, parse_spans
 
 
 def test_parse_marked_caption():
@@ -51,6 +51,22 @@ def test_check_spans_accepts_and_normalises():
 def test_check_spans_rejects(spans, message):
     with pytest.raises(InputError, match=message):
         check_spans("a dog and a cat", spans)
+
+
+def test_parse_spans_reads_the_command_line_form():
+    assert parse_spans("9:21,30:39") == [(9, 21), (30, 39)]
+    assert parse_spans(" 0:5 , 6:9 ") == [(0, 5), (6, 9)]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "got nothing"),
+    ("9-21", "item 0 '9-21': expected START:END"),
+    ("0:5,", "item 1 '': expected START:END"),
+    ("0:5,a:b", "item 1 'a:b'"),
+])
+def test_parse_spans_rejects_what_is_not_start_end(text, message):
+    with pytest.raises(InputError, match=message):
+        parse_spans(text)
 
 
 @pytest.fixture(autouse=True)

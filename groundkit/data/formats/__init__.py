@@ -21,6 +21,8 @@ from groundkit.data.formats.png_narratives import (
 )
 from groundkit.data.formats.predictions import (
     grounding_record,
+    panoptic_segments_json,
+    phrase_record,
     read_grounding_predictions,
     read_referring_predictions,
     read_scores,
@@ -46,7 +48,8 @@ __all__ = [
     "PanopticDataset", "id_to_rgb", "load_panoptic", "read_segment_png", "rgb_to_id",
     "write_panoptic_json", "write_segment_png",
     "check_narratives", "load_narratives", "locate", "narrative_json", "write_narratives",
-    "grounding_record", "read_grounding_predictions", "read_referring_predictions", "read_scores",
+    "grounding_record", "panoptic_segments_json", "phrase_record", "read_grounding_predictions",
+    "read_referring_predictions", "read_scores",
     "write_grounding_predictions", "write_panoptic_predictions", "write_referring_predictions",
     "write_scores",
     "SPLITS", "Instance", "Instances", "instance_from_mask", "load_instances", "load_referring",

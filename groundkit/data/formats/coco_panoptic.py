@@ -236,7 +236,8 @@ def _image_json(image: ImageRecord) -> dict[str, Any]:
     return {"id": image.id, "file_name": image.file_name, "height": image.height, "width": image.width}
 
 
-def _segment_json(seg: Segment) -> dict[str, Any]:
+def segment_json(seg: Segment) -> dict[str, Any]:
+    """A segment as COCO panoptic JSON writes it (``score`` only on predictions)."""
     out = {"id": seg.id, "category_id": seg.category_id, "area": seg.area, "bbox": list(seg.bbox),
            "iscrowd": int(seg.iscrowd)}
     if seg.score is not None:  # predictions only; the official evaluator ignores extra keys
@@ -246,7 +247,7 @@ def _segment_json(seg: Segment) -> dict[str, Any]:
 
 def _annotation_json(ann: PanopticAnnotation) -> dict[str, Any]:
     return {"image_id": ann.image_id, "file_name": ann.file_name,
-            "segments_info": [_segment_json(s) for s in ann.segments]}
+            "segments_info": [segment_json(s) for s in ann.segments]}
 
 
 def _category_json(cat: Category) -> dict[str, Any]:

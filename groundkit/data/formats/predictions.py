@@ -31,7 +31,7 @@ from groundkit.data.formats._fields import (
     is_kind,
     read_json,
 )
-from groundkit.data.formats.coco_panoptic import write_panoptic_json, write_segment_png
+from groundkit.data.formats.coco_panoptic import segment_json, write_panoptic_json, write_segment_png
 from groundkit.errors import FormatError, InputError
 from groundkit.ops.masks import check_rle, encode_rle
 from groundkit.structures import Category, ImageRecord, Narrative, PanopticAnnotation, PanopticResult, Segment
@@ -50,10 +50,16 @@ def grounding_record(narrative: Narrative, segment_indices: Sequence[int], masks
     if not len(segment_indices) == len(masks) == len(scores):
         raise InputError(f"grounding_record: {len(segment_indices)} segment indices, "
                          f"{len(masks)} masks and {len(scores)} scores differ in number")
-    phrases = [{"segment_index": int(i), "utterance": narrative.utterances[i].text,
-                "score": float(s), "mask": encode_rle(m)}
+    phrases = [phrase_record(i, narrative.utterances[i].text, s, m)
                for i, m, s in zip(segment_indices, masks, scores)]
     return {"image_id": str(narrative.image_id), "caption": narrative.caption, "phrases": phrases}
+
+
+def phrase_record(segment_index: int, utterance: str, score: float, mask: np.ndarray) -> Record:
+    """One phrase of a grounding record; ``groundkit predict``'s ``result.json`` writes its
+    phrases with these keys too, so a reader of one reads the other. mask: ``(H, W) bool``."""
+    return {"segment_index": int(segment_index), "utterance": utterance, "score": float(score),
+            "mask": encode_rle(mask)}
 
 
 def write_grounding_predictions(path: str | Path, records: Iterable[Record]) -> None:
@@ -163,6 +169,15 @@ def write_panoptic_predictions(json_path: str | Path, png_dir: str | Path,
         annotations.append(PanopticAnnotation(image_id, file_name, segments))
     used = [images[i] for i in results]
     write_panoptic_json(json_path, used, annotations, categories)
+
+
+def panoptic_segments_json(result: PanopticResult) -> list[Record]:
+    """The ``segments_info`` a panoptic prediction file holds for ``result``, in its order:
+    ``{"id", "category_id", "area", "bbox" (COCO xywh), "iscrowd", "score"}`` measured on the id
+    map (``groundkit predict``'s ``result.json`` writes these keys too)."""
+    height, width = np.asarray(result.id_map).shape
+    image = ImageRecord(0, "", height, width)
+    return [segment_json(s) for s in _prediction_segments(result, image)]
 
 
 def _prediction_segments(result: PanopticResult, image: ImageRecord) -> tuple[Segment, ...]:

@@ -233,21 +233,31 @@ class PanopticModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
-                orig_sizes: list[tuple[int, int]] | None = None) -> list[PanopticResult]:
+                orig_sizes: list[tuple[int, int]] | None = None, return_probs: bool = False
+                ) -> list[PanopticResult]:
         """Panoptic maps of a padded batch ``images (B, 3, H, W)``.
 
         image_sizes: the valid ``(h, w)`` of each image inside the padding (default: all of it);
         orig_sizes: the ``(H0, W0)`` to return each map at (default: image_sizes). Segment ids are
         1..n in channel order; ``score`` is the detection score for things and 1.0 for stuff.
+        return_probs: results also carry each segment's probability map (``probs (S, H0, W0)``,
+        the softmax over P's channels; the argmax merge only: a heuristic merge has no P).
         """
-        return self._by_padded_size(self._predict_group, images, image_sizes, orig_sizes)
+        if return_probs and self.cfg.merge == "heuristic":
+            raise ConfigError("panoptic: soft maps come from the argmax over the panoptic channels "
+                              "P; this model merges with model.merge='heuristic', which has none "
+                              "(set model.merge=argmax to get them)")
+        return self._by_padded_size(partial(self._predict_group, return_probs=return_probs),
+                                    images, image_sizes, orig_sizes)
 
     def _predict_group(self, images: torch.Tensor, sizes: list[tuple[int, int]],
-                       orig_sizes: list[tuple[int, int]]) -> list[PanopticResult]:
+                       orig_sizes: list[tuple[int, int]], return_probs: bool = False
+                       ) -> list[PanopticResult]:
         features, sem_logits, out, q = self._heads(images)
         dets = self.detector.detect(out, sizes, self.cfg.test_score_thresh)
         padded, results = images.shape[-2:], []
         for i, (det, probs) in enumerate(zip(dets, self._mask_probs(features, dets))):
+            soft = None
             if self.cfg.merge == "heuristic":
                 id_map, segments = self._heuristic(sem_logits[i], det, probs, padded, sizes[i],
                                                    orig_sizes[i])
@@ -256,7 +266,10 @@ class PanopticModel(nn.Module):
                 channels = upsampled_argmax(logits, padded, sizes[i], orig_sizes[i])
                 id_map, segments = channels_to_segments(channels, det, self.cfg.num_things,
                                                         self.cfg.stuff_area_min)
-            results.append(self._result(id_map, segments))
+                if return_probs:
+                    soft = upsampled_softmax(logits, padded, sizes[i], orig_sizes[i],
+                                             [s["channel"] for s in segments])
+            results.append(self._result(id_map, segments, soft))
         return results
 
     def _heuristic(self, sem_logits: torch.Tensor, det: dict[str, torch.Tensor],
@@ -276,11 +289,13 @@ class PanopticModel(nn.Module):
                                score_thresh=self.cfg.test_score_thresh,
                                stuff_area_min=self.cfg.stuff_area_min)
 
-    def _result(self, id_map: torch.Tensor, segments: list[dict]) -> PanopticResult:
+    def _result(self, id_map: torch.Tensor, segments: list[dict],
+                probs: torch.Tensor | None = None) -> PanopticResult:
         category_ids = (*self.cfg.thing_ids, *self.cfg.stuff_ids)  # indexed by label
         info = [{"id": s["id"], "isthing": s["isthing"], "score": s["score"],
                  "category_id": category_ids[s["label"]]} for s in segments]
-        return PanopticResult(id_map.cpu().numpy().astype(np.int64), info)
+        return PanopticResult(id_map.cpu().numpy().astype(np.int64), info,
+                              None if probs is None else probs.cpu().numpy())
 
     @torch.no_grad()
     def detections(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
@@ -407,23 +422,47 @@ def _sizes(image_sizes: list[tuple[int, int]] | None, images: torch.Tensor) -> l
     return [(int(h), int(w)) for h, w in image_sizes]
 
 
+def upsampled(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int],
+              out_size: tuple[int, int]) -> torch.Tensor:
+    """Stride-4 ``logits (K, h, w)`` at the image's size ``(K, H0, W0)``: bilinear upsampling to
+    the ``padded`` input, the valid ``size`` cropped, then resized to ``out_size``. Channel by
+    channel, so a subset of channels gives the same numbers as all of them."""
+    x = F.interpolate(logits[None], size=tuple(padded), mode="bilinear",
+                      align_corners=False)[..., :size[0], :size[1]]
+    if tuple(size) != tuple(out_size):
+        x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+    return x[0]
+
+
 def upsampled_argmax(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int],
                      out_size: tuple[int, int], chunk: int = 16) -> torch.Tensor:
-    """Argmax over channels of stride-4 ``logits (K, h, w)`` after bilinear upsampling to the
-    ``padded`` input, cropping the valid ``size`` and resizing to ``out_size``. Returns
-    ``(H0, W0)`` int64. Channels go ``chunk`` at a time so memory stays ``chunk x H0 x W0``."""
+    """Argmax over channels of :func:`upsampled` ``logits (K, h, w)``. Returns ``(H0, W0)``
+    int64. Channels go ``chunk`` at a time so memory stays ``chunk x H0 x W0``."""
     best = torch.full(tuple(out_size), -math.inf, device=logits.device)
     index = torch.zeros(tuple(out_size), dtype=torch.long, device=logits.device)
     for start in range(0, len(logits), chunk):
-        x = F.interpolate(logits[None, start:start + chunk], size=tuple(padded), mode="bilinear",
-                          align_corners=False)[..., :size[0], :size[1]]
-        if tuple(size) != tuple(out_size):
-            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
-        value, arg = x[0].max(dim=0)
+        value, arg = upsampled(logits[start:start + chunk], padded, size, out_size).max(dim=0)
         better = value > best
         best = torch.where(better, value, best)
         index = torch.where(better, arg + start, index)
     return index
+
+
+def upsampled_softmax(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int],
+                      out_size: tuple[int, int], channels: list[int], chunk: int = 16
+                      ) -> torch.Tensor:
+    """The softmax over all channels of :func:`upsampled` ``logits (K, h, w)``, rows
+    ``channels`` only: ``(len(channels), H0, W0)`` float32, whose argmax is
+    :func:`upsampled_argmax`'s where that picks one of ``channels``. The normaliser is
+    accumulated ``chunk`` channels at a time, as the argmax is."""
+    if not channels:  # interpolate refuses zero channels
+        return logits.new_zeros((0, *out_size), dtype=torch.float32)
+    norm = torch.full(tuple(out_size), -math.inf, device=logits.device)
+    for start in range(0, len(logits), chunk):
+        part = upsampled(logits[start:start + chunk], padded, size, out_size).float()
+        norm = torch.logaddexp(norm, part.logsumexp(dim=0))
+    picked = upsampled(logits[channels], padded, size, out_size).float()
+    return (picked - norm).exp()
 
 
 def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], num_things: int,
@@ -431,7 +470,8 @@ def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], n
     """Turn an argmax map over P's channels into an id map and segments.
 
     channels: ``(H, W)`` int64 (``< D``: detection, else stuff label ``num_things + channel - D``).
-    Every channel present becomes one segment, ids 1..n in channel order; stuff segments under
+    Every channel present becomes one segment (``{"id", "label", "isthing", "score",
+    "channel"}``), ids 1..n in channel order; stuff segments under
     ``stuff_area_min`` pixels become void (0), as the paper does for evaluation (App. C).
     """
     d = len(det["boxes"])
@@ -444,7 +484,8 @@ def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], n
             continue
         label = int(det["classes"][channel]) if isthing else num_things + channel - d
         score = float(det["scores"][channel]) if isthing else 1.0
-        segments.append({"id": len(segments) + 1, "label": label, "isthing": isthing, "score": score})
+        segments.append({"id": len(segments) + 1, "label": label, "isthing": isthing,
+                         "score": score, "channel": channel})
         id_of[channel] = len(segments)
     return id_of[channels], segments
 

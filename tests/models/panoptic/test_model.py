@@ -5,7 +5,7 @@ import torch
 from groundkit.engine.panoptic import PanopticTask
 from groundkit.errors import ConfigError, InputError
 from groundkit.models.panoptic import build_panoptic
-from groundkit.models.panoptic.model import channels_to_segments, upsampled_argmax
+from groundkit.models.panoptic.model import channels_to_segments, upsampled_argmax, upsampled_softmax
 
 MASKS = dict(mask_head=True, mask_channels=8, mask_convs=1)  # a CPU-sized mask head
 
@@ -169,6 +169,22 @@ def test_upsampled_argmax_matches_full_upsampling():
                                               align_corners=False)[0]
     torch.testing.assert_close(upsampled_argmax(logits, (32, 48), (30, 45), (60, 90), chunk=8),
                                cropped.argmax(0))
+
+
+def test_upsampled_softmax_is_the_full_softmax_of_the_chosen_channels():
+    torch.manual_seed(0)
+    logits = torch.randn(37, 8, 12)
+    full = torch.nn.functional.interpolate(logits[None], size=(32, 48), mode="bilinear",
+                                           align_corners=False)[0, :, :30, :45].softmax(0)
+    chosen = [3, 0, 36]
+    got = upsampled_softmax(logits, (32, 48), (30, 45), (30, 45), chosen, chunk=5)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, full[chosen])
+    every = upsampled_softmax(logits, (32, 48), (30, 45), (60, 90), list(range(37)), chunk=8)
+    torch.testing.assert_close(every.sum(0), torch.ones(60, 90))
+    torch.testing.assert_close(every.argmax(0), upsampled_argmax(logits, (32, 48), (30, 45),
+                                                                  (60, 90)))
+    assert upsampled_softmax(logits, (32, 48), (30, 45), (60, 90), []).shape == (0, 60, 90)
 
 
 def test_config_and_input_errors(make_config, make_model):
