@@ -5,7 +5,25 @@ Tables print percentages; ``--json`` writes fractions in [0, 1] (formats.md sect
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# More processes than this rarely pay for their start on a split of a few thousand images.
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers() -> int:
+    """The cores this process may use (its affinity mask, as a container or taskset sets it), at
+    most MAX_DEFAULT_WORKERS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_DEFAULT_WORKERS))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pan.add_argument("--gt-dir", required=True)
     pan.add_argument("--pred-json", required=True)
     pan.add_argument("--pred-dir", required=True)
+    pan.add_argument("--workers", type=_positive_int, default=default_workers(),
+                     help="processes that score the images (default: the usable cores, at most "
+                          f"{MAX_DEFAULT_WORKERS}); a small split is scored in one")
 
     for name, what in (("rec", "referring expression comprehension: Acc@0.5"),
                        ("res", "referring expression segmentation: oIoU, mIoU, Pr@X")):
@@ -76,7 +97,8 @@ def _panoptic(args: argparse.Namespace) -> tuple[dict, int]:
     from groundkit.metrics.files import score_panoptic_files
     from groundkit.metrics.report import pq_table
 
-    scores = score_panoptic_files(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir)
+    scores = score_panoptic_files(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir,
+                                  workers=args.workers)
     print(pq_table(scores))
     return scores, 0
 

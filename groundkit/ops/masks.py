@@ -3,18 +3,22 @@
 RLE here is COCO's compressed form ``{"size": [h, w], "counts": str}`` (counts decoded to str so it
 can go into JSON, as pycocotools users and MMDetection do). Decoders also accept ``bytes`` counts and
 the uncompressed form with ``list`` counts that COCO uses for crowd annotations.
+
+NumPy and pycocotools only at import: the scorers (``groundkit score``) read masks through this
+module and must run without importing torch; ``resize_masks`` imports it when called.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pycocotools import mask as coco_mask
 
 from groundkit.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 RLE = dict[str, Any]
 
@@ -185,6 +189,8 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int], mode: str = "neares
     ``nearest`` keeps the dtype (bool masks stay bool); ``bilinear`` is for logits or probabilities
     (resample before thresholding: thresholding first gives blocky edges).
     """
+    import torch.nn.functional as F
+
     if masks.ndim != 3:
         raise InputError(f"resize_masks expects (N, H, W) masks, got shape {tuple(masks.shape)}")
     if mode not in ("nearest", "bilinear"):
