@@ -223,6 +223,7 @@ def test_the_real_configs_hold_the_papers_settings():
         cfg = load(name)
         b = cfg.model.backbone
         assert (b.depth, b.fpn_channels, b.freeze, cfg.model.freeze_text) == (101, 256, True, True)
+        assert b.stride_in_1x1   # detectron2's Panoptic FPN layout
         assert (cfg.data.resize.short_side, cfg.data.resize.max_size) == (800, 1333)
         assert (cfg.data.train_split, cfg.data.val_split) == ("train2017", "val2017")
         assert (cfg.trainer.optimizer, cfg.trainer.lr) == ("adam", 1e-4)
