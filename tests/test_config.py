@@ -212,7 +212,7 @@ def test_a_shipped_config_is_found_by_bare_name_with_or_without_yaml(tmp_path, m
 
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert {"ppmn_png", "drmn_png", "panoptic_coco", "pbrec_refcoco", "vlnms_fc_refcoco",
-            "ppmn_synthetic"} <= set(shipped_configs())
+            "matcher_refcoco", "ppmn_synthetic"} <= set(shipped_configs())
     for name in ("ppmn_png", "ppmn_png.yaml"):
         assert resolve_config(name) == SHIPPED_CONFIGS / "ppmn_png.yaml"
     (tmp_path / "ppmn_png").mkdir()   # a folder (a run?) of that name is not a config

@@ -174,17 +174,20 @@ def expected(name: str, scores: dict) -> dict:
     return scores
 
 
-def test_vlnms_fc_refcoco_trains_on_a_panoptic_coco_detector_and_scores(coco_root, text_encoder,
-                                                                       monkeypatch, tmp_path):
-    """VL-NMS_FC's real config over the candidates of a (shrunk, untrained) panoptic_coco model:
-    delta = 0 because an untrained detector scores every class about 0.01; 160 px because the
-    shrunk FPN's GroupNorm has one channel per group, which a 1 x 1 P7 (128 px, one image at a
-    time) cannot normalise."""
+@pytest.mark.parametrize("name", ["vlnms_fc_refcoco", "matcher_refcoco"])
+def test_two_stage_referring_trains_on_a_panoptic_coco_model_and_scores(name, coco_root,
+                                                                        text_encoder, monkeypatch,
+                                                                        tmp_path):
+    """VL-NMS_FC's and the matcher's real configs over a (shrunk, untrained) panoptic_coco
+    model's features and candidates: delta = 0 because an untrained detector scores every class
+    about 0.01; 160 px because the shrunk FPN's GroupNorm has one channel per group, which a
+    1 x 1 P7 (128 px, one image at a time) cannot normalise."""
     from groundkit.config import config_to_dict, load_config
     from groundkit.engine.checkpoint import save_checkpoint
     from groundkit.engine.tasks import task_of
 
     for where in ("groundkit.models.referring.vlnms_model.TextEncoder",
+                  "groundkit.models.referring.matcher_model.TextEncoder",
                   "groundkit.engine.referring.TextEncoder"):
         monkeypatch.setattr(where, lambda *a, **kw: text_encoder)
     task = task_of("panoptic")
@@ -195,8 +198,9 @@ def test_vlnms_fc_refcoco_trains_on_a_panoptic_coco_detector_and_scores(coco_roo
     save_checkpoint(detector, task.build_model(cfg), config_to_dict(cfg), "panoptic")
 
     run, pred = tmp_path / "run", tmp_path / "pred"
-    assert main(["train", "--config", "vlnms_fc_refcoco", f"data.root={coco_root}",
-                 f"model.proposal_source={detector}", "model.delta=0.0", "model.visual_dim=16",
+    shrink = ["model.visual_dim=16"] + (["model.dim=16"] if name == "matcher_refcoco" else [])
+    assert main(["train", "--config", name, f"data.root={coco_root}", *shrink,
+                 f"model.proposal_source={detector}", "model.delta=0.0",
                  "data.input_size=160", "data.train_split=val", "data.val_split=testA",
                  f"trainer.out_dir={run}", *TRAIN]) == 0
     assert main(["evaluate", "--checkpoint", str(run), "--data", str(coco_root), "--split", "testB",
@@ -204,7 +208,10 @@ def test_vlnms_fc_refcoco_trains_on_a_panoptic_coco_detector_and_scores(coco_roo
                  "--json", str(tmp_path / "scores.json")]) == 0
     scores = json.loads((tmp_path / "scores.json").read_text())
     records = json.loads((pred / "predictions.json").read_text())
-    assert [(r["ref_id"], len(r["proposals"])) for r in records] == [(3, 10)]   # top_k 10
+    if name == "vlnms_fc_refcoco":
+        assert [(r["ref_id"], len(r["proposals"])) for r in records] == [(3, 10)]   # top_k 10
+    else:   # ground-truth boxes: every object of the image is a proposal
+        assert [r["ref_id"] for r in records] == [3] and len(records[0]["box"]) == 4
     assert rescored("pbrec_refcoco", coco_root, "testB", pred, tmp_path) == expected(
         "pbrec_refcoco", scores)
 
@@ -247,6 +254,8 @@ def test_the_real_configs_hold_the_papers_settings():
             rec.trainer.batch_size) == ("adamw", "cosine", 15, 64)
     nms = load("vlnms_fc_refcoco").model
     assert (nms.variant, nms.delta, nms.gamma, nms.nms_thresh, nms.top_k) == ("fc", 0.05, 0.4, 0.3, 10)
+    matcher = load("matcher_refcoco")
+    assert (matcher.model.neighbours, matcher.trainer.lr, matcher.data.input_size) == (5, 4e-4, 1024)
 
 
 def test_an_unknown_config_name_fails_and_lists_the_shipped_ones(capsys):
