@@ -12,6 +12,8 @@ what was expected::
 Supported field types: ``int``, ``float`` (ints accepted), ``bool``, ``str``, ``pathlib.Path``,
 ``Optional[X]`` / ``X | None``, other unions (first type that fits wins), ``Literal[...]``,
 ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]``, nested dataclasses and ``Any``.
+Experiment YAMLs are found by path or, for those shipped in ``groundkit/configs/``, by bare
+name (:func:`resolve_config`: ``ppmn_png`` is ``groundkit/configs/ppmn_png.yaml``).
 This module does not import torch.
 """
 from __future__ import annotations
@@ -51,6 +53,44 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None,
     """
     cfg = cls() if yaml_path is None else config_from_dict(cls, read_yaml(yaml_path), str(yaml_path))
     return override_config(cfg, overrides)
+
+
+# The experiment YAMLs shipped inside the package (``configs/`` in a checkout links here).
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the experiment configs shipped with the package (``ppmn_png``, ...)."""
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """The YAML file of ``--config``: a path to a file, or the bare name of a shipped config
+    (``ppmn_png`` or ``ppmn_png.yaml``). A path that exists wins over a shipped name.
+
+    Raises:
+        ConfigError: neither a file nor a shipped name; the message lists the shipped names.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if path.is_file():
+        return path
+    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    shipped = SHIPPED_CONFIGS / f"{stem}.yaml"
+    bare = "/" not in text and "\\" not in text   # a name, not a path
+    if bare and shipped.is_file():
+        return shipped
+    names = shipped_configs()
+    if path.is_dir():
+        raise ConfigError(f"config {text!r} is a folder; expected a YAML file or the name of a "
+                          f"shipped config ({', '.join(names)})")
+    if shipped.is_file():  # a path like configs/ppmn_png.yaml run outside a checkout
+        hint = f"; the shipped {stem!r} is `--config {stem}`"
+    else:
+        close = difflib.get_close_matches(stem, names, n=3, cutoff=0.6)
+        hint = "; did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
+    raise ConfigError(f"no config {text!r}: not a file, and not the name of a config shipped "
+                      f"with groundkit{hint} (shipped: {', '.join(names) or 'none'})")
 
 
 def override_config(cfg: T, overrides: Sequence[str]) -> T:

@@ -202,3 +202,45 @@ def test_every_default_config_is_within_the_bounds():
             assert 0 <= value <= limit, (model_type, key, value)
             checked += 1
     assert checked > 20
+
+
+# ----------------------------------------------------------------------------- --config by name
+
+
+def test_a_shipped_config_is_found_by_bare_name_with_or_without_yaml(tmp_path, monkeypatch):
+    from groundkit.config import SHIPPED_CONFIGS, resolve_config, shipped_configs
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert {"ppmn_png", "drmn_png", "panoptic_coco", "pbrec_refcoco", "vlnms_fc_refcoco",
+            "matcher_refcoco", "ppmn_synthetic"} <= set(shipped_configs())
+    for name in ("ppmn_png", "ppmn_png.yaml"):
+        assert resolve_config(name) == SHIPPED_CONFIGS / "ppmn_png.yaml"
+    (tmp_path / "ppmn_png").mkdir()   # a folder (a run?) of that name is not a config
+    assert resolve_config("ppmn_png") == SHIPPED_CONFIGS / "ppmn_png.yaml"
+
+
+def test_a_path_that_exists_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    from groundkit.config import SHIPPED_CONFIGS, resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ppmn_png.yaml").write_text("model_type: ppmn\n")
+    assert resolve_config("ppmn_png.yaml") == Path("ppmn_png.yaml")
+    assert resolve_config(tmp_path / "ppmn_png.yaml") == tmp_path / "ppmn_png.yaml"
+    assert resolve_config("ppmn_png") == SHIPPED_CONFIGS / "ppmn_png.yaml"  # no such file here
+
+
+def test_an_unknown_config_is_an_error_listing_the_shipped_names(tmp_path, monkeypatch):
+    from groundkit.config import resolve_config, shipped_configs
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        resolve_config("ppmn_pgn")
+    message = str(e.value)
+    assert "no config 'ppmn_pgn'" in message and "did you mean 'ppmn_png'" in message
+    assert all(name in message for name in shipped_configs())
+    # a path is never taken for a name, but the message says how to name the shipped one
+    with pytest.raises(ConfigError, match=r"not a file.*the shipped 'ppmn_png' is `--config ppmn_png`"):
+        resolve_config("configs/ppmn_png.yaml")
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ConfigError, match="'runs' is a folder"):
+        resolve_config("runs")

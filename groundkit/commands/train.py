@@ -1,7 +1,9 @@
-"""``groundkit train --config FILE.yaml [key=value ...]``: train a model from a YAML experiment.
+"""``groundkit train --config CONFIG [key=value ...]``: train a model from a YAML experiment.
 
-The YAML names its ``model_type`` (ppmn, drmn, panoptic) and has ``model``, ``data``, ``trainer``
-and ``eval`` sections; ``key=value`` overrides any of them (``trainer.epochs=2``). Under
+``CONFIG`` is a YAML file, or the name of a config shipped with groundkit (``ppmn_png``,
+``ppmn_synthetic``, ...; ``.yaml`` optional): a file that exists wins. The YAML names its
+``model_type`` (ppmn, drmn, panoptic, pbrec, vlnms) and has ``model``, ``data``, ``trainer`` and
+``eval`` sections; ``key=value`` overrides any of them (``trainer.epochs=2``). Under
 ``torchrun --nproc_per_node N -m groundkit.cli train ...`` it trains with DistributedDataParallel.
 
 SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) finishes the current step, saves a resumable
@@ -22,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a model from a YAML config",
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    from groundkit.config import shipped_configs
+
+    parser.add_argument("--config", required=True,
+                        help="experiment YAML: a path, or a shipped config by name: "
+                             + ", ".join(shipped_configs()))
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override config keys, e.g. trainer.epochs=2 model.rounds=1")
     parser.add_argument("--resume", action="store_true",
@@ -31,12 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from groundkit.config import load_config, peek_value
+    from groundkit.config import load_config, peek_value, resolve_config
     from groundkit.engine.tasks import task_of
 
-    model_type = peek_value(args.config, args.overrides, "model_type", None)
-    task = task_of(model_type, source=str(args.config))
-    cfg = load_config(task.experiment_class(model_type), args.config, args.overrides)
+    config = resolve_config(args.config)
+    model_type = peek_value(config, args.overrides, "model_type", None)
+    task = task_of(model_type, source=str(config))
+    cfg = load_config(task.experiment_class(model_type), config, args.overrides)
     from groundkit._io import check_output_dir
     from groundkit.engine.distributed import resolve_device
 
