@@ -44,11 +44,21 @@ _PBREC = Published("PBREC", _PBREC_TITLE, "RefCOCO val, ResNet-101 (Tables 2 and
 _PBREC_MT = Published("PBREC-MT", _PBREC_TITLE, "RefCOCO val, ResNet-101 (Tables 2 and 3)",
                       {"acc@0.5": 82.94, "oiou": 71.44})
 
+_VLNMS_TITLE = ("VL-NMS: Breaking Proposal Bottlenecks in Two-Stage Visual-Language Matching")
+_VLNMS_DATA = "RefCOCO val, ResNet-101 Mask R-CNN proposals (Table 2)"
+_MATTNET = Published("MAttNet (the paper's re-run)", _VLNMS_TITLE, _VLNMS_DATA,
+                     {"acc@0.5": 76.92, "oiou": 57.14})
+_MATTNET_FC = Published("MAttNet + VL-NMS FC (BCE)", _VLNMS_TITLE, _VLNMS_DATA,
+                        {"acc@0.5": 78.82, "oiou": 59.75})
+_MATTNET_TRANS = Published("MAttNet + VL-NMS Trans", _VLNMS_TITLE, _VLNMS_DATA,
+                           {"acc@0.5": 79.16, "oiou": 59.73})
+
 PUBLISHED: dict[str, tuple[Published, ...]] = {
     "ppmn": (_PPMN,),
     "drmn": (_DRMN,),
     "panoptic": (_PANOPTIC,),
     "pbrec": (_PBREC, _PBREC_MT),
+    "matcher": (_MATTNET, _MATTNET_FC, _MATTNET_TRANS),
 }
 
 
