@@ -67,13 +67,18 @@ class GroundingModelConfig:
 
 
 class GroundingHead(nn.Module):
-    """A method's head: ``forward(features, queries) -> list of (B, Q, h, w) logits``, one per round.
+    """A method's head: ``forward(features, queries, valid) -> list of (B, Q, h, w) logits``, one
+    per round.
 
     ``features`` holds ``"p2".."p5"`` (FPN levels) and, when ``uses_neck``, ``"neck"`` (stride 8);
-    the last round's logits are the prediction; every round is supervised.
+    ``queries`` is ``(B, Q, C)``, ``valid`` ``(B, Q)`` bool, False on the padding queries of an
+    image with fewer queries than the batch's longest (a head whose queries change shared state,
+    as DRMN's pixel update, must leave them out). The last round's logits are the prediction;
+    rounds from ``first_supervised_round`` on are supervised.
     """
 
     uses_neck: bool = True  # a head that never reads features["neck"] sets False: no neck is built
+    first_supervised_round: int = 0  # 1 leaves the initial matching (round 0) out of the loss
 
 
 @dataclass
@@ -201,7 +206,7 @@ class GroundingModel(nn.Module):
 
     def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
         """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""
-        rounds = self.head(features, queries.features)
+        rounds = self.head(features, queries.features, queries.valid)
         size = features["p2"].shape[-2:]  # the stride-4 grid
         return [logits if logits.shape[-2:] == size else
                 F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
@@ -259,12 +264,14 @@ class GroundingModel(nn.Module):
 
     def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]
              ) -> dict[str, torch.Tensor]:
-        """BCE + Dice on every round; each word piece is supervised with its phrase's mask."""
+        """BCE + Dice on every round from the head's ``first_supervised_round``; each word piece
+        is supervised with its phrase's mask."""
         valid = queries.valid
         targets = torch.stack([masks[b][queries.phrase[b].clamp(min=0)]
                                for b in range(len(masks))])                # (B, Q, h, w)
         losses: dict[str, torch.Tensor] = {}
-        for r, logits in enumerate(rounds):
+        first = self.head.first_supervised_round
+        for r, logits in enumerate(rounds[first:], start=first):
             for name, value in bce_dice_loss(logits[valid], targets[valid], self.cfg.bce_weight,
                                              self.cfg.dice_weight, self.cfg.dice_eps).items():
                 losses[f"{name}_{r}"] = value
