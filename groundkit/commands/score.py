@@ -67,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _png(args: argparse.Namespace) -> tuple[dict, int]:
     from groundkit.metrics.files import score_png_files
-    from groundkit.metrics.report import plot_png_recall, png_table
-
     from groundkit.metrics.png_protocol import protocol_note
+    from groundkit.metrics.report import plot_png_recall, png_table
 
     size = _ppmn_size(args.ppmn_size) if args.protocol == "ppmn" else None
     phrases = score_png_files(args.narratives, args.panoptic_json, args.panoptic_dir, args.pred,
