@@ -55,6 +55,12 @@ class GroundingModelConfig:
     # averaged per phrase at inference (the official PPMN code).
     query: Literal["phrase", "word_piece"] = "phrase"
     max_queries: int = 64             # queries (phrases or word pieces) per caption
+    # The papers' caption limits (PPMN Sec. 4.2, DRMN Sec. IV-B): at most 30 phrases to ground and
+    # 230 word pieces (with [CLS] and [SEP]) per caption. Past them a caption is an InputError
+    # that names the key, never truncated (a phrase cut off would lose its word pieces, or take
+    # another's); None lifts a limit (the text encoder's own, 512 for BERT, still holds).
+    max_phrases: int | None = 30
+    max_word_pieces: int | None = 230
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     dice_eps: float = 2e-3
@@ -144,6 +150,7 @@ class GroundingModel(nn.Module):
         """Word-piece queries of the phrases of each caption (padded to the batch's longest)."""
         text = (self.text_cache.get_or_compute(captions) if self.text_cache is not None
                 else self.text_encoder(captions))
+        self._check_lengths(captions, text.mask)
         device = self.text_proj.weight.device
         features, mask = text.features.to(device), text.mask.to(device)
         if self.text_adapter is not None:
@@ -161,9 +168,26 @@ class GroundingModel(nn.Module):
             gathered, phrase = pool_phrases(gathered, phrase, [len(s) for s in spans])
         return Queries(self.text_proj(gathered), phrase)
 
+    def _check_lengths(self, captions: list[str], mask: torch.Tensor) -> None:
+        """InputError for a caption of more than ``max_word_pieces`` word pieces."""
+        limit = self.cfg.max_word_pieces
+        if limit is None:
+            return
+        for caption, n in zip(captions, mask.sum(1).tolist()):
+            if n > limit:
+                raise InputError(f"this caption is {n} word pieces long (with [CLS] and [SEP]); the "
+                                 f"model takes at most {limit} (max_word_pieces, the papers' 230): "
+                                 f"shorten or split it, or raise model.max_word_pieces "
+                                 f"({caption[:60]!r}...)")
+
     def _phrase_tokens(self, caption: str, spans: list[tuple[int, int]], offsets: torch.Tensor
                        ) -> list[tuple[int, int]]:
         """``(token index, phrase index)`` of every word piece of every phrase, in order."""
+        if self.cfg.max_phrases is not None and len(spans) > self.cfg.max_phrases:
+            raise InputError(f"this caption has {len(spans)} phrases to ground; the model takes at "
+                             f"most {self.cfg.max_phrases} (max_phrases, the papers' 30): ground "
+                             f"fewer phrases per call, or raise model.max_phrases "
+                             f"({caption[:60]!r}...)")
         tokens = []
         for p, span in enumerate(spans):
             indices = span_to_token_indices(offsets, span)
