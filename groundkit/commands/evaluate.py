@@ -128,9 +128,10 @@ def evaluate_checkpoint(checkpoint: str, data: str | Path, split: str, pred_dir:
     from groundkit.errors import InputError
 
     task = task_of_checkpoint(checkpoint)
-    if protocol != "original" and task.name != "grounding":
-        raise InputError(f"--protocol {protocol} applies to grounding checkpoints (PPMN, DRMN); "
-                         f"{checkpoint} is a {task.name} model")
+    if protocol not in task.protocols:
+        raise InputError(f"--protocol {protocol}: {checkpoint} is a {task.name} model, scored "
+                         f"with --protocol {' or '.join(task.protocols)} only (ppmn applies to "
+                         f"grounding checkpoints: PPMN, DRMN)")
     model, cfg = task.load(checkpoint, resolve_device(device))
     task.set_inference_options(model, options)
     dataset = task.dataset(cfg, data, split, max_items=max_items)

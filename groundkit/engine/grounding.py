@@ -85,6 +85,7 @@ class GroundingEvaluation(Evaluation):
 
 class GroundingTask(Task):
     name = "grounding"
+    protocols = ("original", "ppmn")
     api_class = "Grounder"
     default_checkpoint = "ppmn-synthetic"
     result_type = GroundingResult
