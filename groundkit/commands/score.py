@@ -70,7 +70,7 @@ def _png(args: argparse.Namespace) -> tuple[dict, int]:
     from groundkit.metrics.png_protocol import protocol_note
     from groundkit.metrics.report import plot_png_recall, png_table
 
-    size = _ppmn_size(args.ppmn_size) if args.protocol == "ppmn" else None
+    size = None if args.protocol == "original" else _ppmn_size(args.ppmn_size)
     phrases = score_png_files(args.narratives, args.panoptic_json, args.panoptic_dir, args.pred,
                               ppmn_size=size)
     scores = phrases.scores()
