@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, metavar="K",
                         help="two-stage referring (matcher, vlnms) only: proposals per "
                              "expression; short for model.top_k=K")
+    parser.add_argument("--protocol", choices=("original", "ppmn"), default="original",
+                        help="grounding only: IoUs at the original image resolution (default) or, "
+                             "as PPMN and DRMN report, at 1/4 of the model's resized input (the "
+                             "checkpoint's data.resize)")
     parser.add_argument("options", nargs="*", metavar="key=value",
                         help="inference options of the model config, e.g. threshold=0.4")
     parser.set_defaults(func=run)
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     with keep as pred_dir:
         report = evaluate_checkpoint(args.checkpoint, args.data, args.split, pred_dir,
                                      batch_size=args.batch_size, max_items=args.max_items,
-                                     device=args.device, options=options)
+                                     device=args.device, options=options,
+                                     protocol=args.protocol)
         print(report.table)
         if args.pred_out:
             print(f"predictions: {' and '.join(str(p) for p in report.files)}")
@@ -112,19 +117,29 @@ class EvaluationReport:
 
 def evaluate_checkpoint(checkpoint: str, data: str | Path, split: str, pred_dir: str | Path, *,
                         batch_size: int | None = None, max_items: int | None = None,
-                        device: str | None = None, options: Sequence[str] = ()
-                        ) -> EvaluationReport:
+                        device: str | None = None, options: Sequence[str] = (),
+                        protocol: str = "original") -> EvaluationReport:
     """Load ``checkpoint``, predict ``split`` of ``data`` into ``pred_dir`` and score the files
     (``groundkit evaluate``, and the demo's report); ``batch_size`` defaults to the
-    checkpoint's ``eval.batch_size``."""
+    checkpoint's ``eval.batch_size``. ``protocol="ppmn"`` (grounding only): IoUs at 1/4 of the
+    input the checkpoint's ``data.resize`` makes, as PPMN and DRMN report them."""
     from groundkit.engine.distributed import resolve_device
     from groundkit.engine.tasks import task_of_checkpoint
+    from groundkit.errors import InputError
 
     task = task_of_checkpoint(checkpoint)
+    if protocol not in task.protocols:
+        raise InputError(f"--protocol {protocol}: {checkpoint} is a {task.name} model, scored "
+                         f"with --protocol {' or '.join(task.protocols)} only (ppmn applies to "
+                         f"grounding checkpoints: PPMN, DRMN)")
     model, cfg = task.load(checkpoint, resolve_device(device))
     task.set_inference_options(model, options)
     dataset = task.dataset(cfg, data, split, max_items=max_items)
     files = task.predict(model, dataset, pred_dir, batch_size or cfg.eval.batch_size)
-    evaluation = task.score(dataset, pred_dir)
+    if protocol == "original":
+        evaluation = task.score(dataset, pred_dir)
+    else:
+        resize = cfg.data.resize
+        evaluation = task.score(dataset, pred_dir, ppmn_size=(resize.short_side, resize.max_size))
     return EvaluationReport(task, model, cfg, dataset, evaluation, files,
                             evaluation.table(task.title(cfg, data, split, dataset)))

@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     png.add_argument("--panoptic-dir", required=True, help="folder of its segment PNGs")
     png.add_argument("--pred", required=True, help="grounding predictions JSON")
     png.add_argument("--plot", metavar="OUT.png", help="also draw the recall-vs-IoU curves")
+    png.add_argument("--protocol", choices=("original", "ppmn"), default="original",
+                     help="IoUs at the original image resolution (default) or, as PPMN and DRMN "
+                          "report, at 1/4 of the input resized by --ppmn-size")
+    png.add_argument("--ppmn-size", default="800,1333", metavar="SHORT,MAX",
+                     help="--protocol ppmn: the model's resize, short side and longest side "
+                          "(default 800,1333, the papers')")
 
     pan = tasks.add_parser("panoptic", help="panoptic segmentation: PQ / SQ / RQ")
     pan.add_argument("--gt-json", required=True)
@@ -82,15 +88,30 @@ def run(args: argparse.Namespace) -> int:
 
 def _png(args: argparse.Namespace) -> tuple[dict, int]:
     from groundkit.metrics.files import score_png_files
+    from groundkit.metrics.png_protocol import protocol_note
     from groundkit.metrics.report import plot_png_recall, png_table
 
-    phrases = score_png_files(args.narratives, args.panoptic_json, args.panoptic_dir, args.pred)
+    size = None if args.protocol == "original" else _ppmn_size(args.ppmn_size)
+    phrases = score_png_files(args.narratives, args.panoptic_json, args.panoptic_dir, args.pred,
+                              ppmn_size=size)
     scores = phrases.scores()
-    print(png_table(scores))
+    print(png_table(scores, f"PNG Average Recall ({protocol_note(args.protocol, size)})"))
     if args.plot:
         plot_png_recall(phrases, args.plot)
         print(f"recall curves written to {args.plot}")
     return scores, phrases.missing
+
+
+def _ppmn_size(text: str) -> tuple[int, int]:
+    from groundkit.errors import InputError
+
+    try:
+        short, longest = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--ppmn-size: expected SHORT,MAX such as 800,1333, got {text!r}") from None
+    if not 0 < short <= longest:
+        raise InputError(f"--ppmn-size: expected 0 < SHORT <= MAX, got {text!r}")
+    return short, longest
 
 
 def _panoptic(args: argparse.Namespace) -> tuple[dict, int]:

@@ -18,6 +18,7 @@ from groundkit.engine.trainer import TrainerConfig
 from groundkit.errors import ConfigError
 from groundkit.metrics.files import PhraseIoUs, check_segment_indices, grounding_masks, png_phrase_ious
 from groundkit.metrics.png_ar import mask_ious
+from groundkit.metrics.png_protocol import protocol_note
 from groundkit.metrics.report import plot_png_recall, png_table
 from groundkit.models.drmn import DRMNConfig
 from groundkit.models.grounding import GroundingModel
@@ -55,12 +56,14 @@ class GroundingEvaluation(Evaluation):
     """PNG Average Recall of every grounded phrase of a split."""
 
     phrases: PhraseIoUs
+    note: str = protocol_note("original")  # the resolution the IoUs were computed at
 
     def scores(self) -> dict[str, Any]:
         return self.phrases.scores()
 
     def table(self, title: str | None = None) -> str:
-        return png_table(self.scores(), title)
+        return png_table(self.scores(), f"{title}; {self.note}" if title
+                         else f"PNG Average Recall ({self.note})")
 
     def log_metrics(self) -> dict[str, float]:
         """``{"ar": .., "ar_things": .., "acc@0.5": .., ...}``."""
@@ -82,6 +85,7 @@ class GroundingEvaluation(Evaluation):
 
 class GroundingTask(Task):
     name = "grounding"
+    protocols = ("original", "ppmn")
     api_class = "Grounder"
     default_checkpoint = "ppmn-synthetic"
     result_type = GroundingResult
@@ -131,10 +135,15 @@ class GroundingTask(Task):
         write_grounding_predictions(path, predict_records(model, dataset, batch_size, progress))
         return [path]
 
-    def score(self, dataset: GroundingDataset, pred_dir: str | Path) -> GroundingEvaluation:
+    def score(self, dataset: GroundingDataset, pred_dir: str | Path,
+              ppmn_size: tuple[int, int] | None = None) -> GroundingEvaluation:
+        """``ppmn_size``: None scores at the original resolution; ``(short_side, max_size)``, the
+        model's resize, scores with PPMN's protocol (IoU at 1/4 of the resized input)."""
         path = Path(pred_dir) / PREDICTIONS
         masks = grounding_masks(read_grounding_predictions(path), path)
-        return GroundingEvaluation(png_phrase_ious(dataset.narratives, dataset.panoptic, masks))
+        return GroundingEvaluation(
+            png_phrase_ious(dataset.narratives, dataset.panoptic, masks, path, ppmn_size),
+            protocol_note("original" if ppmn_size is None else "ppmn", ppmn_size))
 
     def results(self, dataset: GroundingDataset, pred_dir: str | Path
                 ) -> Iterator[tuple[np.ndarray, GroundingResult]]:
@@ -175,7 +184,7 @@ class GroundingTask(Task):
                         for p, (i, _), v in zip(phrases, grounded, ious)])
 
     def title(self, cfg: Any, root: str | Path, split: str, dataset: GroundingDataset) -> str:
-        return super().title(cfg, root, split, dataset) + "; IoU at the original image resolution"
+        return super().title(cfg, root, split, dataset)  # the evaluation adds its protocol
 
 
 def phrase_records(path: Path, dataset: GroundingDataset

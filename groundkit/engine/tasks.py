@@ -114,6 +114,9 @@ class Task(ABC):
     default_checkpoint: ClassVar[str]   # the bundled model ``groundkit predict`` uses by default
     result_type: ClassVar[type]         # what its models return per image in eval mode
     unit: ClassVar[str] = "items"       # what one dataset item is, for messages ("narratives")
+    # The resolutions ``groundkit evaluate --protocol`` may score at ("ppmn": the grounding
+    # family's PPMN protocol, ``score(..., ppmn_size=...)``).
+    protocols: ClassVar[tuple[str, ...]] = ("original",)
     # True when every input has one size (letterboxed squares): a batch never pads one image
     # for another, so batch independence holds by construction.
     fixed_input_size: ClassVar[bool] = False

@@ -1,6 +1,7 @@
 """Scoring prediction files written by any tool against the ground-truth files of the field.
 
-Everything is computed at the original image resolution. Missing predictions count as failures
+Everything is computed at the original image resolution (PNG AR can also follow PPMN's
+protocol: ``ppmn_size``, :mod:`groundkit.metrics.png_protocol`). Missing predictions count as failures
 (an empty mask, IoU 0) and are counted in ``missing`` so the caller can say so; a prediction that
 cannot be read, or whose mask does not have its image's size, is a FormatError naming it.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from groundkit.errors import FormatError
 from groundkit.metrics.panoptic_quality import PQStat, pq_average, pq_stats_image, union_masks
 from groundkit.metrics.png_ar import mask_ious, png_average_recall
+from groundkit.metrics.png_protocol import ppmn_mask_ious, resized_size
 from groundkit.metrics.proposals import RECALL_KS, recall_at_k
 from groundkit.metrics.referring import mask_intersection_union, rec_accuracy, res_scores
 from groundkit.structures import Narrative
@@ -43,8 +45,13 @@ class PhraseIoUs:
 
 def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
                     predictions: Mapping[tuple[int, str], Mapping[int, RLE]],
-                    pred_file: str | Path | None = None) -> PhraseIoUs:
+                    pred_file: str | Path | None = None,
+                    ppmn_size: tuple[int, int] | None = None) -> PhraseIoUs:
     """IoU of every grounded phrase's predicted mask with the union of its segments.
+
+    ``ppmn_size``: None computes IoUs at the original resolution (the default protocol);
+    ``(short_side, max_size)`` at 1/4 of an input resized so (PPMN's protocol,
+    :mod:`groundkit.metrics.png_protocol`).
 
     panoptic: a :class:`groundkit.data.formats.PanopticDataset`; predictions:
     ``{(image_id, caption): {segment_index: RLE}}`` with RLEs checked by the predictions reader.
@@ -72,7 +79,9 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
                                   item=f"narrative (image {image_id}, caption {n.caption[:40]!r}), "
                                        f"phrase {i} {n.utterances[i].text!r}")
         missing += sum(r is None for r in rles)
-        ious.append(mask_ious(_predicted_masks(rles, ids.shape), union_masks(ids, ann, groups)))
+        preds, gts = _predicted_masks(rles, ids.shape), union_masks(ids, ann, groups)
+        ious.append(mask_ious(preds, gts) if ppmn_size is None else
+                    ppmn_mask_ious(preds, gts, resized_size(*ids.shape, *ppmn_size)))
         category = {s.id: s.category_id for s in ann.segments}
         is_thing.extend(panoptic.categories[category[g[-1]]].isthing for g in groups)
         num_segments.extend(len(g) for g in groups)
@@ -132,8 +141,10 @@ def grounding_masks(records: Iterable[Mapping[str, Any]], file: str | Path | Non
 
 
 def score_png_files(narratives_path: str | Path, panoptic_json: str | Path,
-                    panoptic_dir: str | Path, pred_path: str | Path) -> PhraseIoUs:
-    """Phrase IoUs of a grounding predictions file (formats.md section 4) against the benchmark."""
+                    panoptic_dir: str | Path, pred_path: str | Path,
+                    ppmn_size: tuple[int, int] | None = None) -> PhraseIoUs:
+    """Phrase IoUs of a grounding predictions file (formats.md section 4) against the benchmark
+    (``ppmn_size``: as :func:`png_phrase_ious`)."""
     from groundkit.data.formats import (
         check_narratives,
         load_narratives,
@@ -145,7 +156,7 @@ def score_png_files(narratives_path: str | Path, panoptic_json: str | Path,
     panoptic = load_panoptic(panoptic_json, panoptic_dir)
     check_narratives(narratives, panoptic, narratives_path)
     predictions = grounding_masks(read_grounding_predictions(pred_path), pred_path)
-    return png_phrase_ious(narratives, panoptic, predictions, pred_path)
+    return png_phrase_ious(narratives, panoptic, predictions, pred_path, ppmn_size)
 
 
 # --- panoptic segmentation ----------------------------------------------------------------------

@@ -2,30 +2,57 @@
 
 Lin et al., "Context Does Matter: End-to-end Panoptic Narrative Grounding with Deformable Attention
 Refined Matching Network", ICDM 2023. Same inputs, queries (word pieces) and losses as PPMN
-(:mod:`groundkit.models.ppmn`); the head differs:
+(:mod:`groundkit.models.ppmn`); the head differs. Read against the paper's Algorithm 1:
 
-1. Deformable encoder (Sec. III-A/B): P2..P5 are projected to ``hidden_dim``, given a sine positional
-   code plus a learned level embedding, flattened and encoded by ``encoder_layers`` Deformable DETR
-   layers in which every pixel of every level is a query at its own centre. ``encoder_levels=3``
-   encodes P3..P5 only (P2 stays projected; see below).
-2. Matching (Sec. III-C, Eq. 10-12): the encoded levels are resized to the matching grid (P3's,
-   stride 8, as the paper; P2's with ``neck_stride=4``) and averaged into one pixel map; round 0
-   is the dot product of the projected queries with it.
-3. Refinement, ``refine_rounds`` times (Alg. 1, lines 18-25): every query takes the top-k pixels of
-   its current map, adds its own feature to theirs, re-encodes them with deformable attention
-   (queries = those pixels plus their positional code, reference points = their centres) over the
-   first-stage encoded levels, updates itself by cross-attention over the re-encoded pixels
-   (+ dropout, residual, LayerNorm, FFN) and is matched again with the pixel map.
+1. Deformable encoder (lines 3-12, Sec. III-A/B): P2..P5 are projected to ``hidden_dim``, given a
+   sine positional code plus a learned level embedding, flattened and encoded by ``encoder_layers``
+   Deformable DETR layers in which every pixel of every level is a query at its own centre.
+   ``encoder_levels=3`` encodes P3..P5 only (P2 stays projected; see below).
+2. Matching (lines 13-15, Eq. 10-12): the encoded levels are resized to the matching grid (P3's,
+   stride 8, as the paper; P2's with ``neck_stride=4``) and averaged into one pixel map F^;
+   round 0 is the dot product of the projected queries with it (:meth:`DRMNHead.forward`).
+3. Refinement, ``refine_rounds`` times (lines 17-26, :class:`RefinementRound`):
+   - line 18: every query takes the top-k pixels of its current map (``top_pixel_indices``);
+   - line 21: adds its own feature to theirs (and, with ``pixel_pos``, their positional code,
+     as the paper; by default the code only steers the sampling, see below);
+   - line 22: re-encodes them with deformable attention (queries = those pixels plus their
+     positional code, reference points = their centres) over the first-stage encoded levels;
+   - lines 21-22, Eq. 26 (``pixel_update``, the synthetic config's setting): the re-encoded pixels
+     **replace their old features in the pixel map** F^ (:func:`scatter_mean_pixels`), so the
+     next matching and the next round's top-k use "the latest representation" (Eq. 13);
+   - line 23, Eq. 14-16: updates the query by cross-attention over its re-encoded pixels
+     (+ dropout, residual, LayerNorm, FFN);
+   - line 25, Eq. 13: matches every query again with the (updated) pixel map.
+   The loss covers every round (round 0 too, as PPMN and the paper's Sec. III-E text) or, with
+   ``loss_rounds="refined"``, the refinement rounds only (the sum of Eq. 17 runs over i = 1..I).
 
 Choices the paper leaves open, and why:
 
 - The semantic-FPN neck of the shared model is not part of DRMN: Eq. (11) builds the pixel map from
   the encoder alone (``neck_fusion="none"``, default). ``neck_fusion="add"`` adds the neck map,
   projected to ``hidden_dim``, to the averaged encoder map (a PPMN/DRMN hybrid, cheap to try).
-- Alg. 1 writes the re-encoded pixels back into the shared pixel map one phrase after the other,
-  so the result depends on the phrase order and (in a padded batch) on padding queries. Here the
-  re-encoded pixels serve only the query's own cross-attention and every round matches against the
-  first-stage pixel map, as the methods summary and PPMN's LCPA do: queries stay independent.
+- Alg. 1 writes the re-encoded pixels back one phrase after the other (the loop of lines 19-24),
+  so a later phrase re-encodes pixels an earlier one already rewrote and the result depends on the
+  phrase order. Here the update is order-free: every phrase of the round re-encodes the pixels as
+  they were at the round's start, and all updates are applied at once; a pixel picked by several
+  phrases gets the mean of their re-encodings (Eq. 23 is the same "batch" reading of Eq. 24-25).
+  Padding queries (images with fewer phrases than the batch's longest) write nothing, so an
+  image's output still does not depend on its batch.
+- ``pixel_update`` defaults to False in :class:`DRMNConfig` (and so for every checkpoint saved
+  before the key existed, the bundled ``drmn-synthetic`` among them: their configs lack the key and
+  keep the behaviour they were trained with, each round matching the first-stage pixel map as
+  PPMN's LCPA does); ``configs/drmn_synthetic.yaml`` sets it True, the paper's.
+- ``pixel_pos`` (default False, the behaviour the bundled checkpoint was trained with) adds the
+  positional code to the selected pixel features before re-encoding them, as Alg. 1 line 21 does
+  (it then stays in the re-encoded features, through the layer's residual); without it the code
+  enters the deformable attention's query only (sampling offsets and weights), as in Deformable
+  DETR's encoder, and the features carry none.
+- Padding of images of different sizes: the encoder (:class:`DeformableEncoder`) takes padding
+  masks, but this head passes none. Predictions do not need them: images run in groups of one
+  padded size (``map_padded_groups``), padded only to a multiple of 32 of their own. In training, a
+  batch of mixed sizes is padded to its largest image and the padding is then encoded and can be
+  drawn into a top-k (the synthetic benchmark's images all have one size, so its recipes are not
+  affected; COCO-size training would be).
 - Eq. (15-16) are implemented as written: ``g = dropout(attn + q)``, ``q = ffn(norm(q + g))``. The
   query ends in the FFN's linear layer, as round 0's ends in the projection V^g, so every round's
   logits start at the same scale. (A post-norm DETR block instead, LayerNorm last, starts the
@@ -57,7 +84,7 @@ import torch.nn.functional as F
 
 from groundkit.errors import ConfigError
 from groundkit.models.grounding import GroundingHead, GroundingModel, GroundingModelConfig, build_grounding
-from groundkit.models.ppmn import gather_top_pixels, matching_logits
+from groundkit.models.ppmn import gather_pixels, matching_logits, top_pixel_indices
 from groundkit.vision.deformable_encoder import (
     DeformableEncoder,
     DeformableEncoderLayer,
@@ -85,6 +112,14 @@ class DRMNConfig(GroundingModelConfig):
     encoder_levels: int = 4     # the coarsest levels encoded: 4 = P2..P5 (paper), 3 = P3..P5
     neck_fusion: Literal["none", "add"] = "none"
     # neck_stride (inherited) is the matching grid's stride: 8 (the paper's, P3) or 4 (P2).
+    # Write each round's re-encoded top-k pixels back into the pixel map (Alg. 1 lines 21-22, 25;
+    # Eq. 13, 26): True is the paper's. False (every round matches the first-stage map) is the
+    # default only so that checkpoints saved before this key keep their behaviour; the synthetic
+    # config sets True.
+    pixel_update: bool = False
+    pixel_pos: bool = False     # add the positional code to the selected pixels (Alg. 1 line 21)
+    # "all": every round is supervised (round 0 too, as PPMN); "refined": rounds 1..I (Eq. 17).
+    loss_rounds: Literal["all", "refined"] = "all"
 
     def __post_init__(self) -> None:
         for name in ("encoder_layers", "refine_rounds"):
@@ -99,19 +134,53 @@ class DRMNConfig(GroundingModelConfig):
         if self.neck_stride not in GRID_LEVEL:
             raise ConfigError(f"DRMN: model.neck_stride (the matching grid's stride) must be 4 or 8, "
                               f"got {self.neck_stride}")
+        if self.loss_rounds == "refined" and self.refine_rounds == 0:
+            raise ConfigError("DRMN: model.loss_rounds='refined' supervises the refinement rounds "
+                              "only, and model.refine_rounds is 0: nothing would be trained")
         if self.hidden_dim % self.heads or self.hidden_dim % 4:
             raise ConfigError(f"DRMN: model.hidden_dim ({self.hidden_dim}) must be divisible by "
                               f"model.heads ({self.heads}) and by 4 (sine code: half per axis, even)")
 
 
+def scatter_mean_pixels(pixels: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
+                        valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Write every query's new features of its selected pixels into the pixel map at once.
+
+    pixels: ``(B, C, h, w)``; index: ``(B, Q, k)`` flat pixel indices (distinct within a query);
+    values: ``(B, Q, k, C)`` the new features; valid: ``(B, Q)`` bool or None (all valid).
+    Returns ``(B, C, h, w)``: a pixel chosen by n >= 1 valid queries holds the mean of their n
+    values, every other pixel keeps its feature. Invalid (padding) queries write nothing: their
+    entries go to a spare slot that is dropped, so the sums over the valid ones are the same, in
+    the same order, whatever the batch holds.
+    """
+    b, c, h, w = pixels.shape
+    index = index.reshape(b, -1)                                          # (B, Q * k)
+    if valid is not None:
+        keep = valid[:, :, None].expand(-1, -1, values.shape[2]).reshape(b, -1)
+        index = torch.where(keep, index, torch.full_like(index, h * w))  # h * w: the spare slot
+    values = values.reshape(b, -1, c)
+    total = values.new_zeros(b, h * w + 1, c).scatter_add(1, index[..., None].expand(-1, -1, c),
+                                                          values)
+    count = values.new_zeros(b, h * w + 1).scatter_add(1, index, values.new_ones(index.shape))
+    total, count = total[:, :-1], count[:, :-1, None]
+    flat = pixels.flatten(2).transpose(1, 2)                              # (B, hw, C)
+    updated = torch.where(count > 0, total / count.clamp(min=1), flat)
+    return updated.transpose(1, 2).reshape(b, c, h, w)
+
+
 class RefinementRound(nn.Module):
-    """One round of multi-round feature aggregation: re-encode each query's top-k pixels with
-    deformable attention, then update the query by cross-attention over them (Eq. 14-16)."""
+    """One round of multi-round feature aggregation (Alg. 1, lines 18-25): re-encode each query's
+    top-k pixels with deformable attention, update the query by cross-attention over them
+    (Eq. 14-16), with ``pixel_update`` write the re-encoded pixels back into the pixel map (Eq. 26),
+    and match again (Eq. 13)."""
 
     def __init__(self, dim: int, top_k: int, heads: int, points: int, ffn_dim: int,
-                 dropout: float, levels: int = len(LEVELS)) -> None:
+                 dropout: float, levels: int = len(LEVELS), pixel_update: bool = False,
+                 pixel_pos: bool = False) -> None:
         super().__init__()
         self.top_k = top_k
+        self.pixel_update = pixel_update
+        self.pixel_pos = pixel_pos
         self.reencode = DeformableEncoderLayer(dim, ffn_dim, dropout, levels, heads, points)
         self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -120,28 +189,37 @@ class RefinementRound(nn.Module):
                                  nn.Linear(ffn_dim, dim))
 
     def forward(self, queries: torch.Tensor, pixels: torch.Tensor, grid: torch.Tensor,
-                logits: torch.Tensor, levels: FlatLevels) -> tuple[torch.Tensor, torch.Tensor]:
-        """queries: ``(B, Q, C)``; pixels: ``(B, C, h, w)``; grid: ``(B, C + 2, h, w)`` positional
-        code then ``(x, y)`` centre in [0, 1] of every pixel; logits: ``(B, Q, h, w)``; levels: the
-        first-stage encoded pyramid (``src`` is ``(B, S, C)``).
+                logits: torch.Tensor, levels: FlatLevels, valid: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """queries: ``(B, Q, C)``; pixels: ``(B, C, h, w)`` the current pixel map; grid:
+        ``(B, C + 2, h, w)`` positional code then ``(x, y)`` centre in [0, 1] of every pixel;
+        logits: ``(B, Q, h, w)``; levels: the first-stage encoded pyramid (``src`` is
+        ``(B, S, C)``); valid: ``(B, Q)`` bool, False on padding queries (None: all real).
 
-        Returns the updated queries ``(B, Q, C)`` and their new logits ``(B, Q, h, w)``.
+        Returns the updated queries ``(B, Q, C)``, their new logits ``(B, Q, h, w)`` and the pixel
+        map they were matched with ``(B, C, h, w)`` (``pixels`` itself without ``pixel_update``).
         """
         b, q, c = queries.shape
-        # One top-k over the map gathers features, positional codes and centres together.
-        top = gather_top_pixels(logits, torch.cat([pixels, grid], 1), self.top_k)  # (B, Q, k, 2C+2)
+        index = top_pixel_indices(logits, self.top_k)                       # line 18, (B, Q, k)
+        # One gather takes features, positional codes and centres together.
+        top = gather_pixels(torch.cat([pixels, grid], 1), index)            # (B, Q, k, 2C+2)
         feats, pos, centres = top.split([c, c, 2], dim=-1)
         k = feats.shape[2]
-        src = (feats + queries[:, :, None]).reshape(b, q * k, c)            # Alg. 1, line 21
-        reencoded = self.reencode(src, pos.reshape(b, q * k, c), centres.reshape(b, q * k, 2),
+        pos = pos.reshape(b, q * k, c)
+        src = (feats + queries[:, :, None]).reshape(b, q * k, c)            # line 21
+        if self.pixel_pos:  # line 21 literally: the code joins the features (so no second time)
+            src, pos = src + pos, None
+        reencoded = self.reencode(src, pos, centres.reshape(b, q * k, 2),
                                   levels.spatial_shapes, levels.level_start_index,
                                   memory=levels.src)                        # line 22
+        if self.pixel_update:                                               # lines 21-22, Eq. (26)
+            pixels = scatter_mean_pixels(pixels, index, reencoded.reshape(b, q, k, c), valid)
         context = reencoded.reshape(b * q, k, c)
         attended, _ = self.cross_attn(queries.reshape(b * q, 1, c), context, context,
                                       need_weights=False)                   # line 23, Eq. (14)
         updated = self.dropout(attended.reshape(b, q, c) + queries)         # Eq. (15)
         queries = self.ffn(self.norm(queries + updated))                    # Eq. (16)
-        return queries, matching_logits(queries, pixels)                    # line 25, Eq. (13)
+        return queries, matching_logits(queries, pixels), pixels            # line 25, Eq. (13)
 
 
 class DRMNHead(GroundingHead):
@@ -164,12 +242,15 @@ class DRMNHead(GroundingHead):
         self.uses_neck = self.neck_proj is not None
         self.rounds = nn.ModuleList(
             RefinementRound(dim, cfg.top_k, cfg.heads, cfg.points, cfg.ffn_dim, cfg.dropout,
-                            cfg.encoder_levels)
+                            cfg.encoder_levels, cfg.pixel_update, cfg.pixel_pos)
             for _ in range(cfg.refine_rounds))
+        self.first_supervised_round = 1 if cfg.loss_rounds == "refined" else 0
 
-    def forward(self, features: dict[str, torch.Tensor], queries: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, features: dict[str, torch.Tensor], queries: torch.Tensor,
+                valid: torch.Tensor | None = None) -> list[torch.Tensor]:
         """features: ``"p2".."p5"`` ``(B, C_fpn, H/4..H/32, W/4..W/32)`` and, with
-        ``neck_fusion="add"``, ``"neck"`` ``(B, C_neck, H/s, W/s)``; queries: ``(B, Q, C)`` ->
+        ``neck_fusion="add"``, ``"neck"`` ``(B, C_neck, H/s, W/s)``; queries: ``(B, Q, C)``;
+        valid: ``(B, Q)`` bool, False on padding queries (they update no pixel), None: all real ->
         ``I + 1`` x ``(B, Q, H/s, W/s)`` logits, s = ``neck_stride`` (the matching grid's)."""
         levels = self.encode_levels(features)
         pixels = self.fuse(levels, features)
@@ -178,7 +259,7 @@ class DRMNHead(GroundingHead):
         logits = matching_logits(queries, pixels)                           # Eq. (12)
         outputs = [logits]
         for refine in self.rounds:
-            queries, logits = refine(queries, pixels, grid, logits, flat)
+            queries, logits, pixels = refine(queries, pixels, grid, logits, flat, valid)
             outputs.append(logits)
         return outputs
 

@@ -55,6 +55,12 @@ class GroundingModelConfig:
     # averaged per phrase at inference (the official PPMN code).
     query: Literal["phrase", "word_piece"] = "phrase"
     max_queries: int = 64             # queries (phrases or word pieces) per caption
+    # The papers' caption limits (PPMN Sec. 4.2, DRMN Sec. IV-B): at most 30 phrases to ground and
+    # 230 word pieces (with [CLS] and [SEP]) per caption. Past them a caption is an InputError
+    # that names the key, never truncated (a phrase cut off would lose its word pieces, or take
+    # another's); None lifts a limit (the text encoder's own, 512 for BERT, still holds).
+    max_phrases: int | None = 30
+    max_word_pieces: int | None = 230
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     dice_eps: float = 2e-3
@@ -67,13 +73,18 @@ class GroundingModelConfig:
 
 
 class GroundingHead(nn.Module):
-    """A method's head: ``forward(features, queries) -> list of (B, Q, h, w) logits``, one per round.
+    """A method's head: ``forward(features, queries, valid) -> list of (B, Q, h, w) logits``, one
+    per round.
 
     ``features`` holds ``"p2".."p5"`` (FPN levels) and, when ``uses_neck``, ``"neck"`` (stride 8);
-    the last round's logits are the prediction; every round is supervised.
+    ``queries`` is ``(B, Q, C)``, ``valid`` ``(B, Q)`` bool, False on the padding queries of an
+    image with fewer queries than the batch's longest (a head whose queries change shared state,
+    as DRMN's pixel update, must leave them out). The last round's logits are the prediction;
+    rounds from ``first_supervised_round`` on are supervised.
     """
 
     uses_neck: bool = True  # a head that never reads features["neck"] sets False: no neck is built
+    first_supervised_round: int = 0  # 1 leaves the initial matching (round 0) out of the loss
 
 
 @dataclass
@@ -139,6 +150,7 @@ class GroundingModel(nn.Module):
         """Word-piece queries of the phrases of each caption (padded to the batch's longest)."""
         text = (self.text_cache.get_or_compute(captions) if self.text_cache is not None
                 else self.text_encoder(captions))
+        self._check_lengths(captions, text.mask)
         device = self.text_proj.weight.device
         features, mask = text.features.to(device), text.mask.to(device)
         if self.text_adapter is not None:
@@ -156,9 +168,26 @@ class GroundingModel(nn.Module):
             gathered, phrase = pool_phrases(gathered, phrase, [len(s) for s in spans])
         return Queries(self.text_proj(gathered), phrase)
 
+    def _check_lengths(self, captions: list[str], mask: torch.Tensor) -> None:
+        """InputError for a caption of more than ``max_word_pieces`` word pieces."""
+        limit = self.cfg.max_word_pieces
+        if limit is None:
+            return
+        for caption, n in zip(captions, mask.sum(1).tolist()):
+            if n > limit:
+                raise InputError(f"this caption is {n} word pieces long (with [CLS] and [SEP]); the "
+                                 f"model takes at most {limit} (max_word_pieces, the papers' 230): "
+                                 f"shorten or split it, or raise model.max_word_pieces "
+                                 f"({caption[:60]!r}...)")
+
     def _phrase_tokens(self, caption: str, spans: list[tuple[int, int]], offsets: torch.Tensor
                        ) -> list[tuple[int, int]]:
         """``(token index, phrase index)`` of every word piece of every phrase, in order."""
+        if self.cfg.max_phrases is not None and len(spans) > self.cfg.max_phrases:
+            raise InputError(f"this caption has {len(spans)} phrases to ground; the model takes at "
+                             f"most {self.cfg.max_phrases} (max_phrases, the papers' 30): ground "
+                             f"fewer phrases per call, or raise model.max_phrases "
+                             f"({caption[:60]!r}...)")
         tokens = []
         for p, span in enumerate(spans):
             indices = span_to_token_indices(offsets, span)
@@ -201,7 +230,7 @@ class GroundingModel(nn.Module):
 
     def round_logits(self, features: dict[str, torch.Tensor], queries: Queries) -> list[torch.Tensor]:
         """The head's logits of every round at stride 4: L+1 x ``(B, Q, H/4, W/4)``."""
-        rounds = self.head(features, queries.features)
+        rounds = self.head(features, queries.features, queries.valid)
         size = features["p2"].shape[-2:]  # the stride-4 grid
         return [logits if logits.shape[-2:] == size else
                 F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
@@ -259,12 +288,14 @@ class GroundingModel(nn.Module):
 
     def loss(self, rounds: list[torch.Tensor], queries: Queries, masks: list[torch.Tensor]
              ) -> dict[str, torch.Tensor]:
-        """BCE + Dice on every round; each word piece is supervised with its phrase's mask."""
+        """BCE + Dice on every round from the head's ``first_supervised_round``; each word piece
+        is supervised with its phrase's mask."""
         valid = queries.valid
         targets = torch.stack([masks[b][queries.phrase[b].clamp(min=0)]
                                for b in range(len(masks))])                # (B, Q, h, w)
         losses: dict[str, torch.Tensor] = {}
-        for r, logits in enumerate(rounds):
+        first = self.head.first_supervised_round
+        for r, logits in enumerate(rounds[first:], start=first):
             for name, value in bce_dice_loss(logits[valid], targets[valid], self.cfg.bce_weight,
                                              self.cfg.dice_weight, self.cfg.dice_eps).items():
                 losses[f"{name}_{r}"] = value

@@ -55,9 +55,25 @@ def gather_top_pixels(logits: torch.Tensor, pixels: torch.Tensor, k: int) -> tor
 
     logits: ``(B, Q, h, w)``; pixels: ``(B, C, h, w)`` -> ``(B, Q, k, C)``.
     """
-    b, q, h, w = logits.shape
-    k = min(k, h * w)
-    index = logits.detach().flatten(2).topk(k, dim=-1).indices            # (B, Q, k)
+    return gather_pixels(pixels, top_pixel_indices(logits, k))
+
+
+def top_pixel_indices(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat indices (row-major) of the ``k`` highest-scoring pixels of every query's map, best
+    first; no gradient flows through the choice.
+
+    logits: ``(B, Q, h, w)`` -> ``(B, Q, min(k, h * w))`` long.
+    """
+    h, w = logits.shape[-2:]
+    return logits.detach().flatten(2).topk(min(k, h * w), dim=-1).indices
+
+
+def gather_pixels(pixels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Features of the pixels at flat indices ``index``.
+
+    pixels: ``(B, C, h, w)``; index: ``(B, Q, k)`` long -> ``(B, Q, k, C)``.
+    """
+    b, q, k = index.shape
     flat = pixels.flatten(2).transpose(1, 2)                              # (B, hw, C)
     gathered = torch.gather(flat, 1, index.reshape(b, q * k, 1).expand(-1, -1, flat.shape[-1]))
     return gathered.reshape(b, q, k, -1)
@@ -115,8 +131,12 @@ class PPMNHead(GroundingHead):
             LCPARound(dim, cfg.top_pixels, cfg.heads, cfg.ffn_dim, cfg.dropout, cfg.kernel_mlp_layers)
             for _ in range(cfg.rounds))
 
-    def forward(self, features: dict[str, torch.Tensor], queries: torch.Tensor) -> list[torch.Tensor]:
-        """features["neck"]: ``(B, C_v, h, w)``; queries: ``(B, Q, C)`` -> L+1 x ``(B, Q, h, w)``."""
+    def forward(self, features: dict[str, torch.Tensor], queries: torch.Tensor,
+                valid: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """features["neck"]: ``(B, C_v, h, w)``; queries: ``(B, Q, C)`` -> L+1 x ``(B, Q, h, w)``.
+
+        ``valid`` (padding queries) is not needed: PPMN's queries never read each other.
+        """
         neck = features["neck"]
         if self.pixel_coords:
             neck = torch.cat([neck, coordinate_channels(neck)], dim=1)

@@ -99,6 +99,36 @@ def test_score_png(tmp_path, capsys):
     assert Image.open(tmp_path / "curves.png").format == "PNG"
 
 
+def test_score_png_with_the_ppmn_protocol(tmp_path, capsys):
+    """--protocol ppmn: IoUs on the stride-4 grid of the input resized by --ppmn-size (the
+    protocol's own module is tested against the official procedure in tests/metrics)."""
+    from groundkit.metrics.png_protocol import ppmn_mask_ious, resized_size
+
+    narratives = load_narratives(SAMPLE / "png_narratives.json")
+    records, ious = [], []
+    for k, n in enumerate(narratives):
+        ids = raw_ids(n.image_id)
+        indices = [i for i, u in enumerate(n.utterances) if u.noun and u.segment_ids]
+        gts = np.array([np.isin(ids, n.utterances[i].segment_ids) for i in indices])
+        preds = np.array([perturb(g, 1 + j % 3) for j, g in enumerate(gts)])
+        records.append(grounding_record(n, indices, preds, [0.5] * len(indices)))
+        ious.extend(ppmn_mask_ious(preds, gts, resized_size(*ids.shape, 400, 600)))
+    pred_path, out = tmp_path / "pred.json", tmp_path / "scores.json"
+    write_grounding_predictions(pred_path, records)
+    args = ["score", "png", "--narratives", str(SAMPLE / "png_narratives.json"),
+            "--panoptic-json", str(SAMPLE / "panoptic.json"), "--panoptic-dir",
+            str(SAMPLE / "panoptic"), "--pred", str(pred_path), "--json", str(out)]
+    assert main([*args, "--protocol", "ppmn", "--ppmn-size", "400,600"]) == 0
+    ppmn = json.loads(out.read_text())
+    assert ppmn["overall"]["ar"] == pytest.approx(np.mean(ious), abs=2e-5)  # AR ~ mean IoU
+    assert "PPMN protocol: short side 400, long side <= 600" in capsys.readouterr().out
+    assert main(args) == 0
+    assert json.loads(out.read_text())["overall"]["ar"] != ppmn["overall"]["ar"]
+    assert "IoU at the original image resolution" in capsys.readouterr().out
+    assert main([*args, "--protocol", "ppmn", "--ppmn-size", "800"]) == 2
+    assert "--ppmn-size" in capsys.readouterr().err
+
+
 def test_score_png_rejects_a_mask_of_the_wrong_size(tmp_path, capsys):
     n = load_narratives(SAMPLE / "png_narratives.json")[0]
     pred_path = tmp_path / "pred.json"

@@ -124,7 +124,8 @@ def test_refinement_round_matches_a_literal_loop_over_queries(h, w):
     queries, pixels = torch.randn(2, 3, c), torch.randn(2, c, h, w)
     grid, logits = torch.randn(2, c + 2, h, w), torch.randn(2, 3, h, w)
     levels = flatten_levels([torch.randn(2, c, 8 // 2 ** i, 8 // 2 ** i) for i in range(4)])
-    got_queries, got_logits = refine(queries, pixels, grid, logits, levels)
+    got_queries, got_logits, got_pixels = refine(queries, pixels, grid, logits, levels)
+    assert got_pixels is pixels  # without pixel_update every round matches the first-stage map
     for b in range(2):
         for q in range(3):
             scores = logits[b, q].flatten().tolist()

@@ -104,6 +104,40 @@ def test_too_many_queries_is_a_clear_error(encoder, query, limit):
         model(tiny_batch(b=1))
 
 
+def dots(words: int) -> tuple[str, list[tuple[int, int]]]:
+    """A caption of ``words`` times "dot" (one word piece each) and the span of every word."""
+    return " ".join(["dot"] * words), [(4 * i, 4 * i + 3) for i in range(words)]
+
+
+@pytest.mark.parametrize("query", ["phrase", "word_piece"])
+def test_the_papers_30_phrases_per_caption_is_a_clear_error_past_it(encoder, query):
+    from dataclasses import replace
+
+    model = build_ppmn_with(encoder, query=query, max_queries=1000).eval()
+    caption, spans = dots(31)
+    assert model.cfg.max_phrases == 30
+    queries = model.encode_text([caption], [spans[:30]])
+    assert queries.phrase.max().item() == 29                  # every phrase kept, in order
+    with pytest.raises(InputError, match="31 phrases.*max_phrases"):
+        model.encode_text([caption], [spans])
+    model.cfg = replace(model.cfg, max_phrases=None)          # lifted: all 31, none cut off
+    assert model.encode_text([caption], [spans]).phrase.max().item() == 30
+
+
+def test_the_papers_230_word_pieces_per_caption_is_a_clear_error_past_it(encoder):
+    from dataclasses import replace
+
+    model = build_ppmn_with(encoder).eval()
+    assert model.cfg.max_word_pieces == 230
+    caption, spans = dots(228)                                # + [CLS] and [SEP] = 230
+    assert len(model.encode_text([caption], [spans[-1:]]).phrase[0]) == 1
+    caption, spans = dots(229)
+    with pytest.raises(InputError, match="231 word pieces.*max_word_pieces"):
+        model.encode_text([caption], [spans[-1:]])            # the phrase past the cut: no silent loss
+    model.cfg = replace(model.cfg, max_word_pieces=None)
+    assert len(model.encode_text([caption], [spans[-1:]]).phrase[0]) == 1
+
+
 def test_pool_phrases_averages_word_pieces_per_phrase():
     features = torch.arange(12.0).reshape(1, 4, 3)
     pooled, index = pool_phrases(features, torch.tensor([[0, 0, 1, -1]]), [2])
