@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import label as connected_components
 
 from groundkit._io import atomic_path
 from groundkit.data.images import to_rgb_array
@@ -387,7 +388,8 @@ def _candidates(item: LabelItem, w: int, h: int, size: tuple[int, int]
     """Boxes ``(x0, y0, x1, y1)`` a ``w x h`` label of ``item`` may take inside a picture of
     ``size = (H, W)``, best first. A region at least as large as its label: a grid around its
     point (steps of half a label's width and a label's height), on the mask first, nearest
-    first. A smaller one: just outside its bounding box, nearest first."""
+    first. A smaller one: just outside the bounding box of the piece of it at its point, nearest
+    first."""
     height, width = size
     cx, cy = item.point
     ranked: list[tuple[bool, float, int, int]] = []
@@ -404,8 +406,9 @@ def _candidates(item: LabelItem, w: int, h: int, size: tuple[int, int]
             for j in range(-4, 5):
                 add(cx + j * w / 2, cy + i * (h + 2))
     else:
-        if item.mask is not None and item.mask.any():
-            rows, cols = np.nonzero(item.mask)
+        if item.mask is not None and item.mask[cy, cx]:  # the piece of the region at the point
+            pieces, _ = connected_components(item.mask)
+            rows, cols = np.nonzero(pieces == pieces[cy, cx])
             top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         else:
             top, bottom, left, right = cy, cy + 1, cx, cx + 1
