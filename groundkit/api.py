@@ -131,8 +131,9 @@ class Predictor:
         """The result of one image (and the text the family needs, if any)."""
         raise NotImplementedError
 
-    def draw(self, image: np.ndarray, result: Any) -> Any:
-        """A picture (PIL image) of ``result`` over ``image (H, W, 3) uint8``."""
+    def draw(self, image: np.ndarray, result: Any, labels: bool = True) -> Any:
+        """A picture (PIL image) of ``result`` over ``image (H, W, 3) uint8``; ``labels``: each
+        phrase, segment or expression also named on the image (not only below it)."""
         raise NotImplementedError
 
     def to_json(self, result: Any) -> dict[str, Any]:
@@ -259,8 +260,9 @@ class Grounder(Predictor):
         self.set_image(image)
         return self.ground(text, spans)
 
-    def draw(self, image: np.ndarray, result: GroundingResult) -> Any:
-        return overlay_grounding(image, result.caption, result.spans, result.masks, result.scores)
+    def draw(self, image: np.ndarray, result: GroundingResult, labels: bool = True) -> Any:
+        return overlay_grounding(image, result.caption, result.spans, result.masks, result.scores,
+                                 labels=labels)
 
     def to_json(self, result: GroundingResult) -> dict[str, Any]:
         """The caption and its phrases with the keys of grounding prediction files
@@ -381,8 +383,9 @@ class Segmenter(Predictor):
             raise InputError("panoptic segmentation takes no caption")
         return self.segment(image)
 
-    def draw(self, image: np.ndarray, result: PanopticResult) -> Any:
-        return overlay_panoptic(image, result.id_map, result.segments_info, self.categories)
+    def draw(self, image: np.ndarray, result: PanopticResult, labels: bool = True) -> Any:
+        return overlay_panoptic(image, result.id_map, result.segments_info, self.categories,
+                                labels=labels)
 
     def to_json(self, result: PanopticResult) -> dict[str, Any]:
         """``segments_info`` with the keys of COCO panoptic prediction files (``id``,
@@ -487,9 +490,9 @@ class Referrer(Predictor):
         self.set_image(image)
         return self.refer(text)
 
-    def draw(self, image: np.ndarray, result: ReferringResult) -> Any:
+    def draw(self, image: np.ndarray, result: ReferringResult, labels: bool = True) -> Any:
         return overlay_referring(image, result.expression, result.box, result.mask,
-                                 result.proposals, result.score)
+                                 result.proposals, result.score, labels=labels)
 
     def to_json(self, result: ReferringResult) -> dict[str, Any]:
         out = {"expression": result.expression,

@@ -2,9 +2,15 @@
 
 * :func:`overlay_grounding`: each phrase's mask tinted in its own colour over the image, and the
   caption below with each phrase written in that colour, so colours match phrases at a glance;
-* :func:`overlay_panoptic`: a panoptic map over the image with a legend of the categories present;
+* :func:`overlay_panoptic`: a panoptic map over the image with a legend of the categories present,
+  one swatch per colour drawn;
 * :func:`overlay_referring`: the referent's mask and box, the proposals it was chosen among drawn
   faintly, and the expression below;
+* labels on the image, as detectron2's Visualizer puts them: each phrase or segment named in small
+  white text on a box of its colour darkened, at the deepest point of its region, the largest
+  regions first, never one label over another (:func:`place_labels`; a picture's labels are in
+  ``picture.info["labels"]``). Every region's tint is painted before any outline, so an outline
+  stays visible under another region's tint, and labels come last;
 * :func:`contact_sheet`: many such pictures on one page; :func:`save_image` writes a PNG atomically;
 * :func:`region_layer` and :func:`label_point`: one mask as a transparent layer, and where its
   label goes, for views that show or highlight the parts of a result one at a time (the web app).
@@ -22,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import label as connected_components
 
 from groundkit._io import atomic_path
 from groundkit.data.images import to_rgb_array
@@ -52,6 +59,31 @@ class _Run:
     style: str = "plain"
 
 
+@dataclass(frozen=True)
+class LabelItem:
+    """A region that wants a label: its ``text``, the ``point (x, y)`` it names (see
+    :func:`label_point`), its ``colour``, its ``area`` in pixels (larger regions are labelled
+    first) and, when given, its ``mask (H, W) bool``: a label that must move stays on it if it
+    can."""
+
+    text: str
+    point: tuple[int, int]
+    colour: RGB
+    area: int
+    mask: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Label:
+    """A label as drawn: ``box = (x0, y0, x1, y1)`` in the picture's pixels (x1, y1 exclusive),
+    inside the picture and overlapping no other label's box."""
+
+    text: str
+    box: tuple[int, int, int, int]
+    point: tuple[int, int]
+    colour: RGB
+
+
 def phrase_colors(n: int) -> list[RGB]:
     """``n`` clearly distinct saturated colours: a fixed palette of 10, cycled for more phrases."""
     if n < 0:
@@ -62,25 +94,31 @@ def phrase_colors(n: int) -> list[RGB]:
 # --- grounding -----------------------------------------------------------------------------------
 
 def overlay_grounding(image: np.ndarray, caption: str, spans: Sequence[tuple[int, int]],
-                      masks: np.ndarray, scores: np.ndarray | None = None) -> Image.Image:
+                      masks: np.ndarray, scores: np.ndarray | None = None,
+                      labels: bool = True) -> Image.Image:
     """The image with phrase ``k``'s mask tinted and outlined in colour ``k``, caption below.
 
     image: ``(H, W, 3) uint8`` (any form :func:`~groundkit.data.images.to_rgb_array` takes);
     spans: N ``[start, end)`` character spans of the phrases in ``caption``;
-    masks: ``(N, H, W) bool``; scores: ``(N,)`` or None, written after each phrase when given.
-    Later phrases are drawn over earlier ones. Images narrower than :data:`MIN_WIDTH` are
-    upscaled by an integer factor (nearest), so a 128-pixel image becomes 384 pixels wide.
+    masks: ``(N, H, W) bool``; scores: ``(N,)`` or None, written after each phrase when given;
+    labels: each phrase (shortened) written on its region (``picture.info["labels"]``).
+    Tints blend in phrase order, then every outline is drawn over all tints. Images narrower
+    than :data:`MIN_WIDTH` are upscaled by an integer factor (nearest), so a 128-pixel image
+    becomes 384 pixels wide.
     """
     rgb = to_rgb_array(image)
     masks, spans, scores = _check_grounding(rgb.shape[:2], caption, spans, masks, scores)
     factor = _upscale_factor(rgb.shape[1])
     canvas = _upscale(rgb, factor)
     colours = phrase_colors(len(spans))
-    for mask, colour in zip(masks, colours):
-        _paint_region(canvas, _upscale(mask, factor), colour)
+    regions = [_upscale(mask, factor) for mask in masks]
+    _paint_regions(canvas, regions, colours)
+    picture = Image.fromarray(canvas)
+    placed = _label_regions(picture, [" ".join(caption[s:e].split()) for s, e in spans], masks,
+                            regions, colours, factor) if labels else []
     font = _font(canvas.shape[1])
     panel = _text_panel(_caption_words(caption, spans, colours, scores), canvas.shape[1], font)
-    return _stack(Image.fromarray(canvas), panel)
+    return _stack(picture, panel, placed)
 
 
 def _check_grounding(size: tuple[int, int], caption: str, spans: Sequence[tuple[int, int]],
@@ -147,12 +185,15 @@ def _merge_runs(chars: list[tuple[str, RGB, str]]) -> list[_Run]:
 
 def overlay_panoptic(image: np.ndarray, id_map: np.ndarray,
                      segments_info: Sequence[Mapping[str, Any]],
-                     categories: Mapping[int, Category]) -> Image.Image:
+                     categories: Mapping[int, Category], labels: bool = True) -> Image.Image:
     """The image with every segment tinted and outlined, and a legend of its categories below.
 
     id_map: ``(H, W) int`` segment ids (0 = void, left untinted); segments_info: detectron2's
-    ``[{"id", "category_id", ...}]``; categories: by id. Stuff segments take their category's
-    colour; thing instances a per-instance variation of it, so that neighbours can be told apart.
+    ``[{"id", "category_id", ...}]``; categories: by id; labels: each segment's category name
+    written on it (``picture.info["labels"]``). Stuff segments take their category's colour;
+    thing instances a per-instance variation of it (:func:`segment_colours`), so that neighbours
+    can be told apart. The legend has a swatch for every colour drawn: a category's instances
+    side by side, then its name and count.
     """
     rgb = to_rgb_array(image)
     ids = np.asarray(id_map)
@@ -162,20 +203,28 @@ def overlay_panoptic(image: np.ndarray, id_map: np.ndarray,
                          f"{tuple(ids.shape)}")
     segments = _check_segments(ids, segments_info, categories)
     factor = _upscale_factor(rgb.shape[1])
-    canvas, ids = _upscale(rgb, factor), _upscale(ids, factor)
-    for (segment_id, category), colour in zip(segments, _segment_colours(segments)):
-        _paint_region(canvas, ids == segment_id, colour)
+    canvas = _upscale(rgb, factor)
+    colours = _segment_colours(segments)
+    regions = [_upscale(ids == segment_id, factor) for segment_id, _ in segments]
+    _paint_regions(canvas, regions, colours)
+    picture = Image.fromarray(canvas)
+    placed = _label_regions(picture, [category.name for _, category in segments],
+                            [ids == segment_id for segment_id, _ in segments], regions, colours,
+                            factor) if labels else []
     font = _font(canvas.shape[1])
-    return _stack(Image.fromarray(canvas), _text_panel(_legend(segments), canvas.shape[1], font))
+    legend = _text_panel(_legend(segments, colours, font), canvas.shape[1], font)
+    return _stack(picture, legend, placed)
 
 
 def overlay_referring(image: np.ndarray, expression: str, box: np.ndarray,
                       mask: np.ndarray | None = None, proposals: np.ndarray | None = None,
-                      score: float | None = None) -> Image.Image:
+                      score: float | None = None, labels: bool = True) -> Image.Image:
     """The image with the referent's mask tinted, its box drawn, the ``proposals`` it was chosen
     among drawn thin and faint (as PBREC's Fig. 4), and the expression below in the box's colour.
 
-    box: ``(4,)`` xyxy pixels; mask: ``(H, W) bool`` or None; proposals: ``(k, 4)`` or None.
+    box: ``(4,)`` xyxy pixels; mask: ``(H, W) bool`` or None; proposals: ``(k, 4)`` or None;
+    labels: the expression (shortened) on a label at the box's top-left corner, above the box
+    when there is room, else just inside it (``picture.info["labels"]``).
     """
     rgb = to_rgb_array(image)
     box = np.asarray(box, dtype=np.float64).reshape(-1)
@@ -188,15 +237,21 @@ def overlay_referring(image: np.ndarray, expression: str, box: np.ndarray,
     canvas = _upscale(rgb, factor)
     colour, faint = _PALETTE[0], _PALETTE[1]
     if mask is not None:
-        _paint_region(canvas, _upscale(np.asarray(mask, bool), factor), colour)
+        _paint_regions(canvas, [_upscale(np.asarray(mask, bool), factor)], [colour])
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture, "RGBA")
     for p in [] if proposals is None else np.asarray(proposals, dtype=np.float64).reshape(-1, 4):
         draw.rectangle((p * factor).tolist(), outline=(*faint, 110), width=1)
     draw.rectangle((box * factor).tolist(), outline=colour, width=max(2, factor))
+    placed = []
+    if labels:
+        placed = [_corner_label(" ".join(expression.split()), box * factor, colour,
+                                picture.size, _label_font(picture.width))]
+        _draw_labels(picture, placed, _label_font(picture.width))
     text = expression if score is None else f"{expression} ({score:.2f})"
     font = _font(canvas.shape[1])
-    return _stack(picture, _text_panel([[_Run(text, colour, "underline")]], canvas.shape[1], font))
+    return _stack(picture, _text_panel([[_Run(text, colour, "underline")]], canvas.shape[1], font),
+                  placed)
 
 
 def _check_segments(ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]],
@@ -219,7 +274,8 @@ def _check_segments(ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]],
 
 def segment_colours(segments_info: Sequence[Mapping[str, Any]],
                     categories: Mapping[int, Category]) -> list[RGB]:
-    """The colour :func:`overlay_panoptic` tints each segment of ``segments_info`` with."""
+    """The colour :func:`overlay_panoptic` tints each segment of ``segments_info`` with (each has
+    a swatch of exactly this colour in its legend)."""
     return _segment_colours([(int(s["id"]), categories[s["category_id"]]) for s in segments_info])
 
 
@@ -238,18 +294,29 @@ def _segment_colours(segments: list[tuple[int, Category]]) -> list[RGB]:
     return colours
 
 
-def _legend(segments: list[tuple[int, Category]]) -> list[list[_Run]]:
-    """One legend item per category present, in id order: a swatch then the name (and count)."""
+def _legend(segments: list[tuple[int, Category]], colours: list[RGB],
+            font: Font) -> list[list[_Run]]:
+    """Per category present, in id order: a swatch of every colour its segments are drawn in
+    (one for stuff; its instances' side by side for things), then the name (and count).
+
+    A long row of swatches is cut into items of at most a dozen, so that it can wrap."""
+    drawn: dict[int, list[RGB]] = {}
     counts: dict[int, int] = {}
-    for _, category in segments:
-        counts[category.id] = counts.get(category.id, 0) + 1
     by_id = {c.id: c for _, c in segments}
+    for (_, category), colour in zip(segments, colours):
+        counts[category.id] = counts.get(category.id, 0) + 1
+        if colour not in drawn.setdefault(category.id, []):
+            drawn[category.id].append(colour)
     items = []
     for cid in sorted(counts):
         category = by_id[cid]
         name = f"{category.name} ({counts[cid]})" if category.isthing and counts[cid] > 1 \
             else category.name
-        items.append([_Run("", tuple(category.color), "swatch"), _Run(f" {name}    ", _TEXT)])
+        style = "swatch" if len(drawn[cid]) == 1 else "chip"
+        chips = [_Run("", c, style) for c in drawn[cid]]
+        groups = [chips[i:i + 12] for i in range(0, len(chips), 12)]
+        items += groups[:-1]
+        items.append([*groups[-1], _Run(f" {name}    ", _TEXT)])
     return items
 
 
@@ -284,6 +351,149 @@ def label_point(mask: np.ndarray) -> tuple[int, int] | None:
     depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(depth.argmax()), depth.shape)
     return int(x), int(y)
+
+
+# --- labels on the image -------------------------------------------------------------------------
+
+def place_labels(items: Sequence[LabelItem], size: tuple[int, int], font: Font | None = None
+                 ) -> list[Label]:
+    """Where the labels of ``items`` go on a picture of ``size = (H, W)``, as detectron2 places
+    them, but never one over another: the largest regions first, each label centred on its
+    point if that is free, else moved to the nearest free spot (on its region's mask first, when
+    one is given), else left out. A region smaller than its label gets the label beside it
+    (above, below, left or right of the region) rather than over it; a speck (under a quarter of
+    a square of the label's height) gets none. Texts longer than 40 % of the width are shortened
+    with "...". The labels never overlap one another and lie inside the picture.
+
+    Returns the labels placed, in placing order (largest region first).
+    """
+    height, width = size
+    font = font or _label_font(width)
+    placed: list[Label] = []
+    for item in sorted(items, key=lambda it: -it.area):  # stable: equal areas keep their order
+        text = _shorten(item.text, max(48, round(0.4 * width)), font)
+        w, h = _label_size(text, font)
+        if w > width or h > height or 4 * item.area < h * h:
+            continue
+        taken = [label.box for label in placed]
+        box = next((b for b in _candidates(item, w, h, size)
+                    if not any(_overlap(b, other) for other in taken)), None)
+        if box is not None:
+            placed.append(Label(text, box, item.point, item.colour))
+    return placed
+
+
+def _candidates(item: LabelItem, w: int, h: int, size: tuple[int, int]
+                ) -> list[tuple[int, int, int, int]]:
+    """Boxes ``(x0, y0, x1, y1)`` a ``w x h`` label of ``item`` may take inside a picture of
+    ``size = (H, W)``, best first. A region at least as large as its label: a grid around its
+    point (steps of half a label's width and a label's height), on the mask first, nearest
+    first. A smaller one: just outside the bounding box of the piece of it at its point, nearest
+    first."""
+    height, width = size
+    cx, cy = item.point
+    ranked: list[tuple[bool, float, int, int]] = []
+
+    def add(x: float, y: float, off_mask: bool | None = None) -> None:  # (x, y): the centre
+        x0 = int(np.clip(round(x - w / 2), 0, width - w))
+        y0 = int(np.clip(round(y - h / 2), 0, height - h))
+        if off_mask is None:
+            off_mask = item.mask is not None and not item.mask[y0 + h // 2, x0 + w // 2]
+        ranked.append((off_mask, math.hypot(x - cx, y - cy), x0, y0))
+
+    if item.area >= w * h:
+        for i in range(-4, 5):
+            for j in range(-4, 5):
+                add(cx + j * w / 2, cy + i * (h + 2))
+    else:
+        if item.mask is not None and item.mask[cy, cx]:  # the piece of the region at the point
+            pieces, _ = connected_components(item.mask)
+            rows, cols = np.nonzero(pieces == pieces[cy, cx])
+            top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        else:
+            top, bottom, left, right = cy, cy + 1, cx, cx + 1
+        for k in (-1, 0, 1):
+            add(cx + k * w / 2, top - 1 - h / 2, False)        # above
+            add(cx + k * w / 2, bottom + 1 + h / 2, False)     # below
+            add(left - 1 - w / 2, cy + k * (h + 2), False)     # left
+            add(right + 1 + w / 2, cy + k * (h + 2), False)    # right
+    return [(x0, y0, x0 + w, y0 + h) for _, _, x0, y0 in sorted(ranked)]
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int = 1) -> bool:
+    """Whether boxes ``a`` and ``b`` (x0, y0, x1, y1; x1, y1 exclusive) come closer than
+    ``gap`` pixels."""
+    return not (a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1]
+                or b[3] + gap <= a[1])
+
+
+def _label_regions(picture: Image.Image, texts: Sequence[str], masks: Sequence[np.ndarray],
+                   regions: Sequence[np.ndarray], colours: Sequence[RGB], factor: int
+                   ) -> list[Label]:
+    """Label each region on ``picture`` (in place) at its :func:`label_point`; returns the labels.
+
+    masks: each region at the image's size (where the point is found, cheaper than upscaled);
+    regions: the same ``factor`` times larger, at the picture's size."""
+    font = _label_font(picture.width)
+    items = []
+    for text, mask, region, colour in zip(texts, masks, regions, colours):
+        point = label_point(mask)
+        if point is not None and text:
+            x, y = (v * factor + factor // 2 for v in point)
+            items.append(LabelItem(text, (x, y), colour, int(region.sum()), region))
+    placed = place_labels(items, (picture.height, picture.width), font)
+    _draw_labels(picture, placed, font)
+    return placed
+
+
+def _corner_label(text: str, box: np.ndarray, colour: RGB, size: tuple[int, int],
+                  font: Font) -> Label:
+    """A label for ``box`` (xyxy, picture pixels) on a picture of ``size = (W, H)``: at its
+    top-left corner, above the box when there is room, else just inside its top edge; always
+    inside the picture."""
+    width, height = size
+    text = _shorten(text, round(0.6 * width), font)
+    w, h = _label_size(text, font)
+    x0 = int(np.clip(round(box[0]), 0, max(0, width - w)))
+    y0 = round(box[1]) - h
+    if y0 < 0:
+        y0 = int(np.clip(round(box[1]), 0, max(0, height - h)))
+    return Label(text, (x0, y0, x0 + w, y0 + h), (round(box[0]), round(box[1])), colour)
+
+
+def _draw_labels(picture: Image.Image, labels: Sequence[Label], font: Font) -> None:
+    """Each label as detectron2 draws one: small white text on a box of its region's colour
+    darkened (readable on any background), framed in the colour itself."""
+    draw = ImageDraw.Draw(picture, "RGBA")
+    top, pad = font.getbbox("Ag")[1], _label_pad(font)
+    for label in labels:
+        x0, y0, x1, y1 = label.box
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=(*_label_fill(label.colour), 225),
+                       outline=label.colour)
+        draw.text((x0 + pad, y0 + pad - top), label.text, fill=_WHITE, font=font)
+
+
+def _label_fill(colour: RGB) -> RGB:
+    """``colour`` darkened to at most 60 % and a luminance of at most 80, so white reads on it."""
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    scale = min(0.6, 80 / max(luminance, 1.0))
+    return tuple(round(c * scale) for c in colour)  # type: ignore[return-value]
+
+
+def _label_font(width: int) -> Font:
+    """Pillow's built-in font, smaller than the caption's: 12 to 18 pixels with the width."""
+    return ImageFont.load_default(size=min(18, max(12, round(width / 42))))
+
+
+def _label_pad(font: Font) -> int:
+    return max(2, round(getattr(font, "size", 12) / 6))
+
+
+def _label_size(text: str, font: Font) -> tuple[int, int]:
+    """``(w, h)`` of the box of a label reading ``text``."""
+    _, top, _, bottom = font.getbbox("Ag")
+    pad = _label_pad(font)
+    return math.ceil(font.getlength(text)) + 2 * pad, bottom - top + 2 * pad
 
 
 # --- contact sheet and files ---------------------------------------------------------------------
@@ -337,14 +547,19 @@ def _upscale(array: np.ndarray, factor: int) -> np.ndarray:
     return array.copy() if factor == 1 else array.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def _paint_region(canvas: np.ndarray, mask: np.ndarray, colour: RGB) -> None:
-    """Tint ``canvas (H, W, 3) uint8`` in place inside ``mask (H, W) bool``; outline it opaque.
+def _paint_regions(canvas: np.ndarray, masks: Sequence[np.ndarray], colours: Sequence[RGB]
+                   ) -> None:
+    """Tint ``canvas (H, W, 3) uint8`` in place inside each ``mask (H, W) bool``, in order, then
+    outline every mask opaque over all the tints: no region's tint hides another's outline.
 
-    The outline lies inside the mask, 1 pixel wide per 640 pixels of width (at least 1).
+    An outline lies inside its mask, 1 pixel wide per 640 pixels of width (at least 1).
     """
-    tint = canvas[mask].astype(np.float64) * (1 - ALPHA) + np.array(colour) * ALPHA
-    canvas[mask] = tint.round().astype(np.uint8)
-    canvas[mask & ~erode(mask, max(1, canvas.shape[1] // 640))] = colour
+    for mask, colour in zip(masks, colours):
+        tint = canvas[mask].astype(np.float64) * (1 - ALPHA) + np.array(colour) * ALPHA
+        canvas[mask] = tint.round().astype(np.uint8)
+    width = max(1, canvas.shape[1] // 640)
+    for mask, colour in zip(masks, colours):
+        canvas[mask & ~erode(mask, width)] = colour
 
 
 def _font(width: int) -> Font:
@@ -357,7 +572,11 @@ def _line_height(font: Font) -> int:
 
 
 def _run_width(run: _Run, font: Font) -> float:
-    return _swatch_size(font)[0] if run.style == "swatch" else font.getlength(run.text)
+    if run.style == "swatch":
+        return _swatch_size(font)[0]
+    if run.style == "chip":  # a square swatch and a gap: one of several side by side
+        return _swatch_size(font)[1] + 2
+    return font.getlength(run.text)
 
 
 def _swatch_size(font: Font) -> tuple[int, int]:
@@ -392,7 +611,7 @@ def _text_panel(items: list[list[_Run]], width: int, font: Font) -> Image.Image:
     for i, line in enumerate(lines):
         x, y = float(margin), margin + i * line_h
         runs = [r for item in line for r in item]
-        if runs and runs[-1].style != "swatch":  # no underline under the spaces ending a line
+        if runs and runs[-1].style not in ("swatch", "chip"):  # no underline under end spaces
             runs[-1] = _Run(runs[-1].text.rstrip(), runs[-1].colour, runs[-1].style)
         for run in runs:
             x += _draw_run(draw, run, x, y, baseline, font)
@@ -402,12 +621,13 @@ def _text_panel(items: list[list[_Run]], width: int, font: Font) -> Image.Image:
 def _draw_run(draw: ImageDraw.ImageDraw, run: _Run, x: float, y: int, baseline: int,
               font: Font) -> float:
     """Draw one run with its top-left at ``(x, y)``; returns its advance."""
-    if run.style == "swatch":
+    if run.style in ("swatch", "chip"):
         w, h = _swatch_size(font)
+        w = w if run.style == "swatch" else h
         top = y + baseline - h + 2
         # a thin grey frame keeps pale swatches (sky, snow) visible on the white panel
         draw.rectangle([x, top, x + w - 1, top + h - 1], fill=run.colour, outline=_TEXT)
-        return w
+        return w + (2 if run.style == "chip" else 0)
     draw.text((x, y), run.text, fill=run.colour, font=font)
     advance = font.getlength(run.text)
     if run.style == "underline":
@@ -417,11 +637,13 @@ def _draw_run(draw: ImageDraw.ImageDraw, run: _Run, x: float, y: int, baseline: 
     return advance
 
 
-def _stack(picture: Image.Image, panel: Image.Image) -> Image.Image:
-    """``picture`` above ``panel`` (same width)."""
+def _stack(picture: Image.Image, panel: Image.Image, labels: list[Label]) -> Image.Image:
+    """``picture`` above ``panel`` (same width); ``labels`` (drawn on ``picture``, in its pixels,
+    which are the top of the result's) are kept in ``info["labels"]``."""
     out = Image.new("RGB", (picture.width, picture.height + panel.height), _WHITE)
     out.paste(picture, (0, 0))
     out.paste(panel, (0, picture.height))
+    out.info["labels"] = list(labels)
     return out
 
 

@@ -11,11 +11,14 @@ from groundkit.structures import Category
 from groundkit.visualize import (
     ALPHA,
     MIN_WIDTH,
+    LabelItem,
     contact_sheet,
     label_point,
     overlay_grounding,
     overlay_panoptic,
+    overlay_referring,
     phrase_colors,
+    place_labels,
     region_layer,
     save_image,
     segment_colours,
@@ -54,7 +57,7 @@ def test_grounding_colours_inside_masks_only():
     image = np.full((32, 48, 3), GREY, np.uint8)
     caption = "a red ball on the green grass"
     masks = _two_boxes()
-    out = np.asarray(overlay_grounding(image, caption, [(2, 10), (18, 29)], masks))
+    out = np.asarray(overlay_grounding(image, caption, [(2, 10), (18, 29)], masks, labels=False))
     factor = MIN_WIDTH // 48  # 48 px wide -> upscaled 8 times
     assert out.shape[1] == 48 * factor and out.shape[0] > 32 * factor
     picture = out[:32 * factor]
@@ -79,17 +82,18 @@ def test_caption_panel_has_every_phrase_colour():
     assert not _has(panel, phrase_colors(4)[3])
 
 
-def test_later_phrase_is_drawn_on_top():
+def test_tints_blend_in_order_and_every_outline_stays_visible():
     image = np.full((40, 400, 3), GREY, np.uint8)  # wide enough: no upscaling
     masks = np.zeros((2, 40, 400), bool)
     masks[0, 5:35, 10:200] = True
     masks[1, 5:35, 100:300] = True
     first, second = phrase_colors(2)
-    out = np.asarray(overlay_grounding(image, "left and right", [(0, 4), (9, 14)], masks))
+    out = np.asarray(overlay_grounding(image, "left and right", [(0, 4), (9, 14)], masks,
+                                       labels=False))
     assert out.shape[1] == 400
     assert (out[20, 150] == _blend(_blend([GREY] * 3, first), second)).all()
-    assert (out[20, 199] == _blend(first, second)).all()  # the earlier outline, tinted over
-    assert (out[5:35, 100] == second).all()  # the later outline crosses the earlier tint
+    assert (out[6:34, 199] == first).all()  # the earlier outline, under the later tint, on top
+    assert (out[6:34, 100] == second).all()  # the later outline crosses the earlier tint
 
 
 def test_caption_panel_grows_with_the_text():
@@ -135,7 +139,8 @@ def _panoptic_case():
 
 def test_panoptic_colours_and_legend():
     ids, info = _panoptic_case()
-    out = np.asarray(overlay_panoptic(np.full((32, 48, 3), GREY, np.uint8), ids, info, CATEGORIES))
+    out = np.asarray(overlay_panoptic(np.full((32, 48, 3), GREY, np.uint8), ids, info, CATEGORIES,
+                                      labels=False))
     assert out.shape[1] == 384 and out.shape[0] > 256
     picture, legend = out[:256], out[256:]
     # inside each segment's interior: the image blended with the segment colour
@@ -175,7 +180,8 @@ def test_overlays_never_paint_on_the_callers_image():
 def test_a_region_layer_over_the_image_is_that_part_of_the_overlay():
     image = np.full((32, 48, 3), GREY, np.uint8)
     masks = _two_boxes()
-    overlay = np.asarray(overlay_grounding(image, "a b", [(0, 1), (2, 3)], masks))[:256, :384]
+    overlay = np.asarray(overlay_grounding(image, "a b", [(0, 1), (2, 3)], masks,
+                                           labels=False))[:256, :384]
     picture = Image.fromarray(image).convert("RGBA")
     for mask, colour in zip(masks, phrase_colors(2)):
         layer = region_layer((32, 48), colour, mask)
@@ -213,7 +219,8 @@ def test_a_label_sits_deep_inside_its_region():
 
 def test_segment_colours_are_those_of_the_panoptic_overlay():
     ids, info = _panoptic_case()
-    out = np.asarray(overlay_panoptic(np.full((32, 48, 3), GREY, np.uint8), ids, info, CATEGORIES))
+    out = np.asarray(overlay_panoptic(np.full((32, 48, 3), GREY, np.uint8), ids, info, CATEGORIES,
+                                      labels=False))
     colours = segment_colours(info, CATEGORIES)
     for segment, colour in zip(info, colours):
         x, y = label_point(ids == segment["id"])
@@ -273,3 +280,130 @@ def test_real_sample_grounding_and_panoptic():
     pan = overlay_panoptic(image, panoptic.id_map(142238), info, panoptic.categories)
     legend = np.asarray(pan)[427:]
     assert all(_has(legend, panoptic.categories[i["category_id"]].color) for i in info)
+
+
+# --- labels on the image -------------------------------------------------------------------------
+
+def _inside(box, point, margin=0) -> bool:
+    x0, y0, x1, y1 = box
+    return x0 - margin <= point[0] < x1 + margin and y0 - margin <= point[1] < y1 + margin
+
+
+def _no_two_overlap(labels) -> bool:
+    boxes = [lb.box for lb in labels]
+    return all(a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+               for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _changed_only_in(labelled, plain, labels) -> None:
+    """The labelled picture differs from the plain one inside the label boxes only, and in each."""
+    changed = (np.asarray(labelled) != np.asarray(plain)).any(axis=-1)
+    covered = np.zeros_like(changed)
+    for label in labels:
+        x0, y0, x1, y1 = label.box
+        covered[y0:y1, x0:x1] = True
+        assert changed[y0:y1, x0:x1].mean() > 0.5  # a filled box, not a few letters
+    assert changed.any() and not changed[~covered].any()
+
+
+def test_grounding_labels_name_each_phrase_on_its_region_and_nothing_else_changes():
+    image = np.full((32, 48, 3), GREY, np.uint8)
+    masks = _two_boxes()
+    caption = "a red ball on the green grass"
+    plain = overlay_grounding(image, caption, [(2, 10), (18, 29)], masks, labels=False)
+    labelled = overlay_grounding(image, caption, [(2, 10), (18, 29)], masks)
+    assert plain.info["labels"] == [] and labelled.size == plain.size
+    labels = labelled.info["labels"]
+    assert sorted(lb.text for lb in labels) == ["green grass", "red ball"]
+    for label in labels:  # at the deepest point of its region (upscaled 8 times)
+        k = ["red ball", "green grass"].index(label.text)
+        x, y = label_point(masks[k])
+        assert label.point == (8 * x + 4, 8 * y + 4) and _inside(label.box, label.point)
+        assert label.colour == phrase_colors(2)[k]
+    _changed_only_in(labelled, plain, labels)
+
+
+def test_a_long_phrase_is_shortened_on_its_label():
+    image = np.full((64, 400, 3), GREY, np.uint8)
+    caption = "the very long and winding road that leads to the door of the old house"
+    out = overlay_grounding(image, caption, [(0, len(caption))], np.ones((1, 64, 400), bool))
+    (label,) = out.info["labels"]
+    assert label.text.endswith("...") and caption.startswith(label.text[:-3])
+    assert label.box[2] - label.box[0] <= 0.4 * 400 + 12
+
+
+def test_placed_labels_never_overlap_and_stay_inside_the_picture():
+    rng = np.random.default_rng(0)
+    items = [LabelItem(f"region {k}", (int(rng.integers(0, 300)), int(rng.integers(0, 200))),
+                       (200, 0, 0), int(rng.integers(2000, 20000))) for k in range(40)]
+    items += [LabelItem("same place", (150, 100), (0, 0, 200), 30000 - k) for k in range(5)]
+    labels = place_labels(items, (200, 300))
+    assert len(labels) >= 10 and _no_two_overlap(labels)
+    assert all(0 <= lb.box[0] < lb.box[2] <= 300 and 0 <= lb.box[1] < lb.box[3] <= 200
+               for lb in labels)
+    # the largest first, at its point; the others that wanted the same place moved off it
+    assert labels[0].text == "same place" and _inside(labels[0].box, (150, 100))
+    assert sum(lb.text == "same place" for lb in labels) == 5
+
+
+def test_a_small_region_is_labelled_beside_itself_and_a_speck_not_at_all():
+    mask = np.zeros((120, 200), bool)
+    mask[50:60, 90:100] = True  # 100 px: smaller than its label
+    speck = np.zeros((120, 200), bool)
+    speck[5, 5] = True
+    big = np.ones((120, 200), bool)
+    labels = place_labels([LabelItem("ball", (95, 55), (0, 150, 0), 100, mask),
+                           LabelItem("dust", (5, 5), (0, 0, 150), 1, speck),
+                           LabelItem("grass", (100, 60), (150, 0, 0), big.sum(), big)],
+                          (120, 200))
+    assert [lb.text for lb in labels] == ["grass", "ball"] and _no_two_overlap(labels)
+    x0, y0, x1, y1 = labels[1].box
+    assert not mask[y0:y1, x0:x1].any()  # beside the ball, not over it
+    assert _inside(labels[1].box, (95, 55), margin=labels[1].box[3] - labels[1].box[1] + 2)
+
+
+def test_panoptic_labels_name_each_segment_and_every_drawn_colour_is_a_legend_swatch():
+    ids = np.full((48, 96), 30, np.int64)
+    info = [{"id": 30, "category_id": 184}]
+    for k in range(4):  # four people: four colours, each with its swatch
+        ids[4:24, 4 + 22 * k:22 + 22 * k] = 10 + k
+        info.append({"id": 10 + k, "category_id": 1})
+    image = np.full((48, 96, 3), GREY, np.uint8)
+    plain = overlay_panoptic(image, ids, info, CATEGORIES, labels=False)
+    labelled = overlay_panoptic(image, ids, info, CATEGORIES)
+    colours = segment_colours(info, CATEGORIES)
+    assert len(set(colours)) == 5
+    legend = np.asarray(labelled)[48 * 4:]
+    assert all(_has(legend, c) for c in colours) and not _has(legend, (0, 0, 142))
+    labels = labelled.info["labels"]
+    assert sorted(lb.text for lb in labels) == ["grass"] + ["person"] * 4
+    assert labels[0].text == "grass"  # the largest first
+    assert {lb.colour for lb in labels} == set(colours) and _no_two_overlap(labels)
+    _changed_only_in(np.asarray(labelled)[:48 * 4], np.asarray(plain)[:48 * 4], labels)
+
+
+def test_real_sample_panoptic_legend_has_every_drawn_colour():
+    from groundkit.data.formats import load_panoptic
+    from groundkit.data.images import read_image
+    panoptic = load_panoptic(SAMPLE / "panoptic.json", SAMPLE / "panoptic")
+    for image_id in sorted(panoptic.images):
+        info = [{"id": s.id, "category_id": s.category_id}
+                for s in panoptic.annotation(image_id).segments]
+        image = read_image(SAMPLE / "images" / f"{image_id:012d}.jpg")
+        out = overlay_panoptic(image, panoptic.id_map(image_id), info, panoptic.categories)
+        legend = np.asarray(out)[image.shape[0]:]
+        assert all(_has(legend, c) for c in segment_colours(info, panoptic.categories))
+        assert len(out.info["labels"]) >= 5 and _no_two_overlap(out.info["labels"])
+
+
+def test_referring_label_sits_at_the_box_corner_inside_the_image():
+    image = np.full((200, 400, 3), GREY, np.uint8)
+    low = overlay_referring(image, "the red   ball on the left", np.array([50, 80, 150, 160]))
+    (label,) = low.info["labels"]
+    assert label.text == "the red ball on the left"
+    assert label.box[0] == 50 and label.box[3] == 80  # just above the box's top-left corner
+    top = overlay_referring(image, "the red ball", np.array([-5, 0, 150, 160]))
+    (label,) = top.info["labels"]
+    assert label.box[:2] == (0, 0)  # no room above: just inside, within the picture
+    plain = overlay_referring(image, "the red ball", np.array([-5, 0, 150, 160]), labels=False)
+    _changed_only_in(top, plain, [label])

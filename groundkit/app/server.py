@@ -219,7 +219,8 @@ def render(predictor: Predictor, rgb: np.ndarray, result: Any) -> dict[str, Any]
             "layer": data_url(region_layer((height, width), region.colour, region.mask,
                                            region.box))})
     return {"width": width, "height": height, "text": predictor.text_of(result),
-            "overlay": data_url(predictor.draw(rgb, result)), "regions": regions,
+            # the page puts its own labels (which highlight) over the overlay: none baked in
+            "overlay": data_url(predictor.draw(rgb, result, labels=False)), "regions": regions,
             "result": {"height": height, "width": width, **predictor.to_json(result)}}
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from groundkit._io import check_output_dir
 
@@ -336,13 +336,9 @@ def evaluate_for_page(checkpoint: str | Path, source: str, data: Path, out: Path
                       gallery: int) -> tuple[str, Any]:
     """Evaluate one checkpoint into ``out/<name>/`` and draw its gallery; its family and
     :class:`~groundkit.commands.demo_page.ModelReport`."""
-    from tqdm import tqdm
-
-    from groundkit.api import predictor_class
     from groundkit.commands.demo_page import GalleryEntry, ModelReport
-    from groundkit.commands.evaluate import evaluate_checkpoint
+    from groundkit.commands.evaluate import evaluate_checkpoint, write_gallery
     from groundkit.data.formats import write_scores
-    from groundkit.visualize import contact_sheet, save_image
 
     name = Path(str(checkpoint)).name
     folder = out / name
@@ -357,21 +353,11 @@ def evaluate_for_page(checkpoint: str | Path, source: str, data: Path, out: Path
     drew = report.evaluation.plot(plot)
     seconds["curves"] = time.time() - clock
     clock = time.time()
-    worst, scored = [], None
+    drawn, scored = [], None
     if gallery > 0:
-        items = tqdm(report.task.cases(report.dataset, folder), total=len(report.dataset),
-                     desc=f"{name}: IoU per item", unit=report.task.unit, leave=False)
-        worst, scored = worst_cases(items, gallery)
-    predictor = predictor_class(report.task.name).from_model(report.model, report.cfg)
-    entries = []
-    for rank, case in enumerate(tqdm(worst, desc=f"{name}: gallery", unit="picture",
-                                     leave=False), 1):
-        sheet = contact_sheet([predictor.draw(case.image, case.truth),
-                               predictor.draw(case.image, case.prediction)],
-                              columns=2, titles=["ground truth", "prediction"])
-        path = folder / "gallery" / f"{rank:03d}.png"
-        save_image(sheet, path)
-        entries.append(GalleryEntry(_relative(path, out), case.label, case.mean_iou, case.ious))
+        drawn, scored = write_gallery(report, folder, folder / "gallery", gallery, name)
+    entries = [GalleryEntry(_relative(path, out), case.label, case.mean_iou, case.ious)
+               for path, case in drawn]
     seconds["gallery"] = time.time() - clock
     files = [_relative(p, out) + ("/" if p.is_dir() else "")
              for p in [*report.files, folder / "scores.json"]]
@@ -379,23 +365,6 @@ def evaluate_for_page(checkpoint: str | Path, source: str, data: Path, out: Path
     return report.task.name, ModelReport(
         name, model_type, source, report.evaluation.log_metrics(), report.table, files,
         _relative(plot, out) if drew else None, entries, scored, report.task.unit, seconds)
-
-
-def worst_cases(cases: Iterable[Any], n: int) -> tuple[list[Any], int]:
-    """The ``n`` cases with the lowest mean IoU, lowest first (dataset order among equals), and
-    the number of cases with a scored part; cases with none are left out."""
-    import heapq
-
-    scored = [0]
-
-    def with_parts() -> Iterable[Any]:
-        for case in cases:
-            if case.ious:
-                scored[0] += 1
-                yield case
-
-    worst = heapq.nsmallest(n, with_parts(), key=lambda c: c.mean_iou)
-    return worst, scored[0]
 
 
 def _relative(path: Path, out: Path) -> str:

@@ -135,20 +135,36 @@ def _scores_table(s: FamilySection) -> str:
             + (f"<ul class=\"note\">{notes}</ul>" if notes else ""))
 
 
+def gallery_page(title: str, name: str, entries: Sequence[GalleryEntry], scored: int, unit: str,
+                 case_note: str) -> str:
+    """A page of one gallery alone (``groundkit evaluate --gallery``): the pictures of
+    ``entries`` (paths relative to the page), the worst first, each with its parts' IoUs."""
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            f"<h1>{escape(title)}</h1>\n{gallery_html(name, entries, scored, unit, case_note)}\n"
+            f"</body>\n</html>\n")
+
+
 def _gallery(m: ModelReport, case_note: str) -> str:
     if m.scored is None:  # no gallery asked for
         return ""
-    if not m.gallery:
-        return f"<h3>{escape(m.name)}: gallery</h3><p>No {escape(m.unit)} with a scored part.</p>"
+    return gallery_html(m.name, m.gallery, m.scored, m.unit, case_note)
+
+
+def gallery_html(name: str, entries: Sequence[GalleryEntry], scored: int, unit: str,
+                 case_note: str) -> str:
+    """The gallery of one model: a heading, a note and a figure per entry with its IoU table."""
+    if not entries:
+        return f"<h3>{escape(name)}: gallery</h3><p>No {escape(unit)} with a scored part.</p>"
     figures = []
-    for rank, e in enumerate(m.gallery, 1):
+    for rank, e in enumerate(entries, 1):
         rows = "".join(f"<tr><td>{escape(part)}</td><td style=\"background:{_shade(v)}\">"
                        f"{v:.2f}</td></tr>" for part, v in e.ious)
         figures.append(f'<figure><img src="{escape(e.picture)}" alt="{escape(e.label)}">'
                        f"<figcaption>#{rank}: {escape(e.label)}, mean IoU {e.mean_iou:.2f}"
                        f"<table><tr><th>part</th><th>IoU</th></tr>{rows}</table>"
                        f"</figcaption></figure>")
-    return (f"<h3>{escape(m.name)}: the {len(m.gallery)} worst of {m.scored} {escape(m.unit)}"
+    return (f"<h3>{escape(name)}: the {len(entries)} worst of {scored} {escape(unit)}"
             f"</h3>\n<p class=\"note\">Ground truth (left) beside prediction (right), the lowest "
             f"mean IoU first; the IoUs are {escape(case_note)}.</p>\n"
             f"<div class=\"gallery\">{''.join(figures)}</div>")

@@ -6,8 +6,12 @@ The scores printed are those of the prediction files; ``--pred-out`` keeps them 
 formats (grounding: ``predictions.json``; panoptic: COCO panoptic JSON + PNG folder), so
 ``groundkit score`` or any other tool can re-score them.
 
+``--gallery N`` draws the N worst items (lowest mean IoU of their phrases, segments or box and
+mask) as ground truth beside prediction, with a page ``index.html`` that lists each part's IoU,
+into ``--gallery-out DIR``, else ``DIR/gallery/`` of ``--pred-out DIR``.
+
 Nothing is written unless asked for: the curves go to ``--plot``, else beside ``--pred-out`` or
-``--json``, and every file written is printed.
+``--json``; a gallery needs one of its two folders; and every file written is printed.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="recall curves, for families that draw them (default: "
                              "DIR/recall_curves.png with --pred-out, else OUT_recall_curves.png "
                              "beside --json OUT.json, else none)")
+    parser.add_argument("--gallery", type=int, metavar="N",
+                        help="draw the N worst items, ground truth beside prediction with each "
+                             "part's IoU, into --gallery-out DIR, else DIR/gallery/ of --pred-out "
+                             "DIR (one of the two is needed)")
+    parser.add_argument("--gallery-out", metavar="DIR", help="where --gallery's pictures go")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-items", type=int, help="evaluate the first N narratives only")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -63,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     # Before the model runs: every output can be written, the device exists.
     if args.pred_out:
         check_output_dir(args.pred_out, "--pred-out")
+    gallery = gallery_dir(args)
+    if gallery is not None:
+        check_output_dir(gallery, "--gallery-out" if args.gallery_out else "--gallery")
     if args.json:
         check_output_file(args.json, "--json")
     plot = plot_path(args)
@@ -81,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(report.table)
         if args.pred_out:
             print(f"predictions: {' and '.join(str(p) for p in report.files)}")
+        if gallery is not None:  # inside: the cases are read back from the prediction files
+            _print_gallery(write_gallery_page(report, pred_dir, gallery, args.gallery))
     if args.json:
         from groundkit.data.formats import write_scores
         write_scores(args.json, report.evaluation.scores())
@@ -88,6 +102,26 @@ def run(args: argparse.Namespace) -> int:
     if plot is not None and report.evaluation.plot(plot):
         print(f"recall curves: {plot}")
     return 0
+
+
+def gallery_dir(args: argparse.Namespace) -> Path | None:
+    """Where ``--gallery N`` draws: ``--gallery-out``, else ``DIR/gallery`` of ``--pred-out``;
+    None without ``--gallery``. An InputError (before the model runs) for a gallery with
+    nowhere to go (never the working directory), N < 1, or ``--gallery-out`` without N."""
+    from groundkit.errors import InputError
+
+    if args.gallery is None:
+        if args.gallery_out:
+            raise InputError("--gallery-out: say how many pictures with --gallery N")
+        return None
+    if args.gallery < 1:
+        raise InputError(f"--gallery: expected N >= 1 pictures, got {args.gallery}")
+    if args.gallery_out:
+        return Path(args.gallery_out)
+    if args.pred_out:
+        return Path(args.pred_out) / "gallery"
+    raise InputError("--gallery: say where the pictures go: --gallery-out DIR, or --pred-out DIR "
+                     "(into DIR/gallery/); nothing is written into the working directory unasked")
 
 
 def plot_path(args: argparse.Namespace) -> Path | None:
@@ -143,3 +177,76 @@ def evaluate_checkpoint(checkpoint: str, data: str | Path, split: str, pred_dir:
         evaluation = task.score(dataset, pred_dir, ppmn_size=(resize.short_side, resize.max_size))
     return EvaluationReport(task, model, cfg, dataset, evaluation, files,
                             evaluation.table(task.title(cfg, data, split, dataset)))
+
+
+def worst_cases(cases: Iterable[Any], n: int) -> tuple[list[Any], int]:
+    """The ``n`` cases with the lowest mean IoU, lowest first (dataset order among equals), and
+    the number of cases with a scored part; cases with none are left out."""
+    import heapq
+
+    scored = [0]
+
+    def with_parts() -> Iterable[Any]:
+        for case in cases:
+            if case.ious:
+                scored[0] += 1
+                yield case
+
+    worst = heapq.nsmallest(n, with_parts(), key=lambda c: c.mean_iou)
+    return worst, scored[0]
+
+
+def write_gallery(report: EvaluationReport, pred_dir: str | Path, out_dir: str | Path, n: int,
+                  name: str = "") -> tuple[list[tuple[Path, Any]], int]:
+    """Draw the ``n`` worst items of ``report``'s split (:func:`worst_cases` of the family's
+    :meth:`~groundkit.engine.tasks.Task.cases`, read back from the prediction files in
+    ``pred_dir``) into ``out_dir/001.png``, ``002.png``, ...: ground truth beside prediction.
+
+    Returns ``(path, case)`` of every picture, worst first, and the number of scored items."""
+    from tqdm import tqdm
+
+    from groundkit.api import predictor_class
+    from groundkit.visualize import contact_sheet, save_image
+
+    prefix = f"{name}: " if name else ""
+    items = tqdm(report.task.cases(report.dataset, pred_dir), total=len(report.dataset),
+                 desc=f"{prefix}IoU per item", unit=report.task.unit, leave=False)
+    worst, scored = worst_cases(items, n)
+    predictor = predictor_class(report.task.name).from_model(report.model, report.cfg)
+    drawn = []
+    for rank, case in enumerate(tqdm(worst, desc=f"{prefix}gallery", unit="picture",
+                                     leave=False), 1):
+        sheet = contact_sheet([predictor.draw(case.image, case.truth),
+                               predictor.draw(case.image, case.prediction)], columns=2,
+                              titles=["ground truth", f"prediction: mean IoU {case.mean_iou:.2f}"])
+        path = Path(out_dir) / f"{rank:03d}.png"
+        save_image(sheet, path)
+        drawn.append((path, case))
+    return drawn, scored
+
+
+def write_gallery_page(report: EvaluationReport, pred_dir: str | Path, out_dir: str | Path,
+                       n: int) -> list[Path]:
+    """:func:`write_gallery` and ``out_dir/index.html``, a page of the pictures with each part's
+    IoU (the demo report's gallery); returns every file written, the page first."""
+    from groundkit._io import write_bytes
+    from groundkit.commands.demo_page import GalleryEntry, gallery_page
+
+    out_dir = Path(out_dir)
+    drawn, scored = write_gallery(report, pred_dir, out_dir, n)
+    entries = [GalleryEntry(path.name, case.label, case.mean_iou, case.ious)
+               for path, case in drawn]
+    title = report.table.strip().splitlines()[0] if report.table.strip() else "gallery"
+    html = gallery_page(title, report.cfg.model_type, entries, scored, report.task.unit,
+                        report.task.case_note or "the IoU of each part")
+    page = out_dir / "index.html"
+    write_bytes(page, html.encode("utf-8"))
+    return [page, *(path for path, _ in drawn)]
+
+
+def _print_gallery(files: list[Path]) -> None:
+    page, pictures = files[0], files[1:]
+    print(f"gallery: {page} ({len(pictures)} picture{'s' * (len(pictures) != 1)}, the worst "
+          f"first)")
+    for path in pictures:
+        print(f"  {path}")

@@ -6,17 +6,18 @@ decides what is written:
 Grounding (default): mark the phrases with brackets, ``"There is [a red circle] on [the grass]."``,
 or give their character spans in the caption with ``--spans 9:21,25:34`` (end exclusive), or
 install spaCy and an English model to find noun phrases. Writes ``DIR/overlay.png`` (each phrase
-in its own colour, the caption below coloured alike) and ``DIR/result.json`` (the caption, and per
-phrase the keys of grounding prediction files: segment_index, utterance, score, COCO RLE mask at
-the image's size; and its span).
+in its own colour and named on its region, the caption below coloured alike) and
+``DIR/result.json`` (the caption, and per phrase the keys of grounding prediction files:
+segment_index, utterance, score, COCO RLE mask at the image's size; and its span).
 
-Panoptic (``--task panoptic``): writes ``DIR/overlay.png`` with a legend, ``DIR/panoptic.png``
-(COCO panoptic ids) and ``DIR/result.json`` (segments_info with the keys of COCO panoptic
-prediction files: id, category_id, area, bbox, iscrowd, score; and isthing, category).
+Panoptic (``--task panoptic``): writes ``DIR/overlay.png`` (each segment named on it, a legend
+with a swatch per colour drawn), ``DIR/panoptic.png`` (COCO panoptic ids) and ``DIR/result.json``
+(segments_info with the keys of COCO panoptic prediction files: id, category_id, area, bbox,
+iscrowd, score; and isthing, category).
 
 Referring (``--task referring`` or a referring checkpoint, ``--expression "the red circle"``):
-writes ``DIR/overlay.png`` (the chosen box and mask, the top-k proposals faintly) and
-``DIR/result.json`` (box, score, mask RLE, proposals).
+writes ``DIR/overlay.png`` (the chosen box and mask, the expression at the box's corner, the top-k
+proposals faintly) and ``DIR/result.json`` (box, score, mask RLE, proposals).
 
 ``--image`` may be a folder: every .jpg, .jpeg and .png in it (sorted by name) is predicted with
 the same caption or expression, each into ``DIR/<file name without suffix>/``.
