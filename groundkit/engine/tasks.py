@@ -261,10 +261,12 @@ def predicted_batches(model: torch.nn.Module, dataset: Dataset,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    # Page-locked batches on CUDA: the copy to the GPU runs asynchronously.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        pin_memory=device.type == "cuda")
     try:
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
-            batch["images"] = batch["images"].to(device)
+            batch["images"] = batch["images"].to(device, non_blocking=True)
             with torch.no_grad():
                 results = model(batch)
             yield batch, results

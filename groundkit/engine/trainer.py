@@ -119,7 +119,11 @@ class TrainerConfig:
     warmup_steps: int = 0                      # linear warmup, both schedules
     min_lr_ratio: float = 0.0                  # cosine floor, as a fraction of lr
     clip_grad_norm: Optional[float] = None     # max global grad norm; None = no clipping
-    amp: bool = False                          # mixed precision, CUDA only
+    # Mixed precision on CUDA: the forward pass under torch.autocast in amp_dtype; float16 also
+    # scales the loss (GradScaler; overflowing steps are skipped), bfloat16 needs no scaling
+    # (Ampere or newer). Elsewhere a documented no-op: one warning, then float32, so that a GPU
+    # recipe can be smoke-tested on a CPU unchanged (docs/gpu.md).
+    amp: bool = False
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     # Convolution weights in channels-last layout (oneDNN's preferred one on CPU): PPMN's synthetic
     # step 3-4% faster on a quiet machine, ~10% with two trainings sharing it
@@ -574,19 +578,26 @@ def _check_losses(losses: Any) -> None:
 
 
 def _pick_device(device: str | None, local_rank: int) -> torch.device:
+    """``trainer.device`` checked (:func:`~groundkit.engine.distributed.resolve_device`); None,
+    or ``cuda`` without an index, is ``cuda:LOCAL_RANK`` when CUDA is there (each torchrun rank
+    on its own GPU), else the CPU."""
     if device is not None:
-        from groundkit.engine.distributed import resolve_device
-
-        return resolve_device(device)
+        dev = gdist.resolve_device(device)
+        return torch.device("cuda", local_rank) if dev.type == "cuda" and dev.index is None else dev
     return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
 
 
 def _amp_dtype(config: TrainerConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``trainer.amp`` on ``device``: None (float32) when off or off CUDA
+    (with a warning); bfloat16 on a GPU without it is a ConfigError."""
     if not config.amp:
         return None
     if device.type != "cuda":
         _log.warning("trainer.amp is for CUDA only; training in float32 on %s", device)
         return None
+    if config.amp_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"trainer.amp_dtype=bfloat16: {torch.cuda.get_device_name(device)} "
+                          f"has no bfloat16 support (Ampere or newer); use float16")
     return torch.float16 if config.amp_dtype == "float16" else torch.bfloat16
 
 
