@@ -1,0 +1,75 @@
+"""Write the model card (what it was trained on, its input size, its scores) into bundled models.
+
+    python scripts/model_cards.py                       # every bundle listed in CARDS
+    python scripts/model_cards.py vlnms-fc-synthetic    # one
+    python scripts/model_cards.py --check               # list each bundle's card; 1 if one lacks it
+
+A card lives in the checkpoint's header (``meta.trained_on``, ``meta.input_size``,
+``meta.scores``) and in the JSON beside it; :func:`groundkit.hub.write_model_card` rewrites the
+file with the same tensors (checked bit for bit). A new bundle gets one entry in CARDS, with the
+scores of its line in README.md's model zoo (docs/models.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from groundkit.hub import bundled_names, checkpoint_header, model_card, write_model_card
+
+SHAPES = ("groundkit's synthetic benchmark (`groundkit generate`, seed 0): coloured shapes on "
+          "textured stuff regions")
+NARRATIVES = SHAPES + ", narratives from templates"
+
+
+def synthetic(description: str, image_size: int = 128, **counts: int) -> dict:
+    return {"data": "synthetic", "description": description, "image_size": image_size, **counts}
+
+
+# name -> (trained_on, input_size, scores); scores in percent, from README.md's model zoo and
+# docs/results.md / docs/referring.md ("unseen seed": a split generated with seed 7).
+CARDS: dict[str, tuple[dict, int, dict]] = {
+    "ppmn-synthetic": (
+        synthetic(NARRATIVES, images=12000, epochs=10), 128,
+        {"metric": "PNG AR", "val": 72.9, "unseen_seed_7": 73.3, "free_text_captions": 75.8,
+         "source": "docs/results.md, The bundled checkpoints"}),
+    "drmn-synthetic": (
+        synthetic(NARRATIVES, images=12000, epochs=10), 128,
+        {"metric": "PNG AR", "val": 72.1, "unseen_seed_7": 71.9, "free_text_captions": 74.8,
+         "source": "docs/results.md, PPMN against DRMN"}),
+    "panoptic-synthetic": (
+        synthetic(SHAPES + " (9 thing and 7 stuff classes)", images=2000, epochs=24), 128,
+        {"metric": "PQ", "val": 70.0, "unseen_seed_7": 70.0,
+         "source": "docs/results.md, panoptic"}),
+    "pbrec-synthetic": (
+        synthetic(SHAPES + ", referring expressions from templates (RefCOCO format); the first "
+                  "46,000 training sentences, about 6,000 of the 12,000 training images",
+                  sentences=46000, epochs=2), 128,
+        {"metric": "REC Acc@0.5 / RES oIoU", "val": [55.9, 36.1], "unseen_seed_7": [52.3, 34.0],
+         "free_text_expressions_val": [46.2, 28.3], "input": "128 px letterbox",
+         "source": "docs/referring.md"}),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="bundles to describe (default: all in CARDS)")
+    parser.add_argument("--check", action="store_true", help="only list the cards")
+    args = parser.parse_args()
+    if args.check:
+        missing = []
+        for name in bundled_names():
+            card = model_card(checkpoint_header(name))
+            print(f"{name}: {json.dumps(card) if card else 'NO CARD'}")
+            missing += [] if card.get("trained_on") else [name]
+        return 1 if missing else 0
+    for name in args.names or list(CARDS):
+        if name not in CARDS:
+            raise SystemExit(f"{name}: no entry in CARDS ({', '.join(CARDS)}); add one first")
+        trained_on, input_size, scores = CARDS[name]
+        print(f"wrote the card of {name} into {write_model_card(name, trained_on, input_size, scores)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
