@@ -22,9 +22,21 @@ On this project's 2-core CPU machine (one thread, other trainings running)::
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/bench_coco_size.py --models panoptic-r50 \\
         --images 2 --threads 1
 
-On a GPU machine (the device tool, one call of about 3 minutes; nothing to build)::
+On a GPU machine (the device tool, one call of about 3 minutes). Its image lacks pycocotools,
+and the bundled text encoder's package (88 MB) is more than the tool carries (64 MiB): here, in
+the repository's root, fetch the wheel and save a half-precision copy of the encoder (45 MB;
+groundkit loads it back in float32), both kept out of git::
 
-    python benchmarks/bench_coco_size.py --device cuda --images 5 --threads 8 --train-step
+    echo /.whl/ >> .git/info/exclude; echo /.minilm16/ >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
+        --implementation cp --platform manylinux_2_17_x86_64 -d .whl pycocotools==2.0.11
+    python benchmarks/bench_coco_size.py --save-text-encoder .minilm16 --models ''
+
+then one call, ``run(carry=[".whl", ".minilm16"], timeout_s=420, command=...)`` with::
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+    PYTHONPATH=.:/tmp/site python3 benchmarks/bench_coco_size.py --device cuda --images 5 \\
+        --threads 8 --train-step --text-encoder .minilm16
 
 ``--train-step`` (CUDA; on the CPU only with ``--train-size`` small, as the tests run it) also
 times one training step (forward, backward, AdamW step) of each family at the paper's backbone
@@ -58,15 +70,14 @@ HEIGHT, WIDTH = 800, 1333
 # the paper's size (full-width ResNet FPN; the heads at their dataclass defaults where the YAML
 # shrinks them). The backbone's depth is added per run.
 TRAIN_RECIPES = {
-    "ppmn": ("ppmn_synthetic.yaml", ["model.neck_channels=256", "model.hidden_dim=256",
-                                     "model.top_pixels=200", "model.heads=8",
-                                     "model.ffn_dim=2048"]),
-    "panoptic": ("panoptic_synthetic.yaml", [
-        "model.decoder_channels=128", "model.affinity_channels=128", "model.detector_levels=5",
-        "model.detector_convs=4", "model.size_limits=[64,128,256,512]",
-        "model.pre_nms_top_n=1000", "model.max_detections=100"]),
-    "pbrec": ("pbrec_synthetic.yaml", ["model.dim=256", "model.layers=4", "model.ffn_dim=512",
-                                       "model.detector_convs=4"]),
+    "ppmn": ("ppmn_synthetic.yaml", {"neck_channels": 256, "hidden_dim": 256, "top_pixels": 200,
+                                     "heads": 8, "ffn_dim": 2048}),
+    "panoptic": ("panoptic_synthetic.yaml", {
+        "decoder_channels": 128, "affinity_channels": 128, "detector_levels": 5,
+        "detector_convs": 4, "size_limits": [64, 128, 256, 512], "pre_nms_top_n": 1000,
+        "max_detections": 100}),
+    "pbrec": ("pbrec_synthetic.yaml", {"dim": 256, "layers": 4, "ffn_dim": 512,
+                                       "detector_convs": 4}),
 }
 
 
@@ -93,14 +104,32 @@ def backbone_config(depth: int):
     return BackboneConfig(depth=depth, base_width=64, fpn_channels=256, weights=None)
 
 
-def build(kind: str, depth: int) -> torch.nn.Module:
+def build(kind: str, depth: int, text_encoder: str | None = None) -> torch.nn.Module:
     from groundkit.models import build_model
 
     if kind == "panoptic":
         from groundkit.models.panoptic import PanopticConfig
         return build_model("panoptic", PanopticConfig(backbone=backbone_config(depth)))
     from groundkit.models.ppmn import PPMNConfig
-    return build_model("ppmn", PPMNConfig(backbone=backbone_config(depth)))
+    return build_model("ppmn", PPMNConfig(backbone=backbone_config(depth),
+                                          text_encoder=text_encoder))
+
+
+def save_text_encoder(out: str) -> None:
+    """The bundled MiniLM folder into ``out`` with its weights in float16 (half the bytes)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from groundkit.text.encoder import default_model_path
+
+    source = default_model_path()
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("model.safetensors", "*.bin"),
+                    dirs_exist_ok=True)
+    weights = load_file(str(source / "model.safetensors"))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
+              str(Path(out) / "model.safetensors"), metadata={"format": "pt"})
+    print(f"wrote {out}: MiniLM in float16")
 
 
 def coco_batch(kind: str, device: torch.device, height: int = HEIGHT, width: int = WIDTH
@@ -111,7 +140,7 @@ def coco_batch(kind: str, device: torch.device, height: int = HEIGHT, width: int
     from groundkit.data.transforms import image_to_tensor, pad_batch
     from groundkit.text.phrases import parse_marked_caption
 
-    rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
+    rgb = np.array(Image.open(PHOTO).convert("RGB"))  # writable: torch.from_numpy takes it
     images = pad_batch([image_to_tensor(rgb, (height, width))], 32).to(device)
     batch = {"images": images, "image_sizes": [(height, width)], "orig_sizes": [(height, width)]}
     if kind == "ppmn":
@@ -161,7 +190,7 @@ def profile_table(model: torch.nn.Module, batch: dict, device: torch.device, row
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         run_forward(model, batch, device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
@@ -169,7 +198,7 @@ def bench_one(kind: str, depth: int, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     rss_before = current_rss_mib()
     torch.manual_seed(0)
-    model = build(kind, depth).to(device).eval()
+    model = build(kind, depth, args.text_encoder).to(device).eval()
     params = sum(p.numel() for p in model.parameters())
     height, width = args.size
     batch = coco_batch(kind, device, height, width)
@@ -208,12 +237,13 @@ def train_steps(family_type: str, args: argparse.Namespace, data_root: Path) -> 
 
     device = torch.device(args.device)
     task = task_of(family_type)
-    yaml, extra = TRAIN_RECIPES[family_type]
-    backbone = [f"model.backbone.depth={args.depth}", "model.backbone.base_width=64",
-                "model.backbone.fpn_channels=256", "model.backbone.norm=frozen_bn",
-                "model.backbone.weights=null", "model.backbone.freeze=false"]
+    yaml, heads = TRAIN_RECIPES[family_type]
+    backbone = {"depth": args.depth, "base_width": 64, "fpn_channels": 256, "norm": "frozen_bn",
+                "weights": None, "freeze": False}
+    text = {"text_encoder": args.text_encoder} if args.text_encoder and family_type != "panoptic" else {}
+    model = json.dumps({"backbone": backbone, **heads, **text})  # one override, checked together
     cfg = load_config(task.experiment_class(family_type), ROOT / "configs" / yaml,
-                      [*backbone, *extra, f"data.root={data_root}", "data.max_items=null",
+                      [f"model={model}", f"data.root={data_root}", "data.max_items=null",
                        *task.input_size_overrides(args.train_size)])
     dataset = task.dataset(cfg, data_root, "train", train=True)
     cfg = task.prepare(cfg, dataset)
@@ -242,7 +272,7 @@ def train_steps(family_type: str, args: argparse.Namespace, data_root: Path) -> 
               else rss_mib())
     return {"train_step": family_type, "backbone": f"R-{args.depth}", "device": str(device),
             "input": f"{tuple(batch['images'].shape[-2:])}", "batch": args.train_batch,
-            "amp_bf16": args.amp, "loss": round(float(losses["loss"]), 4),
+            "amp_bf16": args.amp, "loss": round(losses["loss"].item(), 4),
             "seconds_per_step": round(statistics.median(times), 3),
             ("peak_cuda_allocated_mib" if device.type == "cuda" else "peak_rss_mib"): round(memory)}
 
@@ -272,10 +302,16 @@ def main() -> int:
     parser.add_argument("--train-size", type=int, default=1024)
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--amp", action="store_true", help="--train-step under bf16 autocast")
+    parser.add_argument("--text-encoder", help="a local text encoder folder (default: the "
+                                               "bundled MiniLM)")
+    parser.add_argument("--save-text-encoder", metavar="DIR",
+                        help="first write the bundled MiniLM in float16 to DIR (see above)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.save_text_encoder:
+        save_text_encoder(args.save_text_encoder)
     from groundkit.engine.distributed import resolve_device
 
     args.device = str(resolve_device(args.device))  # a clear error for cuda on this build

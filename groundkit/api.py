@@ -11,6 +11,7 @@ As segment-anything's predictor, a :class:`Grounder` is stateful (``set_image`` 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,7 @@ from groundkit.data.transforms import ResizeConfig, image_to_tensor, letterbox, 
 from groundkit.engine.distributed import default_device, resolve_device
 from groundkit.engine.tasks import get_task
 from groundkit.errors import InputError
+from groundkit.hub import checkpoint_header, model_card
 from groundkit.models.grounding import GroundingModel
 from groundkit.models.panoptic import PanopticModel
 from groundkit.models.referring.pbrec import PBRECModel
@@ -43,7 +45,16 @@ from groundkit.visualize import (
 ImageLike = Any  # np.ndarray (H, W[, C]), PIL.Image, or a path
 
 __all__ = ["Grounder", "Segmenter", "Referrer", "Predictor", "Region", "predictor_class", "as_rgb",
-           "caption_phrases", "default_device"]
+           "caption_phrases", "default_device", "photo_like", "SyntheticModelWarning"]
+
+# Distinct colours (4 bits per channel) above which an image is not a synthetic scene: the 200
+# val scenes have 60-115, the unseen seed's 300 at most 119; the web app's two COCO photos 470
+# and 586 at 128 px, still 266 and 350 at 64 px.
+SYNTHETIC_MAX_COLOURS = 200
+
+
+class SyntheticModelWarning(UserWarning):
+    """A model trained on the synthetic benchmark only was given an image unlike its scenes."""
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:
@@ -51,6 +62,23 @@ def as_rgb(image: ImageLike) -> np.ndarray:
     if isinstance(image, (str, Path)):
         return read_image(image)
     return to_rgb_array(np.array(image))
+
+
+def photo_like(rgb: np.ndarray, scene_size: int = 128) -> str | None:
+    """Why ``rgb (H, W, 3) uint8`` looks unlike the synthetic benchmark's scenes of
+    ``scene_size`` px, or None when it does not: a side over twice ``scene_size``, or more than
+    :data:`SYNTHETIC_MAX_COLOURS` distinct colours at 4 bits per channel (counted on at most
+    65,536 pixels: about 1 ms)."""
+    height, width = rgb.shape[:2]
+    if max(height, width) > 2 * scene_size:
+        return f"is {width} x {height} px (the scenes are {scene_size} px)"
+    step = max(1, int(np.ceil(np.sqrt(height * width / 65536))))
+    q = (np.asarray(rgb[::step, ::step, :3], np.uint8) >> 4).reshape(-1, 3).astype(np.int32)
+    colours = int(np.count_nonzero(np.bincount(q[:, 0] << 8 | q[:, 1] << 4 | q[:, 2],
+                                               minlength=4096)))
+    if colours > SYNTHETIC_MAX_COLOURS:
+        return f"has {colours} distinct colours (the scenes have about 60-120)"
+    return None
 
 
 def caption_phrases(caption: str, spans: Sequence[tuple[int, int]] | None = None
@@ -107,6 +135,10 @@ class Predictor:
     text_hint: str = ""
     region_name: str = "region"
     takes_spans: bool = False  # predict_one takes ``spans`` (phrases as character spans)
+    # The checkpoint's model card (:func:`groundkit.hub.model_card`: trained_on, input_size,
+    # scores), set by from_pretrained; {} when unknown (a predictor made from a module).
+    card: dict = {}
+    _domain_warned = False
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None,
@@ -119,7 +151,9 @@ class Predictor:
         model, cfg = task.load(name_or_path or task.default_checkpoint)
         if options:
             task.set_inference_options(model, options)
-        return cls.from_model(model, cfg, device)
+        predictor = cls.from_model(model, cfg, device)
+        predictor.card = model_card(checkpoint_header(name_or_path or task.default_checkpoint))
+        return predictor
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, cfg: Any,
@@ -130,6 +164,29 @@ class Predictor:
     def predict_one(self, image: ImageLike, text: str | None = None) -> Any:
         """The result of one image (and the text the family needs, if any)."""
         raise NotImplementedError
+
+    def domain_note(self, image: ImageLike) -> str | None:
+        """A note for people when the model knows only the synthetic benchmark (its card's
+        ``trained_on``) and ``image`` looks unlike its scenes (:func:`photo_like`); else None."""
+        trained = self.card.get("trained_on") or {}
+        if trained.get("data") != "synthetic":
+            return None
+        size = int(trained.get("image_size") or 128)
+        why = photo_like(as_rgb(image), size)
+        if why is None:
+            return None
+        return (f"this model was trained on synthetic scenes only ({size} px coloured shapes on "
+                f"textures) and this image {why}, like a photograph: on it the output means "
+                f"little")
+
+    def _check_domain(self, rgb: np.ndarray) -> None:
+        """Warn (:class:`SyntheticModelWarning`) the first time :meth:`domain_note` has a note."""
+        if self._domain_warned:
+            return
+        note = self.domain_note(rgb)
+        if note is not None:
+            self._domain_warned = True
+            warnings.warn(note, SyntheticModelWarning, stacklevel=3)
 
     def draw(self, image: np.ndarray, result: Any, labels: bool = True) -> Any:
         """A picture (PIL image) of ``result`` over ``image (H, W, 3) uint8``; ``labels``: each
@@ -202,6 +259,7 @@ class Grounder(Predictor):
     def set_image(self, image: ImageLike) -> None:
         """Encode ``image`` once; the following :meth:`ground` calls reuse its features."""
         rgb = as_rgb(image)
+        self._check_domain(rgb)
         tensor, size = self._prepare(rgb)
         self._image = {"rgb": rgb, "input_size": size,
                        "features": self.model.encode_images(pad_batch([tensor]).to(self.device))}
@@ -237,6 +295,8 @@ class Grounder(Predictor):
         if not images:
             return []
         rgbs = [as_rgb(im) for im in images]
+        for rgb in rgbs:
+            self._check_domain(rgb)
         prepared = [self._prepare(rgb) for rgb in rgbs]
         parsed = [caption_phrases(c) for c in captions]
         batch = {"images": pad_batch([t for t, _ in prepared]).to(self.device),
@@ -372,6 +432,8 @@ class Segmenter(Predictor):
 
     def _batch(self, rgbs: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Resized, normalised and padded ``(B, 3, H, W)`` and the size of each image inside."""
+        for rgb in rgbs:
+            self._check_domain(rgb)
         sizes = [target_size(*rgb.shape[:2], self.resize) for rgb in rgbs]
         tensors = [image_to_tensor(rgb, size) for rgb, size in zip(rgbs, sizes)]
         return pad_batch(tensors, self.resize.size_divisor).to(self.device), sizes
@@ -450,6 +512,7 @@ class Referrer(Predictor):
     def set_image(self, image: ImageLike) -> None:
         """Letterbox and encode ``image`` once; :meth:`refer` calls reuse its features."""
         rgb = as_rgb(image)
+        self._check_domain(rgb)
         tensor, scale, size = letterbox(rgb, self.input_size)
         self._image = {"rgb": rgb, "scale": scale, "size": size,
                        "features": self.model.encode_images(tensor[None].to(self.device))}
@@ -474,6 +537,8 @@ class Referrer(Predictor):
         if not images:
             return []
         rgbs = [as_rgb(im) for im in images]
+        for rgb in rgbs:
+            self._check_domain(rgb)
         boxed = [letterbox(rgb, self.input_size) for rgb in rgbs]
         batch = {"images": torch.stack([t for t, _, _ in boxed]).to(self.device),
                  "expressions": [_expression(e) for e in expressions],

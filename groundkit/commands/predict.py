@@ -21,10 +21,15 @@ proposals faintly) and ``DIR/result.json`` (box, score, mask RLE, proposals).
 
 ``--image`` may be a folder: every .jpg, .jpeg and .png in it (sorted by name) is predicted with
 the same caption or expression, each into ``DIR/<file name without suffix>/``.
+
+A bundled model knows only the synthetic benchmark (its card's ``trained_on``): given an image
+unlike its scenes (larger than 256 px, or photo-like colours), a note says so, once, on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -55,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from groundkit._io import check_output_dir
-    from groundkit.api import predictor_class
+    from groundkit.api import SyntheticModelWarning, predictor_class
     from groundkit.engine.distributed import resolve_device
     from groundkit.engine.tasks import task_of_checkpoint
     from groundkit.errors import InputError
@@ -71,12 +76,19 @@ def run(args: argparse.Namespace) -> int:
     if options and not predictor.takes_spans:
         raise InputError(f"--spans: {family} prediction takes no phrase spans (grounding does)")
     outputs = output_dirs(images, Path(args.out)) if Path(args.image).is_dir() else [args.out]
-    for image, out in zip(images, outputs):
-        result = predictor.predict_one(image, args.text, **options)
-        written = predictor.save(image, result, out)
-        for line in predictor.describe(result):
-            print(line)
-        print(f"wrote {', '.join(str(p) for p in written)}")
+    noted = False
+    with warnings.catch_warnings():  # the predictor's warning is printed once as a note instead
+        warnings.simplefilter("ignore", SyntheticModelWarning)
+        for image, out in zip(images, outputs):
+            note = None if noted else predictor.domain_note(image)
+            if note is not None:
+                print(f"groundkit predict: note: {note}", file=sys.stderr)
+                noted = True
+            result = predictor.predict_one(image, args.text, **options)
+            written = predictor.save(image, result, out)
+            for line in predictor.describe(result):
+                print(line)
+            print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
