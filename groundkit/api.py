@@ -48,8 +48,8 @@ __all__ = ["Grounder", "Segmenter", "Referrer", "Predictor", "Region", "predicto
            "caption_phrases", "default_device", "photo_like", "SyntheticModelWarning"]
 
 # Distinct colours (4 bits per channel) above which an image is not a synthetic scene: the 200
-# val scenes have 60-115, the unseen seed's 300 at most 119; the web app's two COCO photos 470
-# and 586 at 128 px, still 266 and 350 at 64 px.
+# val scenes have at most 115 (median 79), the unseen seed's 300 at most 119; the web app's two
+# COCO photos 470 and 586 at 128 px, still 266 and 350 at 64 px.
 SYNTHETIC_MAX_COLOURS = 200
 
 
@@ -77,7 +77,7 @@ def photo_like(rgb: np.ndarray, scene_size: int = 128) -> str | None:
     colours = int(np.count_nonzero(np.bincount(q[:, 0] << 8 | q[:, 1] << 4 | q[:, 2],
                                                minlength=4096)))
     if colours > SYNTHETIC_MAX_COLOURS:
-        return f"has {colours} distinct colours (the scenes have about 60-120)"
+        return f"has {colours} distinct colours (the scenes have at most about 120)"
     return None
 
 
