@@ -48,6 +48,14 @@ CARDS: dict[str, tuple[dict, int, dict]] = {
         {"metric": "REC Acc@0.5 / RES oIoU", "val": [55.9, 36.1], "unseen_seed_7": [52.3, 34.0],
          "free_text_expressions_val": [46.2, 28.3], "input": "128 px letterbox",
          "source": "docs/referring.md"}),
+    "vlnms-fc-synthetic": (
+        synthetic(SHAPES + ", referring expressions from templates (RefCOCO format); the first "
+                  "23,000 training sentences; candidates from panoptic-synthetic's detector",
+                  sentences=23000, epochs=1), 128,
+        {"metric": "REC Acc@0.5 / RES oIoU of the top proposal; proposal recall@5",
+         "val_first_600": [24.8, 15.9], "proposal_recall_at_5_val_first_600": 78.2,
+         "input": "128 px letterbox",
+         "source": "the training log's last evaluation (meta.metrics); no unseen-seed score yet"}),
 }
 
 

@@ -30,12 +30,14 @@ def test_every_bundle_has_a_card_in_its_header_and_its_json(name):
     header = checkpoint_header(name)
     assert header == json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
     card = model_card(header)
+    assert card, (f"{name} has no model card: add it to CARDS in scripts/model_cards.py and run "
+                  f"`python scripts/model_cards.py {name}` (docs/models.md)")
     trained = card["trained_on"]
     assert synthetic_only(header) and trained["image_size"] == 128
     assert trained["description"] and (trained.get("images") or trained.get("sentences"))
     assert card["input_size"] == 128
     scores = card["scores"]
-    assert scores["metric"] and "val" in scores and "unseen_seed_7" in scores
+    assert scores["metric"] and scores["source"] and any(k.startswith("val") for k in scores)
     assert header["meta"]["metrics"]  # the training log's metrics stay beside the card
 
 
