@@ -214,6 +214,11 @@ class Task(ABC):
                                  max_items=data.max_items, cache=data.cache)
         val_set = self.dataset(cfg, data.root, data.val_split, max_items=cfg.eval.max_items,
                                cache=data.cache)
+        for name, split, dataset in (("data.train_split", data.train_split, train_set),
+                                     ("data.val_split", data.val_split, val_set)):
+            if len(dataset) == 0:  # found now, not after the training it would end
+                raise ConfigError(f"{name}: the split '{split}' of {data.root} has no items to "
+                                  f"{'train on' if dataset is train_set else 'evaluate on'}")
         cfg = self.prepare(cfg, train_set)
         seed_everything(cfg.trainer.seed)  # the initial weights are a function of the seed
         model = self.build_model(cfg)

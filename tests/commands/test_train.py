@@ -73,3 +73,18 @@ def test_ctrl_c_outside_training_is_one_line_and_130(tmp_path, monkeypatch, caps
     (tmp_path / "tiny.yaml").write_text("model_type: tiny\n")
     assert main(["train", "--config", str(tmp_path / "tiny.yaml")]) == 130
     assert capsys.readouterr().err == "groundkit train: interrupted\n"
+
+
+def test_an_empty_val_split_is_refused_before_training(tmp_path, capsys):
+    """A folder without val images (e.g. `groundkit generate --val 0`) used to fail only at the
+    evaluation after the last step, losing the run; now before the first step."""
+    from groundkit.data.synthetic import generate_benchmark
+
+    root = tmp_path / "noval"
+    generate_benchmark(root, seed=1, sizes={"train": 2, "val": 0, "test": 0}, image_size=64,
+                       progress=False)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "pbrec_synthetic", f"data.root={root}", "data.input_size=64",
+                 "data.max_items=null", f"trainer.out_dir={out}", "trainer.device=cpu"]) == 2
+    assert "data.val_split: the split 'val'" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists()
