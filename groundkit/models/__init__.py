@@ -89,6 +89,37 @@ def model_spec(model_type: str) -> tuple[type, Callable[..., Any]]:
     return getattr(module, spec.config), getattr(module, spec.builder)
 
 
+def load_trained(name_or_path: Any, model_type: str, role: str,
+                 adjust: Callable[[Any], Any] | None = None, **parts: Any) -> Any:
+    """A trained ``model_type`` from a groundkit checkpoint (a bundled name, a checkpoint folder or
+    its weights file), frozen and in eval mode: a part another model stands on (the panoptic
+    model two-stage referring takes candidates from, the VL-NMS model a matcher takes proposals
+    from). The architecture comes from the checkpoint's own header, ``adjust(cfg)`` may change
+    it (e.g. inference options) and ``parts`` go to the builder. ``role`` says in the error what
+    the part is for; a checkpoint of another model type is a ConfigError."""
+    from dataclasses import replace
+
+    from groundkit.config import config_from_dict
+    from groundkit.hub import checkpoint_header, resolve_weights_file
+    from groundkit.vision.resnet import read_state_dict
+
+    header = checkpoint_header(name_or_path)
+    found = header.get("model_type")
+    if found != model_type:
+        raise ConfigError(f"{name_or_path}: expected a {model_type!r} checkpoint ({role}), got "
+                          f"{'a ' + repr(found) if found else 'no'} model type")
+    config_class, build = model_spec(model_type)
+    cfg = config_from_dict(config_class, header.get("config", {}).get("model", {}),
+                           source=str(name_or_path))
+    backbone = getattr(cfg, "backbone", None)
+    if backbone is not None:  # the checkpoint holds every weight: no starting file is read
+        cfg = replace(cfg, backbone=replace(backbone, weights=None))
+    model = build(adjust(cfg) if adjust else cfg, **parts)
+    model.load_state_dict(read_state_dict(resolve_weights_file(name_or_path)), strict=True)
+    model.requires_grad_(False)
+    return model.eval()
+
+
 def build_model(model_type: str, cfg: Any, **parts: Any) -> Any:
     """The module of ``model_type`` built from its config ``cfg`` and any shared ``parts`` the
     builder accepts (e.g. ``text_encoder=`` for grounding models, ``backbone=``)."""

@@ -15,7 +15,7 @@ and ``cfg.stuff_ids[j]``. P has one channel per detection, then one per stuff la
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -25,10 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groundkit.config import config_from_dict
 from groundkit.data.transforms import map_padded_groups
 from groundkit.errors import ConfigError, InputError
-from groundkit.hub import checkpoint_header, resolve_weights_file
 from groundkit.models.panoptic.affinity import ACTIVATIONS, REGIONS, SCALES, AffinityHead
 from groundkit.models.panoptic.candidates import candidates_group
 from groundkit.models.panoptic.detector import FCOS
@@ -44,7 +42,6 @@ from groundkit.models.panoptic.semantic_head import (
 )
 from groundkit.structures import PanopticResult
 from groundkit.vision.backbone import BackboneConfig, ResNetFPN, build_backbone
-from groundkit.vision.resnet import read_state_dict
 
 STRIDE = 4  # of V, Q, Psi and P
 COCO_THING_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70,
@@ -514,15 +511,6 @@ def load_panoptic(name_or_path: str | Path) -> PanopticModel:
     where two-stage referring models take their candidates from. Read as ``BackboneConfig.weights``
     reads a backbone (:func:`groundkit.hub.resolve_weights_file`), with the architecture from the
     checkpoint's own header. ConfigError for a checkpoint of another model type."""
-    header = checkpoint_header(name_or_path)
-    if header.get("model_type") != "panoptic":
-        found = header.get("model_type")
-        raise ConfigError(f"{name_or_path}: expected a 'panoptic' checkpoint (its detector gives the "
-                          f"candidates), got {'a ' + repr(found) if found else 'no'} model type")
-    cfg = config_from_dict(PanopticConfig, header.get("config", {}).get("model", {}),
-                           source=str(name_or_path))
-    model = build_panoptic(replace(cfg, backbone=replace(cfg.backbone, weights=None)))
-    state = read_state_dict(resolve_weights_file(name_or_path))
-    model.load_state_dict(state, strict=True)
-    model.requires_grad_(False)
-    return model.eval()
+    from groundkit.models import load_trained  # the registry imports this module lazily
+
+    return load_trained(name_or_path, "panoptic", "its detector gives the candidates")

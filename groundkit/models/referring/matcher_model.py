@@ -45,13 +45,13 @@ from groundkit.models.referring.vlnms_model import (
     VLNMSConfig,
     VLNMSModel,
     build_vlnms,
+    encode_for_proposals,
     load_vlnms,
     region_colours,
     unique_images,
 )
 from groundkit.structures import ReferringResult
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_checkpoints
-from groundkit.vision.backbone import pad_to_multiple
 
 SPECIAL_PROPOSALS = ("gt", "baseline")
 
@@ -117,9 +117,7 @@ class MatcherModel(nn.Module):
     def encode_images(self, images: Tensor) -> dict[str, Any]:
         """images ``(I, 3, S, S)`` -> the panoptic backbone's features (VL-NMS's
         :meth:`~groundkit.models.referring.vlnms_model.VLNMSModel.encode_images`)."""
-        padded = pad_to_multiple(images, 32)
-        return {"features": self.panoptic.backbone(padded), "padded": tuple(padded.shape[-2:]),
-                "pixels": padded}
+        return encode_for_proposals(self.panoptic, images)
 
     def score(self, encoded: dict[str, Any], proposals: list[dict[str, Tensor]],
               image_index: Tensor, image_sizes: list[tuple[int, int]], expressions: list[str]

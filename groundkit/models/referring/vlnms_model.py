@@ -40,9 +40,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from groundkit.config import config_from_dict
 from groundkit.errors import ConfigError
-from groundkit.hub import checkpoint_header, resolve_weights_file
 from groundkit.models.panoptic.model import PanopticModel, load_panoptic
 from groundkit.models.referring.proposals import select_proposals
 from groundkit.models.referring.vlnms import (
@@ -62,7 +60,6 @@ from groundkit.ops import roi_align
 from groundkit.structures import ReferringResult
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_checkpoints
 from groundkit.vision.backbone import pad_to_multiple
-from groundkit.vision.resnet import read_state_dict
 
 
 @dataclass
@@ -144,9 +141,7 @@ class VLNMSModel(nn.Module):
         """images ``(I, 3, S, S)`` -> ``{"features": the panoptic backbone's p2..p5, "padded":
         (H, W)}``, the input zero-padded to a multiple of 32 first (the detector's strides; the
         letterbox pads with zeros too)."""
-        padded = pad_to_multiple(images, 32)
-        return {"features": self.panoptic.backbone(padded), "padded": tuple(padded.shape[-2:]),
-                "pixels": padded}
+        return encode_for_proposals(self.panoptic, images)
 
     def encode_text(self, expressions: list[str]) -> tuple[Tensor, Tensor]:
         """Token features ``(B, L, D)`` and mask ``(B, L)`` (True on real tokens)."""
@@ -308,6 +303,16 @@ class VLNMSModel(nn.Module):
                 for m, orig in zip(painted, orig_sizes)]
 
 
+def encode_for_proposals(panoptic: PanopticModel, images: Tensor) -> dict[str, Any]:
+    """What the two-stage models read of an image batch ``(I, 3, S, S)``: ``{"features": the
+    panoptic backbone's p2..p5, "padded": (H, W), "pixels": the padded images}``, the input
+    zero-padded to a multiple of 32 first (the detector's strides; the letterbox pads with zeros
+    too)."""
+    padded = pad_to_multiple(images, 32)
+    return {"features": panoptic.backbone(padded), "padded": tuple(padded.shape[-2:]),
+            "pixels": padded}
+
+
 def region_colours(pixels: Tensor, boxes: Tensor, roi_size: int) -> Tensor:
     """The image's own pixels over each box: ``pixels (1, 3, H, W)``, ``boxes (N, 4)`` xyxy in its
     pixels -> ``(N, 3, roi_size, roi_size)`` (RoIAlign at scale 1)."""
@@ -355,15 +360,8 @@ def load_vlnms(name_or_path: str | Path, *, panoptic: PanopticModel | None = Non
     proposal source of a second-stage matcher. ``panoptic`` and ``text_encoder``: parts to share
     (they must be the ones the checkpoint names: the caller checks); ``options``: inference options
     of its config (e.g. ``top_k``). ConfigError for a checkpoint of another model type."""
-    header = checkpoint_header(name_or_path)
-    if header.get("model_type") != "vlnms":
-        found = header.get("model_type")
-        raise ConfigError(f"{name_or_path}: expected a 'vlnms' checkpoint (a relatedness module that "
-                          f"ranks proposals), got {'a ' + repr(found) if found else 'no'} model type")
-    cfg = config_from_dict(VLNMSConfig, header.get("config", {}).get("model", {}),
-                           source=str(name_or_path))
-    model = build_vlnms(replace(cfg, **options), panoptic=panoptic, text_encoder=text_encoder)
-    state = read_state_dict(resolve_weights_file(name_or_path))
-    model.load_state_dict(state, strict=True)
-    model.requires_grad_(False)
-    return model.eval()
+    from groundkit.models import load_trained
+
+    return load_trained(name_or_path, "vlnms", "a relatedness module that ranks proposals",
+                        lambda cfg: replace(cfg, **options), panoptic=panoptic,
+                        text_encoder=text_encoder)
