@@ -117,10 +117,19 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup_distributed() -> None:
-    """Destroy the process group if one was started; call once at the end of a torchrun job."""
+def cleanup_distributed(synchronize: bool = True) -> None:
+    """Destroy the process group if one was started; call once at the end of a torchrun job.
+
+    With ``synchronize`` (a job that ended normally) every rank first waits at a barrier, so no
+    rank tears its connections down while another is still inside a collective or its own
+    teardown: a gloo rank that lost its peer mid-teardown could abort (SIGABRT) instead of
+    exiting 0. After an error pass ``synchronize=False``: a failed rank may never reach the
+    barrier.
+    """
     global _cpu_group
     if dist.is_available() and dist.is_initialized():
+        if synchronize and get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
     _cpu_group = None
 

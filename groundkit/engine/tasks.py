@@ -35,7 +35,7 @@ from groundkit.config import config_from_dict, config_to_dict, override_config, 
 from groundkit.engine.checkpoint import checkpoint_meta, load_checkpoint, seed_everything
 from groundkit.engine.distributed import cleanup_distributed
 from groundkit.engine.trainer import Trainer
-from groundkit.errors import ConfigError
+from groundkit.errors import ConfigError, TrainingInterrupted
 from groundkit.hub import resolve_checkpoint
 from groundkit.models import build_model, model_spec_of, model_types
 
@@ -230,9 +230,15 @@ class Task(ABC):
                           model_type=cfg.model_type, experiment_config=config_to_dict(cfg))
         self.prepare_model(model, train_set)  # on the trainer's device: a GPU encodes text faster
         try:
-            return trainer.fit(resume=resume)
-        finally:
+            metrics = trainer.fit(resume=resume)
+        except TrainingInterrupted:  # every rank stopped after the same step
             cleanup_distributed()
+            raise
+        except BaseException:  # a failed rank may never reach the barrier
+            cleanup_distributed(synchronize=False)
+            raise
+        cleanup_distributed()
+        return metrics
 
     def load(self, checkpoint: str | Path, device: str | torch.device = "cpu",
              **parts: Any) -> tuple[torch.nn.Module, Any]:

@@ -94,6 +94,19 @@ def curve(out_dir: Path) -> list[tuple]:
     return [(r["step"], r["loss"], r["lr"]) for r in read_metrics(out_dir) if "loss" in r]
 
 
+@pytest.mark.parametrize("synchronize, calls", [(True, ["barrier", "destroy"]),
+                                                 (False, ["destroy"])])
+def test_cleanup_waits_for_every_rank_before_the_teardown_unless_told_not_to(
+        monkeypatch, synchronize, calls):
+    seen = []
+    monkeypatch.setattr(gdist.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(gdist.dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(gdist.dist, "barrier", lambda *a, **k: seen.append("barrier"))
+    monkeypatch.setattr(gdist.dist, "destroy_process_group", lambda *a: seen.append("destroy"))
+    gdist.cleanup_distributed(synchronize=synchronize)
+    assert seen == calls
+
+
 def test_single_process_helpers_are_no_ops(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)

@@ -12,6 +12,7 @@ resumes from OUT_DIR.
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -85,6 +86,7 @@ def main(out_dir: str, result_path: str) -> int:
     from groundkit.engine import Trainer, TrainerConfig, cleanup_distributed
     from groundkit.errors import TrainingInterrupted
 
+    faulthandler.enable()  # an abort (e.g. in a gloo thread at exit) prints every thread's stack
     rank = int(os.environ["RANK"])
     torch.manual_seed(rank)  # different inits: DDP must sync
     stop_rank, stop_step = map(int, os.environ.get("TINY_STOP", "-1:0").split(":"))
@@ -101,7 +103,8 @@ def main(out_dir: str, result_path: str) -> int:
     params = {k: v.tolist() for k, v in trainer.model.state_dict().items()}
     with open(result_path, "w") as f:
         json.dump({"params": params, "seen": dataset.seen, "steps": trainer.step}, f)
-    cleanup_distributed()
+    cleanup_distributed()  # as Task.train does: a barrier, then the teardown
+    print(f"rank {rank}: process group destroyed", flush=True)  # tells a later abort's place
     return code
 
 
