@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override config keys, e.g. trainer.epochs=2 model.rounds=1")
     parser.add_argument("--resume", action="store_true",
                         help="continue from trainer.out_dir/train_state.safetensors if present")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch threads of this process (trainer.threads; default: one per "
+                             "core); give jobs that share a machine 1 each")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     config = resolve_config(args.config)
     model_type = peek_value(config, args.overrides, "model_type", None)
     task = task_of(model_type, source=str(config))
-    cfg = load_config(task.experiment_class(model_type), config, args.overrides)
+    overrides = list(args.overrides)
+    if args.threads is not None:
+        overrides.append(f"trainer.threads={args.threads}")
+    cfg = load_config(task.experiment_class(model_type), config, overrides)
     from groundkit._io import check_output_dir
     from groundkit.engine.distributed import resolve_device
 

@@ -113,6 +113,12 @@ class TrainerConfig:
     text_lr: Optional[float] = 1e-5            # lr of the text encoder group; None = lr
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw"] = "adam"
+    # One fused kernel for the whole Adam update (CPU and CUDA) instead of ~10 small ops per
+    # parameter tensor; false: torch's default implementation (same maths, other rounding).
+    fused_optimizer: bool = True
+    # torch's intra-op threads in this process; None keeps torch's default (one per core). Two
+    # jobs side by side on a small machine run far faster at one thread each.
+    threads: Optional[int] = None
     schedule: Literal["step", "cosine"] = "step"
     lr_milestones: tuple[int, ...] = (10, 12)  # 0-based epochs where lr *= lr_gamma ("step")
     lr_gamma: float = 0.5
@@ -163,6 +169,8 @@ class TrainerConfig:
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"trainer.{name}: expected a value >= 0, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"trainer.threads: expected null or >= 1, got {self.threads}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"trainer.max_steps: expected null or >= 1, got {self.max_steps}")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
@@ -185,7 +193,23 @@ def build_optimizer(model: torch.nn.Module, config: TrainerConfig,
     if not groups:
         raise ConfigError("trainer: the model has no trainable parameters")
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = config.fused_optimizer and devices <= {"cpu", "cuda"}  # the fused kernel's devices
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+def _state_in_param_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-element optimizer state (Adam's moments) its parameter's memory layout.
+
+    A saved state comes back contiguous; torch's fused Adam reads a channels-last parameter and a
+    contiguous moment element by element in memory order, silently pairing the wrong elements
+    (measured: a 0.17 weight error after one step), so the layouts must agree.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape:
+                    optimizer.state[param][name] = torch.empty_like(param).copy_(value)
 
 
 class Trainer:
@@ -214,6 +238,8 @@ class Trainer:
         if config.init_from:  # before DDP wraps it; every rank reads the same file
             load_initial_weights(model, config.init_from, model_type,
                                  self.experiment_config.get("model"))
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         self.dist = gdist.init_distributed()
         self.device = _pick_device(config.device, self.dist.local_rank)
         self.model = (model.to(self.device, memory_format=torch.channels_last)
@@ -431,6 +457,7 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            _state_in_param_layouts(self.optimizer)
         except (RuntimeError, ValueError, KeyError) as e:
             raise ConfigError(f"{path}: does not fit this model/optimizer: {e}") from None
         self.scheduler.load_state_dict(state["scheduler"])

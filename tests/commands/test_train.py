@@ -88,3 +88,18 @@ def test_an_empty_val_split_is_refused_before_training(tmp_path, capsys):
                  "data.max_items=null", f"trainer.out_dir={out}", "trainer.device=cpu"]) == 2
     assert "data.val_split: the split 'val'" in capsys.readouterr().err
     assert not (out / "model.safetensors").exists()
+
+
+def test_threads_flag_reaches_the_trainer_config(tiny, tmp_path, monkeypatch):
+    seen = {}
+
+    class RecordingTask(SignalledTask):
+        def train(self, cfg, resume=False):
+            seen["threads"] = cfg.trainer.threads
+            return {}
+
+    monkeypatch.setattr(engine_tasks, "task_of", lambda *a, **k: RecordingTask(tiny, 0))
+    (tmp_path / "tiny.yaml").write_text("model_type: tiny\n")
+    config = ["train", "--config", str(tmp_path / "tiny.yaml"), f"trainer.out_dir={tmp_path}/r"]
+    assert main(config + ["--threads", "1"]) == 0 and seen["threads"] == 1
+    assert main(config) == 0 and seen["threads"] is None

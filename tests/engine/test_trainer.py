@@ -210,6 +210,37 @@ def test_channels_last_trains_the_same_and_resumes_exactly(tiny, tmp_path):
     assert torch.equal(state["conv.weight"], fast.model.conv.weight.contiguous())
 
 
+def test_fused_adam_trains_as_the_per_tensor_loop_does(tiny, tmp_path):
+    loop = conv_trainer(tiny, tmp_path / "loop", fused_optimizer=False)
+    fused = conv_trainer(tiny, tmp_path / "fused", fused_optimizer=True)
+    assert not loop.optimizer.defaults["fused"] and fused.optimizer.defaults["fused"]
+    loop.fit()
+    fused.fit()
+    want, got = loss_curve(tmp_path / "loop"), loss_curve(tmp_path / "fused")
+    assert [loss for _, loss, *_ in got] == pytest.approx([loss for _, loss, *_ in want], rel=1e-4)
+
+
+def test_a_resumed_fused_adam_keeps_channels_last_moments_in_their_parameters_layout(
+        tiny, tmp_path):
+    conv_trainer(tiny, tmp_path / "run", channels_last=True, max_steps=3).fit()
+    resumed = conv_trainer(tiny, tmp_path / "run", channels_last=True, max_steps=4)
+    resumed.fit(resume=True)
+    weight = resumed.model.conv.weight
+    for moment in ("exp_avg", "exp_avg_sq"):
+        assert resumed.optimizer.state[weight][moment].stride() == weight.stride()
+
+
+def test_threads_sets_torch_intra_op_threads(tiny, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        make_trainer(tiny, tmp_path, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="trainer.threads: expected null or >= 1, got 0"):
+        TrainerConfig(threads=0)
+
+
 # ----------------------------------------------------------------------------- interruptions
 
 
