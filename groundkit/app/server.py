@@ -330,7 +330,8 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def bind(host: str = "127.0.0.1", port: int = 7860) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: a free one), bound before the server starts so
-    that its address can be printed first."""
+    that its address can be printed first. It listens at once: a browser that opens the printed
+    address while the server is still starting waits in the backlog instead of being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -340,6 +341,7 @@ def bind(host: str = "127.0.0.1", port: int = 7860) -> socket.socket:
         sock.close()
         raise GroundkitError(f"cannot listen on {host}:{port}: {e.strerror or e} "
                              f"(choose another --port, or 0 for any free one)") from None
+    sock.listen(2048)  # uvicorn's backlog
     return sock
 
 

@@ -5,6 +5,7 @@ import importlib.util
 import io
 import json
 import re
+import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -235,6 +236,17 @@ def test_it_listens_on_127_0_0_1_unless_told_otherwise():
     try:
         host, port = sock.getsockname()
         assert host == "127.0.0.1" and port > 0 and url_of(sock) == f"http://127.0.0.1:{port}/"
+    finally:
+        sock.close()
+
+
+def test_the_printed_address_takes_connections_before_the_server_runs():
+    """The address is printed before uvicorn starts; a browser opening it at once must wait in
+    the backlog, not be refused (the browser test saw ERR_CONNECTION_REFUSED on a busy CPU)."""
+    sock = bind(port=0)
+    try:
+        with socket.create_connection(sock.getsockname()[:2], timeout=5):
+            pass  # connect() returns once the kernel queued it: nothing accept()ed it yet
     finally:
         sock.close()
 
