@@ -69,6 +69,10 @@ class PanopticConfig:
     # Not in the paper (affinity.py says why; off = Eq. 4 verbatim): the affinity term only inside
     # each detection's box, a learned gate starting at 0, (x, y) channels in Q.
     affinity_region: Literal["image", "box"] = "image"
+    # With region "box": grow each detection's region by this fraction of its box's width and
+    # height on every side, so that the affinity can give a thing pixels its box missed (the
+    # paper's Figs. 1 and 6); 0 keeps the box.
+    affinity_margin: float = 0.0
     affinity_gate: bool = False
     affinity_coords: bool = False
     potential_variant: Literal["A", "B", "C"] = "C"
@@ -107,6 +111,10 @@ class PanopticConfig:
             if getattr(self, name) not in choices:
                 raise ConfigError(f"panoptic.{name}: expected one of {choices}, "
                                   f"got {getattr(self, name)!r}")
+        if self.affinity_margin < 0 or (self.affinity_margin and self.affinity_region != "box"):
+            raise ConfigError(f"panoptic.affinity_margin: expected >= 0, and only with "
+                              f"affinity_region 'box'; got {self.affinity_margin} with region "
+                              f"{self.affinity_region!r}")
         if self.mask_head and (self.mask_channels < 1 or self.mask_convs < 0 or self.mask_size < 2
                                or self.mask_size % 2):
             raise ConfigError(f"panoptic: expected mask_channels >= 1, mask_convs >= 0 and an even "
@@ -161,7 +169,8 @@ class PanopticModel(nn.Module):
         if q is None:
             return psi
         whole = det["boxes"].new_tensor([0, grid[0], 0, grid[1]]).long()
-        cells = torch.cat([box_cell_ranges(det["boxes"], grid, STRIDE),  # stuff: the whole image
+        regions = grown_boxes(det["boxes"], self.cfg.affinity_margin)
+        cells = torch.cat([box_cell_ranges(regions, grid, STRIDE),  # stuff: the whole image
                            whole.expand(len(psi) - len(det["boxes"]), 4)])
         return self.affinity(q, psi, cells)
 
@@ -460,6 +469,15 @@ def upsampled_softmax(logits: torch.Tensor, padded: tuple[int, int], size: tuple
         norm = torch.logaddexp(norm, part.logsumexp(dim=0))
     picked = upsampled(logits[channels], padded, size, out_size).float()
     return (picked - norm).exp()
+
+
+def grown_boxes(boxes: torch.Tensor, margin: float) -> torch.Tensor:
+    """``boxes (D, 4)`` xyxy grown by ``margin`` x their width and height on every side (the
+    caller clips them to the grid)."""
+    if not margin:
+        return boxes
+    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return boxes + margin * size * boxes.new_tensor([-1, -1, 1, 1])
 
 
 def channels_to_segments(channels: torch.Tensor, det: dict[str, torch.Tensor], num_things: int,

@@ -57,6 +57,29 @@ def test_box_gated_affinity_trains_the_gate_first(batch, make_model):
     assert model.affinity.phi0.weight.grad.abs().sum() > 0
 
 
+def test_affinity_margin_reaches_past_the_box_and_no_further(make_model):
+    """P of a thing channel is Psi outside its region; the margin widens the region by a
+    fraction of the box on each side, so cells just outside the box get an affinity term."""
+    grid = (16, 16)  # stride 4: a 64 x 64 image
+    det = {"boxes": torch.tensor([[24.0, 24.0, 40.0, 40.0]]), "scores": torch.tensor([0.9]),
+           "classes": torch.tensor([0])}
+    torch.manual_seed(1)
+    sem = torch.randn(make_model().cfg.num_classes, *grid)
+    q = torch.randn(make_model().cfg.affinity_channels, *grid)
+    outputs = {}
+    for margin in (0.0, 0.5):
+        model = make_model(affinity_region="box", affinity_margin=margin).eval()
+        psi = model._logits(sem, det, None)  # no Q: P = Psi
+        outputs[margin] = (model._logits(sem, det, q) - psi)[0]  # the thing channel's term
+    box, grown, beyond = (slice(6, 10),) * 2, (slice(4, 12),) * 2, (slice(0, 3),) * 2
+    assert outputs[0.0][box].abs().sum() > 0 and outputs[0.5][box].abs().sum() > 0
+    ring = torch.zeros(grid, dtype=torch.bool)
+    ring[grown] = True
+    ring[box] = False  # grown box (x, y in [16, 48) px = cells 4..11) minus the box
+    assert outputs[0.0][ring].abs().max() == 0 and outputs[0.5][ring].abs().min() > 0
+    assert outputs[0.5][beyond].abs().max() == 0
+
+
 def test_mask_loss_and_panoptic_loss_both_train_the_mask_head(batch, make_model):
     model = make_model(train_score_thresh=0.0, mask_weight=2.0, **MASKS)
     losses = model(batch)
@@ -198,6 +221,10 @@ def test_config_and_input_errors(make_config, make_model):
         make_config(mask_head=True, mask_channels=0)
     with pytest.raises(ConfigError, match="even mask_size"):
         make_config(mask_head=True, mask_size=15)
+    with pytest.raises(ConfigError, match="affinity_margin: expected >= 0, and only with"):
+        make_config(affinity_margin=0.5)  # the region is the whole image: nothing to grow
+    with pytest.raises(ConfigError, match="affinity_margin"):
+        make_config(affinity_region="box", affinity_margin=-0.1)
     model = make_model().eval()
     with pytest.raises(InputError, match="multiples of 32"):
         model.predict(torch.zeros(1, 3, 50, 64))
