@@ -262,7 +262,8 @@ class Grounder(Predictor):
         self._check_domain(rgb)
         tensor, size = self._prepare(rgb)
         self._image = {"rgb": rgb, "input_size": size,
-                       "features": self.model.encode_images(pad_batch([tensor]).to(self.device))}
+                       "features": self.model.encode_images(pad_batch([tensor]).to(self.device),
+                                                            [size])}
 
     @torch.no_grad()
     def ground(self, caption: str, spans: Sequence[tuple[int, int]] | None = None,

@@ -66,6 +66,18 @@ def masks_to_targets(masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
+def padding_mask(image_sizes: list[tuple[int, int]], shape: tuple[int, int], stride: int,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Which cells of a stride-``stride`` grid ``shape = (h, w)`` over a :func:`pad_batch` batch
+    are padding: ``(B, h, w)`` bool, True where the cell starts past its image's ``(h_i, w_i)``
+    (so a cell the image edge cuts is image, as the convolutions saw it)."""
+    valid = torch.tensor([[-(-hi // stride), -(-wi // stride)] for hi, wi in image_sizes],
+                         device=device)
+    rows = torch.arange(shape[0], device=device)[None, :, None] >= valid[:, 0, None, None]
+    cols = torch.arange(shape[1], device=device)[None, None, :] >= valid[:, 1, None, None]
+    return rows | cols
+
+
 def pad_batch(images: list[torch.Tensor], divisor: int = 32) -> torch.Tensor:
     """B x ``(3, h_i, w_i)`` -> ``(B, 3, H, W)``, zero-padded at the bottom/right to a multiple
     of ``divisor``."""

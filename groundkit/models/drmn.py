@@ -1,7 +1,7 @@
 """DRMN: Deformable-attention Refined Matching Network.
 
 Lin et al., "Context Does Matter: End-to-end Panoptic Narrative Grounding with Deformable Attention
-Refined Matching Network", ICDM 2023. Same inputs, queries (word pieces) and losses as PPMN
+Refined Matching Network", ICDM 2023. Same inputs, queries and losses as PPMN
 (:mod:`groundkit.models.ppmn`); the head differs. Read against the paper's Algorithm 1:
 
 1. Deformable encoder (lines 3-12, Sec. III-A/B): P2..P5 are projected to ``hidden_dim``, given a
@@ -47,12 +47,13 @@ Choices the paper leaves open, and why:
   (it then stays in the re-encoded features, through the layer's residual); without it the code
   enters the deformable attention's query only (sampling offsets and weights), as in Deformable
   DETR's encoder, and the features carry none.
-- Padding of images of different sizes: the encoder (:class:`DeformableEncoder`) takes padding
-  masks, but this head passes none. Predictions do not need them: images run in groups of one
-  padded size (``map_padded_groups``), padded only to a multiple of 32 of their own. In training, a
-  batch of mixed sizes is padded to its largest image and the padding is then encoded and can be
-  drawn into a top-k (the synthetic benchmark's images all have one size, so its recipes are not
-  affected; COCO-size training would be).
+- Padding of images of different sizes: a batch padded to its largest image carries each image's
+  valid size (``image_sizes``), from which ``encode_images`` makes a stride-4 padding mask; the
+  head reads it on every level and masks the padding as Deformable DETR does: the encoder never
+  samples it and normalises reference points by each image's valid part, the sine codes count
+  valid pixels only, and a refinement round neither picks a padding pixel into its top-k nor
+  samples one. (GroupNorm statistics in the backbone and ``input_proj`` still include the
+  padding, as in Deformable DETR.) A batch without padding runs exactly as before.
 - Eq. (15-16) are implemented as written: ``g = dropout(attn + q)``, ``q = ffn(norm(q + g))``. The
   query ends in the FFN's linear layer, as round 0's ends in the projection V^g, so every round's
   logits start at the same scale. (A post-norm DETR block instead, LayerNorm last, starts the
@@ -189,17 +190,21 @@ class RefinementRound(nn.Module):
                                  nn.Linear(ffn_dim, dim))
 
     def forward(self, queries: torch.Tensor, pixels: torch.Tensor, grid: torch.Tensor,
-                logits: torch.Tensor, levels: FlatLevels, valid: torch.Tensor | None = None
+                logits: torch.Tensor, levels: FlatLevels, valid: torch.Tensor | None = None,
+                padding: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """queries: ``(B, Q, C)``; pixels: ``(B, C, h, w)`` the current pixel map; grid:
         ``(B, C + 2, h, w)`` positional code then ``(x, y)`` centre in [0, 1] of every pixel;
         logits: ``(B, Q, h, w)``; levels: the first-stage encoded pyramid (``src`` is
-        ``(B, S, C)``); valid: ``(B, Q)`` bool, False on padding queries (None: all real).
+        ``(B, S, C)``, its padding masked); valid: ``(B, Q)`` bool, False on padding queries
+        (None: all real); padding: ``(B, h, w)`` bool, True on image padding, never selected.
 
         Returns the updated queries ``(B, Q, C)``, their new logits ``(B, Q, h, w)`` and the pixel
         map they were matched with ``(B, C, h, w)`` (``pixels`` itself without ``pixel_update``).
         """
         b, q, c = queries.shape
+        if padding is not None:  # a padding pixel is no candidate (the choice has no gradient)
+            logits = logits.masked_fill(padding[:, None], float("-inf"))
         index = top_pixel_indices(logits, self.top_k)                       # line 18, (B, Q, k)
         # One gather takes features, positional codes and centres together.
         top = gather_pixels(torch.cat([pixels, grid], 1), index)            # (B, Q, k, 2C+2)
@@ -211,7 +216,7 @@ class RefinementRound(nn.Module):
             src, pos = src + pos, None
         reencoded = self.reencode(src, pos, centres.reshape(b, q * k, 2),
                                   levels.spatial_shapes, levels.level_start_index,
-                                  memory=levels.src)                        # line 22
+                                  levels.padding_mask, memory=levels.src)   # line 22
         if self.pixel_update:                                               # lines 21-22, Eq. (26)
             pixels = scatter_mean_pixels(pixels, index, reencoded.reshape(b, q, k, c), valid)
         context = reencoded.reshape(b * q, k, c)
@@ -250,22 +255,28 @@ class DRMNHead(GroundingHead):
                 valid: torch.Tensor | None = None) -> list[torch.Tensor]:
         """features: ``"p2".."p5"`` ``(B, C_fpn, H/4..H/32, W/4..W/32)`` and, with
         ``neck_fusion="add"``, ``"neck"`` ``(B, C_neck, H/s, W/s)``; queries: ``(B, Q, C)``;
-        valid: ``(B, Q)`` bool, False on padding queries (they update no pixel), None: all real ->
+        valid: ``(B, Q)`` bool, False on padding queries (they update no pixel), None: all real;
+        ``features["padding"]`` (optional): ``(B, H/4, W/4)`` bool, True on image padding, masked
+        in the encoder, the positional codes and the refinement's sampling and top-k ->
         ``I + 1`` x ``(B, Q, H/s, W/s)`` logits, s = ``neck_stride`` (the matching grid's)."""
-        levels = self.encode_levels(features)
+        masks = level_padding(features.get("padding"), [features[name] for name in LEVELS])
+        levels = self.encode_levels(features, masks)
         pixels = self.fuse(levels, features)
-        grid = self.pixel_grid(pixels)
-        flat = flatten_levels(levels[self.first_encoded:])
+        grid_mask = None if masks is None else masks[self.grid_level]
+        grid = self.pixel_grid(pixels, grid_mask)
+        encoded_masks = None if masks is None else masks[self.first_encoded:]
+        flat = flatten_levels(levels[self.first_encoded:], masks=encoded_masks)
         logits = matching_logits(queries, pixels)                           # Eq. (12)
         outputs = [logits]
         for refine in self.rounds:
-            queries, logits, pixels = refine(queries, pixels, grid, logits, flat, valid)
+            queries, logits, pixels = refine(queries, pixels, grid, logits, flat, valid, grid_mask)
             outputs.append(logits)
         return outputs
 
-    def encode_levels(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    def encode_levels(self, features: dict[str, torch.Tensor],
+                      masks: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """P2..P5 -> 4 maps ``(B, C, H_l, W_l)``: projected, then the coarsest ``encoder_levels``
-        encoded (Alg. 1, lines 3-12).
+        encoded (Alg. 1, lines 3-12); masks: 4 maps ``(B, H_l, W_l)`` bool, True on padding.
 
         Without encoder layers (the ablation T = 0) the projected levels are used as they are.
         """
@@ -273,7 +284,10 @@ class DRMNHead(GroundingHead):
         if self.encoder is None:
             return projected
         kept, encoded = projected[:self.first_encoded], projected[self.first_encoded:]
-        return kept + self.encoder.encode_maps(encoded, [self.position(x) for x in encoded])
+        encoded_masks = None if masks is None else masks[self.first_encoded:]
+        codes = [self.position(x, None if encoded_masks is None else encoded_masks[i])
+                 for i, x in enumerate(encoded)]
+        return kept + self.encoder.encode_maps(encoded, codes, encoded_masks)
 
     def fuse(self, levels: list[torch.Tensor], features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Resize every level to the matching grid and average (Eq. 10-11) -> ``(B, C, H/s, W/s)``."""
@@ -285,13 +299,32 @@ class DRMNHead(GroundingHead):
             pixels = pixels + self.neck_proj(features["neck"])
         return pixels
 
-    def pixel_grid(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Positional code and normalised ``(x, y)`` centre of every pixel: ``(B, C + 2, h, w)``."""
+    def pixel_grid(self, pixels: torch.Tensor, padding: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """Positional code and normalised ``(x, y)`` centre of every pixel: ``(B, C + 2, h, w)``.
+
+        The centres are fractions of the padded map, as Deformable DETR's reference points (a
+        centre over the valid part, scaled by the valid ratio, is the same number)."""
         b, _, h, w = pixels.shape
         shape = torch.tensor([[h, w]], device=pixels.device)
         centres = DeformableEncoder.reference_points(shape, pixels.new_ones(b, 1, 2))  # (B, hw, 1, 2)
         centres = centres.reshape(b, h, w, 2).permute(0, 3, 1, 2)
-        return torch.cat([self.position(pixels), centres], 1)
+        return torch.cat([self.position(pixels, padding), centres], 1)
+
+
+def level_padding(padding: torch.Tensor | None, levels: list[torch.Tensor]
+                  ) -> list[torch.Tensor] | None:
+    """The stride-4 padding mask ``(B, H/4, W/4)`` on every level's grid: a level-l cell is
+    padding when its first stride-4 cell is (cell j of stride s starts at pixel j * s). None when
+    no image of the batch is padded, so unpadded batches run exactly as before."""
+    if padding is None or not padding.any():
+        return None
+    masks = []
+    for level in levels:
+        h, w = level.shape[-2:]
+        step = padding.shape[-2] // h
+        masks.append(padding[:, ::step, ::step][:, :h, :w])
+    return masks
 
 
 def build_drmn(cfg: DRMNConfig, **parts: nn.Module) -> GroundingModel:

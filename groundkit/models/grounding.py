@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from groundkit.data.transforms import map_padded_groups
+from groundkit.data.transforms import map_padded_groups, padding_mask
 from groundkit.errors import InputError
 from groundkit.models.losses import bce_dice_loss
 from groundkit.models.panoptic.semantic_head import semantic_loss
@@ -139,11 +139,17 @@ class GroundingModel(nn.Module):
 
     # --- encoders -----------------------------------------------------------------------------
 
-    def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images: ``(B, 3, H, W)`` -> ``{"p2".."p5", "neck": (B, C, H/8, W/8)}``."""
+    def encode_images(self, images: torch.Tensor,
+                      image_sizes: list[tuple[int, int]] | None = None) -> dict[str, torch.Tensor]:
+        """images: ``(B, 3, H, W)`` -> ``{"p2".."p5", "neck": (B, C, H/8, W/8)}``; with the valid
+        ``image_sizes`` of a padded batch also ``"padding"``: ``(B, H/4, W/4)`` bool, True on
+        padding (for heads that attend across the image, DRMN's)."""
         features = dict(self.backbone(images))
         if self.neck is not None:
             features["neck"] = self.neck(features)
+        if image_sizes is not None:
+            features["padding"] = padding_mask(image_sizes, tuple(features["p2"].shape[-2:]), 4,
+                                               images.device)
         return features
 
     def encode_text(self, captions: list[str], spans: list[list[tuple[int, int]]]) -> Queries:
@@ -208,7 +214,7 @@ class GroundingModel(nn.Module):
         """Training: a dict of losses with ``"loss"``. Eval: :meth:`predict` of the batch."""
         if not self.training:
             return self.predict(batch)
-        features = self.encode_images(batch["images"])
+        features = self.encode_images(batch["images"], batch.get("image_sizes"))
         queries = self.encode_text(batch["captions"], batch["spans"])
         losses = self.loss(self.round_logits(features, queries), queries, batch["masks"])
         if self.semantic_head is not None:
@@ -267,7 +273,7 @@ class GroundingModel(nn.Module):
 
     def predict_maps(self, batch: dict) -> list[torch.Tensor]:
         """The phrase probabilities of a batch before post-processing: B x ``(P_i, Hp/4, Wp/4)``."""
-        features = self.encode_images(batch["images"])
+        features = self.encode_images(batch["images"], batch.get("image_sizes"))
         return self.phrase_maps(features, batch["captions"], batch["spans"])
 
     def postprocess(self, probs: list[torch.Tensor], captions: list[str],

@@ -1,13 +1,16 @@
 """PPMN: Pixel-Phrase Matching Network with Language-Compatible Pixel Aggregation (LCPA).
 
 Ding et al., "PPMN: Pixel-Phrase Matching Network for One-Stage Panoptic Narrative Grounding",
-ACM MM 2022. As in the official code, the queries are the *word pieces* of the grounded noun phrases;
-each is trained with its phrase's mask, and at inference the maps of a phrase's word pieces are
-averaged, then thresholded at 0.5.
+ACM MM 2022. The queries (``model.query``, shared with DRMN) are by default one per grounded noun
+phrase, its word pieces' features mean-pooled (the paper's R, N x C); ``query="word_piece"`` is the
+official code's: one query per word piece, each trained with its phrase's mask, the maps of a
+phrase's word pieces averaged at inference. Word pieces lost 8.7 AR on val at the synthetic bundle's
+recipe (docs/results.md), so phrases stay the default. Maps are thresholded at 0.5.
 
 Pipeline: image -> ResNet-FPN -> semantic-FPN neck F (stride 8); caption -> text encoder -> word-piece
-features; round 0 matches projected pixels and queries by dot product; each LCPA round gathers the
-top-S pixels of every query's current map, attends over them, and predicts a new dynamic kernel.
+features -> queries; round 0 matches projected pixels and queries by dot product; each LCPA round
+gathers the top-S pixels of every query's current map, attends over them, and predicts a new
+dynamic kernel.
 """
 from __future__ import annotations
 
