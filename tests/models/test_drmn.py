@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from grounding_cases import OTHER_CAPTION, OTHER_SPANS, tiny_batch
 
 from groundkit.config import config_to_dict, load_config
 from groundkit.engine.checkpoint import save_checkpoint
@@ -16,10 +17,6 @@ from groundkit.models.grounding import GroundingModel
 from groundkit.vision.backbone import BackboneConfig
 from groundkit.vision.deformable_encoder import flatten_levels
 
-CAPTION = "There is a small red circle next to the grass."
-SPANS = [(9, 26), (35, 44)]  # "a small red circle", "the grass"
-OTHER_CAPTION = "A big blue square sits on the sand near a tree."
-OTHER_SPANS = [(0, 12), (21, 29), (35, 47)]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -39,14 +36,6 @@ def build(encoder, seed=0, **kw) -> GroundingModel:
     torch.manual_seed(seed)
     cfg = tiny_config(**kw)
     return build_drmn(cfg, text_encoder=encoder)
-
-
-def tiny_batch(b=2, size=64):
-    g = torch.Generator().manual_seed(0)
-    return {"images": torch.randn(b, 3, size, size, generator=g), "captions": [CAPTION] * b,
-            "spans": [SPANS] * b,
-            "masks": [(torch.rand(2, size // 4, size // 4, generator=g) > 0.5).float()
-                      for _ in range(b)]}
 
 
 def tiny_model_features(encoder):

@@ -3,12 +3,12 @@ and the refinement (never a top-k pixel, never sampled), so what a real pixel ge
 on what the padding holds; a batch without padding runs exactly as before."""
 import pytest
 import torch
+from grounding_cases import CAPTION, SPANS
+from grounding_cases import tiny_drmn as build
 
 from groundkit.data.transforms import pad_batch, padding_mask
 from groundkit.models.drmn import RefinementRound, level_padding
 from groundkit.vision.deformable_encoder import flatten_levels
-
-from .test_drmn_pixel_update import CAPTION, SPANS, build
 
 
 @pytest.fixture(scope="module")

@@ -6,32 +6,12 @@ refinement rounds only."""
 import numpy as np
 import pytest
 import torch
+from grounding_cases import CAPTION, OTHER_CAPTION, OTHER_SPANS, SPANS, tiny_batch
+from grounding_cases import tiny_drmn as build
 
 from groundkit.errors import ConfigError
-from groundkit.models.drmn import DRMNConfig, RefinementRound, build_drmn, scatter_mean_pixels
-from groundkit.vision.backbone import BackboneConfig
+from groundkit.models.drmn import DRMNConfig, RefinementRound, scatter_mean_pixels
 from groundkit.vision.deformable_encoder import flatten_levels
-
-CAPTION = "There is a small red circle next to the grass."
-SPANS = [(9, 26), (35, 44)]
-OTHER_CAPTION = "A big blue square sits on the sand near a tree."
-OTHER_SPANS = [(0, 12), (21, 29), (35, 47)]
-
-
-def build(encoder, seed=0, **kw):
-    torch.manual_seed(seed)
-    base = dict(backbone=BackboneConfig(depth=18, base_width=8, fpn_channels=16, norm="gn"),
-                neck_channels=16, hidden_dim=16, encoder_layers=1, refine_rounds=2, top_k=5,
-                heads=2, points=2, ffn_dim=32, dropout=0.0)
-    return build_drmn(DRMNConfig(**{**base, **kw}), text_encoder=encoder)
-
-
-def tiny_batch(b=2, size=64):
-    g = torch.Generator().manual_seed(0)
-    return {"images": torch.randn(b, 3, size, size, generator=g), "captions": [CAPTION] * b,
-            "spans": [SPANS] * b,
-            "masks": [(torch.rand(2, size // 4, size // 4, generator=g) > 0.5).float()
-                      for _ in range(b)]}
 
 
 def round_inputs(seed=3, b=2, q=3, c=8, h=4, w=5):

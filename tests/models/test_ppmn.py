@@ -1,15 +1,13 @@
 """PPMN: LCPA pieces against literal loops, losses on every round, checkpoints without the encoder."""
 import pytest
 import torch
+from grounding_cases import tiny_batch
 
 from groundkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from groundkit.errors import InputError
 from groundkit.models.grounding import phrase_probabilities, pool_phrases, postprocess_grounding
 from groundkit.models.ppmn import PPMNConfig, gather_top_pixels, matching_logits
 from groundkit.vision.backbone import BackboneConfig
-
-CAPTION = "There is a small red circle next to the grass."
-SPANS = [(9, 26), (35, 44)]  # "a small red circle", "the grass"
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +19,6 @@ def tiny_config(**kw):
     base = dict(backbone=BackboneConfig(depth=18, base_width=8, fpn_channels=16, norm="gn"),
                 neck_channels=16, hidden_dim=16, rounds=2, top_pixels=5, heads=2, ffn_dim=32)
     return PPMNConfig(**{**base, **kw})
-
-
-def tiny_batch(b=2, size=64):
-    g = torch.Generator().manual_seed(0)
-    return {"images": torch.randn(b, 3, size, size, generator=g), "captions": [CAPTION] * b,
-            "spans": [SPANS] * b,
-            "masks": [(torch.rand(2, size // 4, size // 4, generator=g) > 0.5).float()
-                      for _ in range(b)]}
 
 
 def test_gather_top_pixels_matches_literal_loop():
