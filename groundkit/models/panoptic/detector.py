@@ -156,13 +156,10 @@ class FCOS(nn.Module):
         so that other per-point heads (a mask per point) train on the same instance as the box.
         """
         limits = torch.tensor(self.limits, device=out.points.device)[out.level]
-        labels, reg, matched = [], [], []
-        for boxes, classes in zip(gt_boxes, gt_classes):
-            m, r = match_points(out.points, out.strides, limits, boxes, self.center_radius)
-            labels.append(point_labels(m, classes, self.num_classes))
-            reg.append(r)
-            matched.append(m)
-        return torch.stack(labels), torch.stack(reg), torch.stack(matched)
+        boxes, classes, valid = pad_boxes(gt_boxes, gt_classes, out.points)  # one batched assignment
+        matched, reg = match_points(out.points, out.strides, limits, boxes, self.center_radius,
+                                    valid)
+        return point_labels(matched, classes, self.num_classes), reg, matched
 
     def losses(self, out: LevelOutputs, gt_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor],
                targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -265,40 +262,69 @@ def assign_targets(points: torch.Tensor, strides: torch.Tensor, limits: torch.Te
 
 
 def point_labels(matched: torch.Tensor, gt_classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """matched ``(...)`` box index or -1, gt_classes ``(G,)`` -> labels ``(...)`` long,
-    ``num_classes`` where unmatched."""
-    labels = torch.full_like(matched, num_classes)
-    pos = matched >= 0
-    labels[pos] = gt_classes[matched[pos]].to(labels.dtype)
-    return labels
+    """matched ``(N,)`` / ``(B, N)`` box index or -1, gt_classes ``(G,)`` / ``(B, G)`` -> labels of
+    matched's shape, long, ``num_classes`` where unmatched."""
+    classes = gt_classes.to(matched.device, torch.long)
+    if classes.shape[-1] == 0:
+        return torch.full_like(matched, num_classes)
+    found = torch.gather(classes, -1, matched.clamp(min=0))
+    return torch.where(matched >= 0, found, torch.full_like(found, num_classes))
+
+
+def pad_boxes(gt_boxes: list[torch.Tensor], gt_classes: list[torch.Tensor], like: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image boxes ``(G_i, 4)`` and classes ``(G_i,)`` -> boxes ``(B, G, 4)`` in ``like``'s dtype,
+    classes ``(B, G)`` long and valid ``(B, G)`` bool (G = max G_i; zeros and False past G_i), on
+    ``like``'s device."""
+    lengths = torch.tensor([len(x) for x in gt_boxes], dtype=torch.long)
+    g = int(lengths.max()) if len(lengths) else 0
+    valid = (torch.arange(g)[None] < lengths[:, None]).to(like.device)  # (B, G)
+    boxes = like.new_zeros(len(gt_boxes), g, 4)
+    classes = torch.zeros(valid.shape, dtype=torch.long, device=like.device)
+    if g:  # a few kernels for the batch, not three per image (a GPU step launches fewer)
+        boxes[valid] = torch.cat(list(gt_boxes)).to(boxes)
+        classes[valid] = torch.cat(list(gt_classes)).to(like.device, torch.long)
+    return boxes, classes, valid
 
 
 def match_points(points: torch.Tensor, strides: torch.Tensor, limits: torch.Tensor,
-                 gt_boxes: torch.Tensor, center_radius: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """The FCOS rule of ``assign_targets`` (see there), as box indices: matched ``(N,)`` long, the
-    index in ``gt_boxes`` of each point's box or -1 (background), and ltrb ``(N, 4)`` pixels (zeros
-    on background)."""
-    n = len(points)
-    if len(gt_boxes) == 0:
-        return (torch.full((n,), -1, dtype=torch.long, device=points.device),
-                torch.zeros(n, 4, device=points.device))
-    x, y = points[:, 0, None], points[:, 1, None]  # (N, 1)
-    ltrb = torch.stack([x - gt_boxes[:, 0], y - gt_boxes[:, 1],
-                        gt_boxes[:, 2] - x, gt_boxes[:, 3] - y], dim=2)  # (N, G, 4)
-    inside = ltrb.min(dim=2).values > 0  # (N, G)
+                 gt_boxes: torch.Tensor, center_radius: float = 1.5,
+                 valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FCOS rule of ``assign_targets`` (see there), as box indices, for one image's boxes
+    ``(G, 4)`` or a batch's padded boxes ``(B, G, 4)`` with ``valid (B, G)`` (see :func:`pad_boxes`).
+
+    Returns matched ``(N,)`` / ``(B, N)`` long, the index in the image's boxes of each point's box or
+    -1 (background), and ltrb ``(N, 4)`` / ``(B, N, 4)`` pixels (zeros on background). A point
+    inside several boxes takes the smallest, the first of equal areas.
+    """
+    if gt_boxes.dim() == 2:
+        matched, reg = match_points(points, strides, limits, gt_boxes[None], center_radius)
+        return matched[0], reg[0]
+    b, n = len(gt_boxes), len(points)
+    x, y = points[None, :, 0, None], points[None, :, 1, None]  # (1, N, 1)
+    boxes = gt_boxes[:, None]  # (B, 1, G, 4)
+    ltrb = torch.stack([x - boxes[..., 0], y - boxes[..., 1],
+                        boxes[..., 2] - x, boxes[..., 3] - y], dim=3)  # (B, N, G, 4)
+    inside = ltrb.min(dim=3).values > 0  # (B, N, G)
     if center_radius > 0:
-        centre = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (G, 2)
-        radius = strides[:, None] * center_radius  # (N, 1)
-        lo = torch.maximum(centre[None] - radius[..., None], gt_boxes[None, :, :2])  # (N, G, 2)
-        hi = torch.minimum(centre[None] + radius[..., None], gt_boxes[None, :, 2:])
-        inside &= (points[:, None] > lo).all(dim=2) & (points[:, None] < hi).all(dim=2)
-    reach = ltrb.max(dim=2).values
-    fits = (reach > limits[:, :1]) & (reach <= limits[:, 1:])
-    area = ((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1]))[None].expand(n, -1)
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (B, 1, G, 2)
+        radius = (strides * center_radius)[None, :, None, None]  # (1, N, 1, 1)
+        lo = torch.maximum(centre - radius, boxes[..., :2])  # (B, N, G, 2)
+        hi = torch.minimum(centre + radius, boxes[..., 2:])
+        p = points[None, :, None]  # (1, N, 1, 2)
+        inside &= (p > lo).all(dim=3) & (p < hi).all(dim=3)
+    if valid is not None:
+        inside &= valid[:, None]
+    reach = ltrb.max(dim=3).values
+    fits = (reach > limits[None, :, :1]) & (reach <= limits[None, :, 1:])
+    area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])).expand(b, n, -1)
     area = torch.where(inside & fits, area, torch.full_like(area, INF))
-    min_area, best = area.min(dim=1)
+    if area.shape[-1] == 0:  # no boxes in the batch
+        return (torch.full((b, n), -1, dtype=torch.long, device=points.device),
+                points.new_zeros(b, n, 4))
+    min_area, best = area.min(dim=2)
     found = min_area < INF
-    reg = ltrb[torch.arange(n, device=points.device), best] * found[:, None]
+    reg = torch.gather(ltrb, 2, best[..., None, None].expand(b, n, 1, 4))[:, :, 0] * found[..., None]
     return torch.where(found, best, torch.full_like(best, -1)), reg
 
 

@@ -90,17 +90,21 @@ class PointMaskHead(nn.Module):
         to both branches) when no point is positive. Background points contribute nothing.
         """
         size = mask_features.shape[-2:]
-        losses = []
         for b, masks in enumerate(gt_masks):
-            pos = torch.nonzero(matched[b] >= 0).flatten()
-            if len(pos) == 0:
-                continue
             if masks.shape[-2:] != size:
                 raise ValueError(f"PointMaskHead.losses: image {b}: gt masks are {tuple(masks.shape[-2:])}, "
                                  f"the mask features {tuple(size)}")
-            # Only the positive points' masks are computed: K x H x W per image, not N x H x W.
-            logits = torch.einsum("ke,ehw->khw", kernels[b, pos], mask_features[b])
-            losses.append(dice_loss(logits, masks[matched[b, pos]]))
-        if not losses:
+        image, point = torch.nonzero(matched >= 0, as_tuple=True)  # (P,) each, image-major
+        if len(image) == 0:
             return {"loss_mask": kernels.sum() * 0.0 + mask_features.sum() * 0.0}
-        return {"loss_mask": torch.cat(losses).mean()}
+        # Only the positive points' masks are computed (K_i x H x W per image, not N x H x W), in
+        # one batched product over the kernels packed to the front of each image's row: a few
+        # kernels per batch, not a few per image (a GPU step is bound by its launches).
+        positive = matched >= 0
+        slot = (positive.cumsum(1) - 1)[image, point]         # rank of each positive in its image
+        packed = kernels.new_zeros(len(kernels), int(positive.sum(1).max()), kernels.shape[-1])
+        packed = packed.index_put((image, slot), kernels[image, point])
+        logits = torch.bmm(packed, mask_features.flatten(2))[image, slot].view(-1, *size)
+        first = torch.tensor([0] + [len(m) for m in gt_masks], device=matched.device).cumsum(0)
+        targets = torch.cat(list(gt_masks))[first[image] + matched[image, point]]
+        return {"loss_mask": dice_loss(logits, targets).mean()}

@@ -168,3 +168,55 @@ def test_match_points_gives_the_box_behind_each_label():
     assert labels.tolist() == [1, 3, 5, 5, 2] and torch.equal(reg, reg2)
     empty, _ = match_points(points, strides, limits, torch.zeros(0, 4))
     assert empty.tolist() == [-1] * 5
+
+
+def _literal_match(points, strides, limits, boxes, center_radius):
+    """The FCOS rule point by point, box by box: the slow reference of match_points."""
+    matched = []
+    for (x, y), stride, (lo, hi) in zip(points.tolist(), strides.tolist(), limits.tolist()):
+        best, best_area = -1, math.inf
+        for g, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+            ltrb = (x - x0, y - y0, x1 - x, y1 - y)
+            inside = min(ltrb) > 0
+            if center_radius > 0:
+                cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, stride * center_radius
+                inside &= max(cx - r, x0) < x < min(cx + r, x1) and max(cy - r, y0) < y < min(cy + r, y1)
+            area = (x1 - x0) * (y1 - y0)
+            if inside and lo < max(ltrb) <= hi and area < best_area:  # the first of equal areas
+                best, best_area = g, area
+        matched.append(best)
+    return matched
+
+
+@pytest.mark.parametrize("center_radius", [0.0, 1.5])
+def test_batched_targets_equal_the_literal_rule_per_image(center_radius):
+    """FCOS.targets pads the images' boxes and assigns the batch at once: every image's labels,
+    matched indices and ltrb are those of the per-point rule on that image alone (images with
+    no boxes, equal areas and nested boxes included)."""
+    torch.manual_seed(0)
+    det = FCOS(16, num_classes=4, num_levels=2, num_convs=1, size_limits=(32,), first_level=3,
+               center_radius=center_radius)
+    out = det(_features(4, h=64, w=64))
+    gt_boxes, gt_classes = [], []
+    for g in (5, 0, 1, 7):
+        xy = torch.randint(0, 56, (g, 2)).float()
+        wh = torch.randint(4, 40, (g, 2)).float()
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        if g >= 5:
+            boxes[1] = boxes[0] + torch.tensor([2.0, 2, 2, 2])  # the same area, shifted
+            boxes[2] = torch.tensor([0.0, 0, 64, 64])           # around everything
+        gt_boxes.append(boxes)
+        gt_classes.append(torch.randint(0, 4, (g,)))
+    labels, reg, matched = det.targets(out, gt_boxes, gt_classes)
+    limits = torch.tensor(det.limits)[out.level]
+    for b, (boxes, classes) in enumerate(zip(gt_boxes, gt_classes)):
+        expected = _literal_match(out.points, out.strides, limits, boxes, center_radius)
+        assert matched[b].tolist() == expected
+        assert labels[b].tolist() == [int(classes[m]) if m >= 0 else 4 for m in expected]
+        for n, m in enumerate(expected):
+            (x, y), box = out.points[n].tolist(), boxes[m].tolist() if m >= 0 else None
+            want = [x - box[0], y - box[1], box[2] - x, box[3] - y] if box else [0.0] * 4
+            assert reg[b, n].tolist() == pytest.approx(want)
+    assert (matched[0] >= 0).sum() > 0 and (matched[1] == -1).all()
+    empty = det.targets(out, [torch.zeros(0, 4)] * 2, [torch.zeros(0, dtype=torch.long)] * 2)
+    assert (empty[2] == -1).all() and (empty[0] == 4).all() and empty[1].abs().sum() == 0

@@ -153,3 +153,33 @@ def test_mask_loss_decreases_when_training_on_fcos_assignment():
         opt.step()
         history.append(loss.item())
     assert history[-1] < 0.25 * history[0], history  # about 0.46 -> 0.01 here
+
+
+def test_batched_mask_loss_equals_the_per_image_loss_and_its_gradients():
+    """losses() packs the positive points of all images into one product: its value and its
+    gradients are those of computing each image's positive masks on their own (an image with no
+    positive point, and images with different numbers of objects, included)."""
+    torch.manual_seed(0)
+    b, n, e, h, w = 3, 16, 8, 8, 8
+    kernels = torch.randn(b, n, e, requires_grad=True)
+    features = torch.randn(b, e, h, w, requires_grad=True)
+    matched = torch.full((b, n), -1)
+    matched[0, [1, 5, 6]] = torch.tensor([0, 1, 0])
+    matched[2, [0, 2, 3, 9, 15]] = torch.tensor([2, 1, 0, 0, 1])
+    gt_masks = [torch.rand(2, h, w), torch.rand(1, h, w), torch.rand(3, h, w)]
+    head = PointMaskHead(16, mask_dim=e, kernel_convs=1, grid_stride=8)
+    loss = head.losses(kernels, features, matched, gt_masks)["loss_mask"]
+    per_point = []
+    for i in range(b):
+        for p in range(n):
+            m = int(matched[i, p])
+            if m >= 0:
+                logits = (kernels[i, p, :, None, None] * features[i]).sum(0)  # the literal 1x1 conv
+                per_point.append(dice_loss(logits[None], gt_masks[i][m][None]))
+    expected = torch.cat(per_point).mean()
+    torch.testing.assert_close(loss, expected)
+    grads = torch.autograd.grad(loss, (kernels, features))
+    expected_grads = torch.autograd.grad(expected, (kernels, features))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+    assert grads[0][1].abs().sum() == 0 and grads[0][0, 0].abs().sum() == 0  # no positives there
