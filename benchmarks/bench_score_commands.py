@@ -54,6 +54,22 @@ def wall_seconds(command: list[str], env: dict[str, str], repeats: int) -> list[
     return times
 
 
+def decode_seconds(*folders: Path) -> float:
+    """CPU seconds to decode every PNG of ``folders`` with Pillow in this process, the work any
+    scorer of these files must do (the least of 3 passes: the files are in the page cache)."""
+    from PIL import Image
+
+    paths = [p for folder in folders for p in sorted(folder.glob("*.png"))]
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for path in paths:
+            with Image.open(path) as image:
+                image.load()
+        best = min(best, time.process_time() - start)
+    return best
+
+
 def max_difference(ours: dict, theirs: dict) -> float:
     """Largest |difference| of pq / sq / rq over All, Things and Stuff (fractions)."""
     return max(abs(ours[g][k] - theirs[g][k]) for g in ("All", "Things", "Stuff")
@@ -107,6 +123,11 @@ def main() -> None:
     difference = max_difference(json.loads(ours_json.read_text()), json.loads(theirs_json.read_text()))
     print(f"panopticapi / groundkit: {theirs / ours:.2f}x; max |difference| of PQ/SQ/RQ "
           f"(All, Things, Stuff): {difference:.3g}")
+    floor = decode_seconds(args.data / "annotations" / f"panoptic_{cases.SPLIT}",
+                           pred / "panoptic") / (os.cpu_count() or 1)
+    print(f"decoding the {2 * len(list(pred.glob('panoptic/*.png')))} PNGs alone (Pillow, "
+          f"in-process, shared over the cores): {floor:.2f} s, so no scorer that reads them can "
+          f"be more than {theirs / floor:.2f}x faster than pq_compute here")
     for task in ("png", "rec", "res"):
         report(f"groundkit score {task}", wall_seconds(
             groundkit + ["score", *cases.score_arguments(args.data, pred, task)], env, args.repeats))

@@ -27,9 +27,18 @@ def package_version() -> str:
         return __version__
 
 
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (the package metadata costs every other command
+    some 15 ms of imports)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"groundkit {package_version()}")  # on stdout, as argparse's own version action
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="groundkit", description="Ground language in pixels.")
-    parser.add_argument("--version", action="version", version=f"groundkit {package_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

@@ -27,8 +27,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-import yaml
-
 from groundkit.errors import ConfigError
 
 T = TypeVar("T")
@@ -124,6 +122,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file whose top level is a mapping (an empty file is ``{}``)."""
+    import yaml  # here, not at the top: ``groundkit --help`` lists the configs without it
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -141,6 +141,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``"a.b=value"`` into ``("a.b", parsed value)``; the value is parsed as YAML."""
+    import yaml
+
     key, sep, raw = text.partition("=")
     key = key.strip()
     parts = key.split(".")

@@ -70,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from groundkit._io import check_output_file
+    from groundkit._malloc import keep_freed_memory
 
+    keep_freed_memory()  # per-image arrays reuse freed pages instead of faulting new ones in
     if args.json:
         check_output_file(args.json, "--json")
     if getattr(args, "plot", None):

