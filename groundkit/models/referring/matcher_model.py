@@ -40,6 +40,7 @@ from groundkit.errors import ConfigError, InputError
 from groundkit.models.panoptic.mask_head import multilevel_roi_align
 from groundkit.models.panoptic.model import PanopticModel, load_panoptic
 from groundkit.models.referring.matcher import MAttNetScorer
+from groundkit.models.referring.proposals import painting_order
 from groundkit.models.referring.vlnms import RegionHead, pad_rows
 from groundkit.models.referring.vlnms_model import (
     VLNMSConfig,
@@ -265,14 +266,14 @@ class MatcherModel(nn.Module):
     def _masks(self, encoded: dict[str, Any], proposals: list[dict[str, Tensor]], chosen: list[int],
                image_index: Tensor, image_sizes: list[tuple[int, int]],
                orig_sizes: list[tuple[int, int]]) -> list[np.ndarray | None]:
-        """The chosen proposal's mask per expression, painted with the others competing (``(H0,
-        W0) bool``; empty without a proposal), or None per expression without ``masks``."""
+        """The chosen proposal's mask per expression, painted with the other proposals competing
+        (:func:`painting_order`; ``(H0, W0) bool``, empty without a proposal), or None per
+        expression without ``masks``."""
         if not self.cfg.masks:
             return [None] * len(proposals)
         dets = []
         for p, c in zip(proposals, chosen):
-            order = torch.tensor([c] + [j for j in range(len(p["boxes"])) if j != c],
-                                 dtype=torch.long, device=p["boxes"].device)[:len(p["boxes"])]
+            order = painting_order(p["boxes"], c)
             dets.append({"boxes": p["boxes"][order], "classes": p["classes"][order],
                          "scores": p.get("confidence", torch.ones(len(p["boxes"]),
                                                                   device=p["boxes"].device))[order]})

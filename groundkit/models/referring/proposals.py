@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 
 from groundkit.errors import InputError
-from groundkit.ops.boxes import batched_nms
+from groundkit.ops.boxes import batched_nms, box_iou
 
-__all__ = ["select_proposals", "baseline_proposals"]
+__all__ = ["select_proposals", "baseline_proposals", "painting_order"]
 
 
 def select_proposals(candidates: dict[str, torch.Tensor], criterion: torch.Tensor, k: int,
@@ -48,3 +48,19 @@ def baseline_proposals(candidates: dict[str, torch.Tensor], k: int, nms_thresh: 
     """The query-agnostic proposals: :func:`select_proposals` ranked by the detector's
     ``candidates["confidence"]``."""
     return select_proposals(candidates, candidates["confidence"], k, nms_thresh)
+
+
+def painting_order(boxes: torch.Tensor, chosen: int, duplicate_iou: float = 0.5) -> torch.Tensor:
+    """The proposals that paint the chosen one's mask, as detections competing for pixels:
+    ``chosen`` first, then the others except its duplicates (IoU > ``duplicate_iou`` with it: the
+    same object proposed again, e.g. under another class, which would take the referent's own
+    pixels). boxes ``(P, 4)`` xyxy -> indices ``(D,)`` long; empty when P is 0.
+
+    Measured on the unseen seed-7 split (docs/two-stage.md): the matcher's RES oIoU with 5 VL-NMS
+    Trans proposals 45.4 -> 48.8 (duplicates left out), 48.2 with the chosen one painted alone.
+    """
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    distinct = (box_iou(boxes[chosen:chosen + 1], boxes)[0] <= duplicate_iou).tolist()
+    order = [chosen] + [j for j, keep in enumerate(distinct) if keep and j != chosen]
+    return torch.tensor(order, dtype=torch.long, device=boxes.device)

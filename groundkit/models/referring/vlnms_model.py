@@ -42,7 +42,7 @@ from torch import Tensor
 
 from groundkit.errors import ConfigError
 from groundkit.models.panoptic.model import PanopticModel, load_panoptic
-from groundkit.models.referring.proposals import select_proposals
+from groundkit.models.referring.proposals import painting_order, select_proposals
 from groundkit.models.referring.vlnms import (
     RelatednessFC,
     RelatednessTrans,
@@ -290,12 +290,14 @@ class VLNMSModel(nn.Module):
     def _masks(self, encoded: dict[str, Any], chosen: list[dict[str, Tensor]], image_index: Tensor,
                image_sizes: list[tuple[int, int]], orig_sizes: list[tuple[int, int]]
                ) -> list[np.ndarray | None]:
-        """The top proposal's mask of each expression (``(H0, W0) bool``; empty without a
-        proposal), or None per expression without ``masks``."""
+        """The top proposal's mask of each expression, painted with the other proposals competing
+        (:func:`painting_order`; ``(H0, W0) bool``, empty without a proposal), or None per
+        expression without ``masks``."""
         if not self.cfg.masks:
             return [None] * len(chosen)
-        dets = [{"boxes": p["boxes"], "scores": p["confidence"], "classes": p["classes"]}
-                for p in chosen]
+        orders = [painting_order(p["boxes"], 0) for p in chosen]  # the top one and its rivals
+        dets = [{"boxes": p["boxes"][o], "scores": p["confidence"][o], "classes": p["classes"][o]}
+                for p, o in zip(chosen, orders)]
         painted = self.panoptic.detection_masks(encoded["features"], dets, encoded["padded"],
                                                 [tuple(s) for s in image_sizes],
                                                 [tuple(s) for s in orig_sizes], image_index)

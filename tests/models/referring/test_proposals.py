@@ -3,7 +3,11 @@ import pytest
 import torch
 
 from groundkit.errors import InputError
-from groundkit.models.referring.proposals import baseline_proposals, select_proposals
+from groundkit.models.referring.proposals import (
+    baseline_proposals,
+    painting_order,
+    select_proposals,
+)
 
 
 def literal_selection(boxes, classes, criterion, k, thresh):
@@ -77,3 +81,15 @@ def test_bad_arguments_are_clear_errors():
         select_proposals(cands, torch.ones(3), k=2)
     with pytest.raises(InputError, match="positive integer"):
         baseline_proposals(cands, k=0)
+
+
+def test_painting_order_puts_the_chosen_first_and_leaves_out_its_duplicates():
+    boxes = torch.tensor([[0.0, 0, 10, 10],     # 0: a duplicate of 2 (IoU 0.81)
+                          [20.0, 20, 30, 30],   # 1: another object
+                          [1.0, 1, 10, 10],     # 2: the chosen one
+                          [5.0, 0, 15, 10],     # 3: overlaps 2 by IoU 0.33: another object
+                          [1.0, 1, 10, 10]])    # 4: the same box again
+    assert painting_order(boxes, 2).tolist() == [2, 1, 3]
+    assert painting_order(boxes, 1).tolist() == [1, 0, 2, 3, 4]  # nothing overlaps box 1
+    assert painting_order(boxes, 2, duplicate_iou=0.9).tolist() == [2, 0, 1, 3]
+    assert painting_order(torch.zeros(0, 4), 0).tolist() == []
