@@ -8,10 +8,19 @@ schedule ends where the run ends), trains, and copies the model files and logs t
     python benchmarks/gpu_train_pbrec.py --out $OUT --budget 540 \\
         --run main= --run hard=model.hard_targets=true --run rec_only=model.lambda_mass=0
 
+The first step of the bundled ``pbrec-synthetic`` was the ``amp`` run of (docs/referring.md)::
+
+    python benchmarks/gpu_train_pbrec.py --out $OUT --budget 515 --startup 60 \\
+        --run "main=trainer.num_workers=4" \\
+        --run "big=trainer.batch_size=128,trainer.lr=3e-4,trainer.num_workers=4" \\
+        --run "amp=trainer.amp=true,trainer.amp_dtype=bfloat16,trainer.num_workers=4"
+
 Each ``--run NAME=OVERRIDES`` is one ``groundkit train --config CONFIG`` with the comma-separated
 ``key=value`` overrides. ``--budget`` counts seconds from the script's start; a run still going at
-the end is stopped (its last epoch checkpoint stays). Written to ``--out``: ``NAME.safetensors``
-(the model) for every run and ``logs.tar.gz`` (configs, metrics.jsonl, stdout of every run).
+the end is stopped (SIGTERM: it saves a resumable training state; its model file comes back only
+if an earlier epoch wrote one; on 1 December two runs stopped during their first epoch's
+evaluation came back with none). Written to ``--out``: ``NAME.safetensors`` (the model) for every
+run that has one and ``logs.tar.gz`` (configs, metrics.jsonl, stdout of every run).
 """
 from __future__ import annotations
 
@@ -90,6 +99,10 @@ def main() -> int:
     parser.add_argument("--epoch-overhead", type=float, default=8.0,
                         help="seconds per epoch beside the steps (evaluation, checkpoint, workers)")
     parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument("--eval-items", type=int, default=64,
+                        help="val expressions scored after each epoch (the GPU scores them slowly: "
+                             "600 took 40 s on an H200, docs/referring.md); score the whole "
+                             "split afterwards with groundkit evaluate")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +121,7 @@ def main() -> int:
     sentences = count_sentences(data)
     say(f"data ready: {sentences} training sentences")
 
-    common = [f"data.root={data}"]
+    common = [f"data.root={data}", f"eval.max_items={args.eval_items}"]
     batch = {}
     calibration = {}
     for name, overrides in specs.items():
