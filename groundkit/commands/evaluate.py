@@ -22,6 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+MAX_LOADER_WORKERS = 64  # each is a process holding the dataset: a typo must not start thousands
+
+
+def _loader_workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_LOADER_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_LOADER_WORKERS}, "
+                                         f"got {text!r}")
+    return value
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on a data split",
@@ -43,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "DIR (one of the two is needed)")
     parser.add_argument("--gallery-out", metavar="DIR", help="where --gallery's pictures go")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=_loader_workers, default=0, metavar="N",
+                        help="processes reading the images while the model runs (default 0: "
+                             "in the main process; worth it beside a GPU)")
     parser.add_argument("--max-items", type=int, help="evaluate the first N narratives only")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--merge", choices=("argmax", "heuristic"),
@@ -89,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate_checkpoint(args.checkpoint, args.data, args.split, pred_dir,
                                      batch_size=args.batch_size, max_items=args.max_items,
                                      device=args.device, options=options,
-                                     protocol=args.protocol)
+                                     protocol=args.protocol, workers=args.workers)
         print(report.table)
         if args.pred_out:
             print(f"predictions: {' and '.join(str(p) for p in report.files)}")
@@ -152,7 +168,7 @@ class EvaluationReport:
 def evaluate_checkpoint(checkpoint: str, data: str | Path, split: str, pred_dir: str | Path, *,
                         batch_size: int | None = None, max_items: int | None = None,
                         device: str | None = None, options: Sequence[str] = (),
-                        protocol: str = "original") -> EvaluationReport:
+                        protocol: str = "original", workers: int = 0) -> EvaluationReport:
     """Load ``checkpoint``, predict ``split`` of ``data`` into ``pred_dir`` and score the files
     (``groundkit evaluate``, and the demo's report); ``batch_size`` defaults to the
     checkpoint's ``eval.batch_size``. ``protocol="ppmn"`` (grounding only): IoUs at 1/4 of the
@@ -169,7 +185,8 @@ def evaluate_checkpoint(checkpoint: str, data: str | Path, split: str, pred_dir:
     model, cfg = task.load(checkpoint, resolve_device(device))
     task.set_inference_options(model, options)
     dataset = task.dataset(cfg, data, split, max_items=max_items)
-    files = task.predict(model, dataset, pred_dir, batch_size or cfg.eval.batch_size)
+    files = task.predict(model, dataset, pred_dir, batch_size or cfg.eval.batch_size,
+                         workers=workers)
     if protocol == "original":
         evaluation = task.score(dataset, pred_dir)
     else:

@@ -127,12 +127,13 @@ class GroundingTask(Task):
             model.text_cache.get_or_compute([n.caption for n in dataset.narratives])
 
     def predict(self, model: GroundingModel, dataset: GroundingDataset, pred_dir: str | Path,
-                batch_size: int = 8, progress: bool = True) -> list[Path]:
+                batch_size: int = 8, progress: bool = True, workers: int = 0) -> list[Path]:
         # Every caption is encoded first, in one canonical order: encoded batch by batch, a
         # caption's features would depend (at float precision) on the batch it came in.
         self.prepare_model(model, dataset)
         path = Path(pred_dir) / PREDICTIONS
-        write_grounding_predictions(path, predict_records(model, dataset, batch_size, progress))
+        write_grounding_predictions(path, predict_records(model, dataset, batch_size, progress,
+                                                          workers))
         return [path]
 
     def score(self, dataset: GroundingDataset, pred_dir: str | Path,
@@ -199,10 +200,11 @@ def phrase_records(path: Path, dataset: GroundingDataset
 
 
 def predict_records(model: GroundingModel, dataset: GroundingDataset, batch_size: int = 8,
-                    progress: bool = True) -> list[dict[str, Any]]:
+                    progress: bool = True, workers: int = 0) -> list[dict[str, Any]]:
     """Prediction records (formats.md section 4) of every narrative of ``dataset``, in order."""
     records = []
-    for batch, results in predicted_batches(model, dataset, collate_grounding, batch_size, progress):
+    for batch, results in predicted_batches(model, dataset, collate_grounding, batch_size, progress,
+                                            workers):
         for result, segment_indices in zip(results, batch["segment_indices"]):
             narrative = dataset.narratives[len(records)]
             records.append(grounding_record(narrative, segment_indices, result.masks,

@@ -107,9 +107,9 @@ class PanopticTask(Task):
         return dataclasses.replace(cfg, categories=tuple(found))
 
     def predict(self, model: PanopticModel, dataset: PanopticSegDataset, pred_dir: str | Path,
-                batch_size: int = 8, progress: bool = True) -> list[Path]:
+                batch_size: int = 8, progress: bool = True, workers: int = 0) -> list[Path]:
         """``pred_dir/panoptic_<split>.json`` and the PNGs in ``pred_dir/panoptic_<split>/``."""
-        results = predict_results(model, dataset, batch_size, progress)
+        results = predict_results(model, dataset, batch_size, progress, workers)
         gt = ground_truth(dataset)
         json_path, png_dir = prediction_paths(dataset, pred_dir)
         write_panoptic_predictions(json_path, png_dir, results, gt.images, gt.categories.values())
@@ -151,10 +151,11 @@ def prediction_paths(dataset: PanopticSegDataset, pred_dir: str | Path) -> tuple
 
 
 def predict_results(model: PanopticModel, dataset: PanopticSegDataset, batch_size: int = 8,
-                    progress: bool = True) -> dict[int, PanopticResult]:
+                    progress: bool = True, workers: int = 0) -> dict[int, PanopticResult]:
     """``{image_id: PanopticResult}`` of every image of ``dataset``, id maps at the image's size."""
     results: dict[int, PanopticResult] = {}
-    for batch, out in predicted_batches(model, dataset, collate_panoptic, batch_size, progress):
+    for batch, out in predicted_batches(model, dataset, collate_panoptic, batch_size, progress,
+                                        workers):
         results.update(zip(batch["image_ids"], out))
     return results
 

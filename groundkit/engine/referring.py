@@ -198,10 +198,11 @@ class ReferringTask(Task):
             raise
 
     def predict(self, model: PBRECModel, dataset: ReferringDataset, pred_dir: str | Path,
-                batch_size: int = 8, progress: bool = True) -> list[Path]:
+                batch_size: int = 8, progress: bool = True, workers: int = 0) -> list[Path]:
         self.prepare_model(model, dataset)  # expressions encoded once, in one order (grounding's)
         path = Path(pred_dir) / PREDICTIONS
-        write_referring_predictions(path, predict_records(model, dataset, batch_size, progress))
+        write_referring_predictions(path, predict_records(model, dataset, batch_size, progress,
+                                                          workers))
         return [path]
 
     def score(self, dataset: ReferringDataset, pred_dir: str | Path) -> ReferringEvaluation:
@@ -255,11 +256,11 @@ class ReferringTask(Task):
 
 
 def predict_records(model: PBRECModel, dataset: ReferringDataset, batch_size: int = 8,
-                    progress: bool = True) -> list[dict[str, Any]]:
+                    progress: bool = True, workers: int = 0) -> list[dict[str, Any]]:
     """Referring prediction records (formats.md section 4) of every sentence, in order."""
     return [referring_record(ref_id, sent_id, result)
             for batch, results in predicted_batches(model, dataset, collate_referring, batch_size,
-                                                    progress)
+                                                    progress, workers)
             for result, ref_id, sent_id in zip(results, batch["ref_ids"], batch["sent_ids"])]
 
 

@@ -163,9 +163,10 @@ class Task(ABC):
 
     @abstractmethod
     def predict(self, model: torch.nn.Module, dataset: Dataset, pred_dir: str | Path,
-                batch_size: int = 8, progress: bool = True) -> list[Path]:
+                batch_size: int = 8, progress: bool = True, workers: int = 0) -> list[Path]:
         """Predict every item of ``dataset`` and write the field's prediction files into
-        ``pred_dir``; returns their paths."""
+        ``pred_dir``; returns their paths. ``workers``: loader processes reading the items
+        (:func:`predicted_batches`)."""
 
     @abstractmethod
     def score(self, dataset: Dataset, pred_dir: str | Path) -> Evaluation:
@@ -265,16 +266,18 @@ class Task(ABC):
 
 def predicted_batches(model: torch.nn.Module, dataset: Dataset,
                       collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
-                      batch_size: int = 8, progress: bool = True
+                      batch_size: int = 8, progress: bool = True, workers: int = 0
                       ) -> Iterator[tuple[dict[str, Any], list[Any]]]:
     """``(batch, results)`` of every batch of ``dataset`` in order, the model in eval mode under
-    ``no_grad`` (its train mode is restored afterwards): the prediction loop of every family."""
+    ``no_grad`` (its train mode is restored afterwards): the prediction loop of every family.
+    ``workers`` > 0 reads and collates the items in that many processes while the model runs
+    (worth it beside a GPU; on a CPU they compete with the model for the cores)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     # Page-locked batches on CUDA: the copy to the GPU runs asynchronously.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", num_workers=workers)
     try:
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
             batch["images"] = batch["images"].to(device, non_blocking=True)

@@ -103,3 +103,27 @@ def same_json(a, b, tolerance: float = 1e-5) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
     return a == b
+
+
+@pytest.mark.parametrize("model_type", ["ppmn", "panoptic", "pbrec"])
+def test_evaluate_with_loader_workers_writes_the_same_files(model_type, coco_folder, text_encoder,
+                                                            tmp_path, monkeypatch):
+    """--workers 2 reads the items in two processes: the same batches, so the same bytes."""
+    monkeypatch.setattr("groundkit.models.grounding.TextEncoder", lambda *a, **kw: text_encoder)
+    checkpoint = tiny_checkpoint(model_type, tmp_path / "ckpt", coco_folder)
+    outputs = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(coco_folder),
+                     "--split", "val", "--batch-size", "2", "--device", "cpu",
+                     "--workers", str(workers), "--pred-out", str(out)]) == 0
+        outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*"))
+                        if p.is_file()})
+    assert outputs[0] and outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("value", ["-1", "65", "two"])
+def test_evaluate_refuses_a_worker_count_out_of_bounds(value, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "--checkpoint", "x", "--data", "y", "--workers", value])
+    assert stop.value.code == 2 and "from 0 to 64" in capsys.readouterr().err
