@@ -63,21 +63,23 @@ def tiny_checkpoint(model_type: str, out: Path, data: Path) -> Path:
     return out
 
 
+def evaluated_files(checkpoint: Path, data: Path, out: Path, *options: str) -> dict[Path, bytes]:
+    """``groundkit evaluate`` of the val split on the CPU into ``out``: every file written there
+    (relative path -> bytes)."""
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "val",
+                 "--device", "cpu", "--pred-out", str(out), *options]) == 0
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.parametrize("model_type", model_types())
 def test_evaluate_at_batch_size_1_and_4_writes_the_same_predictions_and_scores(
         model_type, coco_folder, text_encoder, tmp_path, monkeypatch):
     # grounding models take the session's text encoder instead of loading it again
     monkeypatch.setattr("groundkit.models.grounding.TextEncoder", lambda *a, **kw: text_encoder)
     checkpoint = tiny_checkpoint(model_type, tmp_path / "ckpt", coco_folder)
-    outputs = []
-    for batch_size in (1, 4):
-        out = tmp_path / f"bs{batch_size}"
-        assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(coco_folder),
-                     "--split", "val", "--batch-size", str(batch_size), "--device", "cpu",
-                     "--pred-out", str(out), "--json", str(out / "scores.json")]) == 0
-        outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*"))
-                        if p.is_file()})
-    one, four = outputs
+    one, four = (evaluated_files(checkpoint, coco_folder, tmp_path / f"bs{b}", "--batch-size", str(b),
+                                 "--json", str(tmp_path / f"bs{b}" / "scores.json"))
+                 for b in (1, 4))
     assert one.keys() == four.keys() and any(p.name == "scores.json" for p in one)
     for path in one:
         if path.suffix == ".json":  # predictions and scores to float precision
@@ -111,14 +113,8 @@ def test_evaluate_with_loader_workers_writes_the_same_files(model_type, coco_fol
     """--workers 2 reads the items in two processes: the same batches, so the same bytes."""
     monkeypatch.setattr("groundkit.models.grounding.TextEncoder", lambda *a, **kw: text_encoder)
     checkpoint = tiny_checkpoint(model_type, tmp_path / "ckpt", coco_folder)
-    outputs = []
-    for workers in (0, 2):
-        out = tmp_path / f"w{workers}"
-        assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(coco_folder),
-                     "--split", "val", "--batch-size", "2", "--device", "cpu",
-                     "--workers", str(workers), "--pred-out", str(out)]) == 0
-        outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*"))
-                        if p.is_file()})
+    outputs = [evaluated_files(checkpoint, coco_folder, tmp_path / f"w{w}", "--batch-size", "2",
+                               "--workers", str(w)) for w in (0, 2)]
     assert outputs[0] and outputs[0] == outputs[1]
 
 

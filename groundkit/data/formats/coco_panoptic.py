@@ -28,24 +28,14 @@ from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
 
 
-def rgb_to_id(rgb: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """Segment ids of an RGB segment image.
 
-    rgb: ``(H, W, 3)`` any integer dtype -> ``(H, W)`` ``dtype`` (int64, or uint32, which holds
-    every id). uint8 images (what a PNG gives) are shifted together in uint32, a third of the
-    memory traffic of int64 arithmetic; other dtypes are cast to int64 before the arithmetic (on
-    uint8, NumPy 2 raises on overflow and older NumPy wraps silently).
+    rgb: ``(H, W, 3)`` any integer dtype -> ``(H, W) int64``. Casts before the arithmetic: on uint8
+    NumPy 2 raises on overflow and older NumPy wraps silently.
     """
-    rgb = np.asarray(rgb)
-    if rgb.dtype == np.uint8:
-        ids = rgb[..., 2].astype(np.uint32)
-        ids <<= 8
-        ids |= rgb[..., 1]
-        ids <<= 8
-        ids |= rgb[..., 0]
-        return ids.astype(dtype, copy=False)
-    rgb = rgb.astype(np.int64)
-    return (rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]).astype(dtype, copy=False)
+    rgb = np.asarray(rgb).astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
 def id_to_rgb(id_map: np.ndarray) -> np.ndarray:
