@@ -23,6 +23,10 @@ name: attributes / relation / extreme):
    k); lost by the localisation (no point matches at all). Boxes at IoU >= 0.5, and masks at mask
    IoU >= 0.5 on the stride-4 grid of table 1. Computed in input pixels, so the "correct" column
    can differ from table 3 by a rounding of the letterbox on a rare expression.
+5. Where RES oIoU is lost, in original pixels: the oIoU of the checkpoint's own masks; of the
+   best-matching point's mask for every expression (a perfect ranking over the same proposals);
+   and of the referent's own mask area-downsampled to the stride-4 grid and resized back as a
+   prediction is (the resolution limit of stride-4 masks: no point's mask can do better).
 """
 from __future__ import annotations
 
@@ -137,6 +141,17 @@ def analyse(model, dataset, batch_size: int, device: str) -> dict[str, np.ndarra
         chosen, top = iou_vote(mass, lambda i: pairwise_mask_iou(_take(logits, i) > 0), base.top_k)
         add("mask stage", stage_of(mask_hit, chosen, top).cpu())
 
+        # 5. oIoU with a perfect ranking, and the stride-4 resolution limit
+        for b, sample in enumerate(samples):
+            size, orig = batch["image_sizes"][b], batch["orig_sizes"][b]
+            gt = torch.from_numpy(dataset.instances.gt_mask(sample)).to(device)
+            inter, union = best_point_mask(logits[b], size, orig, base.mask_threshold, gt)
+            add("inter best", [inter])
+            add("union best", [union])
+            inter, union = stride4_mask_limit(gt, size, cfg_input_size(batch), base.mask_threshold)
+            add("inter limit", [inter])
+            add("union limit", [union])
+
         # 3. the vote through model.refer, in original pixels
         gt_boxes = np.stack([dataset.instances.gt_box(s) for s in samples])
         gt_masks = [dataset.instances.gt_mask(s) for s in samples]
@@ -154,6 +169,39 @@ def analyse(model, dataset, batch_size: int, device: str) -> dict[str, np.ndarra
                     add(f"union k{k}", counts[:, 1])
         model.cfg = base
     return {name: np.concatenate(parts) for name, parts in cols.items()}
+
+
+def cfg_input_size(batch: dict) -> int:
+    """S, the side of the square input canvas."""
+    return int(batch["images"].shape[-1])
+
+
+def best_point_mask(logits: torch.Tensor, size: tuple[int, int], orig: tuple[int, int],
+                    threshold: float, gt: torch.Tensor) -> tuple[int, int]:
+    """``logits (N, S/4, S/4)`` of one image's points, ``gt (H0, W0)`` bool -> (intersection,
+    union) of the point mask (as ``refer`` resizes it) with the highest IoU against ``gt``."""
+    h4, w4 = -(-size[0] // 4), -(-size[1] // 4)
+    probs = logits[:, :h4, :w4].sigmoid()[None]
+    masks = F.interpolate(probs, size=tuple(orig), mode="bilinear", align_corners=False)[0] > threshold
+    inter = (masks & gt).flatten(1).sum(1)
+    union = (masks | gt).flatten(1).sum(1)
+    best = int((inter / union.clamp(min=1)).argmax())
+    return int(inter[best]), int(union[best])
+
+
+def stride4_mask_limit(gt: torch.Tensor, size: tuple[int, int], side: int, threshold: float
+                       ) -> tuple[int, int]:
+    """(intersection, union) with ``gt (H0, W0)`` bool of ``gt`` itself taken to the stride-4
+    grid of the letterboxed input (resized to ``size``, pasted on the ``side``-square, each cell's
+    covered fraction) and brought back as ``refer`` brings a prediction (bilinear, threshold)."""
+    canvas = gt.new_zeros((side, side), dtype=torch.float32)
+    canvas[:size[0], :size[1]] = F.interpolate(gt.float()[None, None], size=tuple(size),
+                                               mode="bilinear", align_corners=False)[0, 0]
+    cells = F.avg_pool2d(canvas[None, None], 4)[0, 0]
+    h4, w4 = -(-size[0] // 4), -(-size[1] // 4)
+    back = F.interpolate(cells[:h4, :w4][None, None], size=tuple(gt.shape), mode="bilinear",
+                         align_corners=False)[0, 0] > threshold
+    return int((back & gt).sum()), int((back | gt).sum())
 
 
 def groups_of(dataset) -> dict[str, np.ndarray]:
@@ -215,6 +263,19 @@ def report(cols: dict[str, np.ndarray], groups: dict[str, np.ndarray], cfg, n_po
               list(STAGES), groups,
               lambda index, h, name=name: float((cols[f"{name} stage"][index] == STAGES.index(h)).mean())
               if len(index) else None, width=14)
+    # column -> the suffix of its "inter ..." / "union ..." columns (None: the checkpoint's own
+    # k is not among KS, so its masks were not scored)
+    oiou = {"model": f"k{cfg.top_k}" if cfg.top_k in KS else None, "best point": "best",
+            "stride-4 limit": "limit"}
+
+    def oiou_of(index, h):
+        if oiou[h] is None or not len(index):
+            return None
+        return res_scores(cols[f"inter {oiou[h]}"][index], cols[f"union {oiou[h]}"][index])["oiou"]
+
+    table(f"5. RES oIoU (%): the checkpoint's masks (top_k={cfg.top_k}) / the best point's mask "
+          "for every expression (a perfect ranking) / the referent's mask at stride 4 (the "
+          "resolution limit)", list(oiou), groups, oiou_of, width=16)
 
 
 def main() -> None:

@@ -199,9 +199,12 @@ def bench_one(kind: str, depth: int, args: argparse.Namespace) -> dict:
     rss_before = current_rss_mib()
     torch.manual_seed(0)
     model = build(kind, depth, args.text_encoder).to(device).eval()
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)  # 4-D weights only; the rest is unchanged
     params = sum(p.numel() for p in model.parameters())
     height, width = args.size
     batch = coco_batch(kind, device, height, width)
+    batch["images"] = batch["images"].contiguous(memory_format=layout)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with torch.no_grad():
@@ -218,6 +221,7 @@ def bench_one(kind: str, depth: int, args: argparse.Namespace) -> dict:
     median = statistics.median(walls)
     return {"model": f"{kind}-r{depth}", "device": str(device), "threads": torch.get_num_threads(),
             "input": f"{height}x{width} (padded {tuple(batch['images'].shape[-2:])})",
+            "layout": "channels_last" if args.channels_last else "nchw",
             "parameters_m": round(params / 1e6, 2), "gflops": round(flops / 1e9, 1),
             "gflops_by_op": {k: round(v / 1e9, 1) for k, v in
                              sorted(per_op.items(), key=lambda kv: -kv[1])},
@@ -296,6 +300,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=3, help="timed passes per model")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="weights and input in channels-last layout (oneDNN's on CPU)")
     parser.add_argument("--top", type=int, default=12, help="profiler rows (0: no profile)")
     parser.add_argument("--train-step", action="store_true",
                         help="also time a training step of each family (see above)")

@@ -21,7 +21,7 @@ def bench():
 
 def options(**kw) -> argparse.Namespace:
     base = dict(device="cpu", size=(64, 96), images=1, top=3, depth=18, train_size=64,
-                train_batch=1, amp=False, text_encoder=None)
+                train_batch=1, amp=False, text_encoder=None, channels_last=False)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -31,10 +31,12 @@ def test_models_parse(bench):
         bench.parse_models("drmn", 50)
 
 
-@pytest.mark.parametrize("kind", ["panoptic", "ppmn"])
-def test_inference_report(bench, kind):
-    record = bench.bench_one(kind, 18, options())
+@pytest.mark.parametrize("kind,channels_last", [("panoptic", False), ("ppmn", False),
+                                                 ("ppmn", True)])
+def test_inference_report(bench, kind, channels_last):
+    record = bench.bench_one(kind, 18, options(channels_last=channels_last))
     assert record["model"] == f"{kind}-r18" and record["input"].startswith("64x96")
+    assert record["layout"] == ("channels_last" if channels_last else "nchw")
     assert record["gflops"] > 0 and record["gflops_by_op"]["convolution"] > 0
     assert record["seconds_per_image"]["n"] == 1 and record["peak_rss_mib"] > 0
     assert "Self CPU time total" in record["profile"]
