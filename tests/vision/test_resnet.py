@@ -133,6 +133,37 @@ def test_bn_weights_into_frozen_bn_give_same_output(tmp_path):
     assert torch.allclose(bn.eval()(x)["c4"], frozen(x)["c4"], atol=1e-5)
 
 
+def test_frozen_batch_norm_is_the_literal_formula_with_a_gradient_to_its_input():
+    norm = FrozenBatchNorm2d(3, eps=1e-3)
+    norm.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+    norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    norm.running_mean.copy_(torch.tensor([1.0, -1.0, 0.0]))
+    norm.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    x = torch.randn(2, 3, 5, 7, requires_grad=True)
+    y = norm(x)
+    for c in range(3):
+        expected = ((x[:, c] - norm.running_mean[c]) / (norm.running_var[c] + 1e-3).sqrt()
+                    * norm.weight[c] + norm.bias[c])
+        assert torch.allclose(y[:, c], expected, atol=1e-6)
+    y.sum().backward()
+    slope = norm.weight / (norm.running_var + 1e-3).sqrt()
+    assert torch.allclose(x.grad, slope[None, :, None, None].expand_as(x))
+    assert norm(x.detach().contiguous(memory_format=torch.channels_last)).shape == x.shape
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("norm", ["bn", "gn", "frozen_bn"])
+def test_residual_sum_in_place_keeps_gradients(depth, norm):
+    # The blocks add the shortcut into the norm's output in place: every norm's backward must
+    # still run and give the input a gradient (autograd refuses a modified saved tensor).
+    torch.manual_seed(0)
+    model = ResNet(depth, base_width=8, norm=norm).train()
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    sum(v.square().sum() for v in model(x).values()).backward()
+    assert x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_report_lists_missing_unexpected_and_shape_mismatch(tmp_path):
     sd = dict(ResNet(18, base_width=8, norm="bn").state_dict())
     del sd["layer1.0.conv1.weight"]
