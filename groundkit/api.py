@@ -24,7 +24,7 @@ from groundkit.data.formats import panoptic_segments_json, phrase_record, write_
 from groundkit.data.images import read_image, to_rgb_array
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, letterbox, pad_batch, target_size
 from groundkit.engine.distributed import default_device, resolve_device
-from groundkit.engine.tasks import get_task
+from groundkit.engine.tasks import get_task, place_for_inference
 from groundkit.errors import InputError
 from groundkit.hub import checkpoint_header, model_card
 from groundkit.models.grounding import GroundingModel
@@ -244,7 +244,7 @@ class Grounder(Predictor):
     def __init__(self, model: GroundingModel, resize: ResizeConfig | None = None,
                  device: str | torch.device | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = place_for_inference(model, self.device)
         self.resize = resize or ResizeConfig()
         self._image: dict[str, Any] | None = None
 
@@ -369,7 +369,7 @@ class Segmenter(Predictor):
                  categories: dict[int, Category] | None = None,
                  device: str | torch.device | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = place_for_inference(model, self.device)
         self.resize = resize or ResizeConfig()
         self.categories = categories or {}
 
@@ -500,7 +500,7 @@ class Referrer(Predictor):
     def __init__(self, model: PBRECModel, input_size: int,
                  device: str | torch.device | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = place_for_inference(model, self.device)
         self.input_size = input_size
         self._image: dict[str, Any] | None = None
 

@@ -252,7 +252,7 @@ class Task(ABC):
                                source=str(checkpoint))
         model = self.build_model(without_initial_weights(cfg), **parts)
         model.load_state_dict(state, strict=True)
-        return model.to(device).eval(), cfg
+        return place_for_inference(model, device), cfg
 
     def set_inference_options(self, model: torch.nn.Module,
                               options: Sequence[str] | Mapping[str, Any]) -> None:
@@ -263,6 +263,17 @@ class Task(ABC):
             model.cfg = update_config(model.cfg, options, source="inference options")
         else:
             model.cfg = override_config(model.cfg, options)
+
+def place_for_inference(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """``model`` on ``device`` in eval mode; on the CPU with its convolution weights in
+    channels-last layout, oneDNN's own, which the activations then follow: an 800 x 1333 image
+    1.3-1.7x faster on two cores, 128 px batches 1.0-1.3x (docs/gpu.md). The same results up to
+    float rounding. CUDA keeps the default layout (not measured there)."""
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
 
 def predicted_batches(model: torch.nn.Module, dataset: Dataset,
                       collate: Callable[[list[dict[str, Any]]], dict[str, Any]],

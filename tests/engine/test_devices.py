@@ -101,3 +101,22 @@ def test_evaluate_on_cuda_without_cuda_is_one_clear_line(tmp_path, capsys, monke
                  "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("groundkit evaluate: error: device 'cuda': CUDA is not available ("), err
+
+
+def test_place_for_inference_changes_the_layout_on_the_cpu_and_not_the_numbers():
+    from groundkit.engine.tasks import place_for_inference
+    from groundkit.vision.resnet import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(18, base_width=8, norm="gn").train()
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        placed = place_for_inference(model.train(), "cpu")
+        got = placed(x)
+    assert placed is model and not placed.training
+    convs = [p for p in placed.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert got["c5"].is_contiguous(memory_format=torch.channels_last)   # activations follow
+    for level in expected:
+        assert torch.allclose(got[level], expected[level], atol=1e-5, rtol=1e-4)
