@@ -184,6 +184,29 @@ def count_flops(model: torch.nn.Module, batch: dict, device: torch.device
     return counter.get_total_flops(), per_op
 
 
+def conv_peak_gflops(device: torch.device, height: int, width: int, passes: int = 4) -> float:
+    """The best GFLOP/s of one 3 x 3, 256-channel convolution on the P2 map of the input (the
+    network's most common large operator), in either memory layout: the speed a network of
+    convolutions could reach here, which makes ``gflops / peak`` the arithmetic's bound."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device)
+    x = torch.randn(1, 256, -(-height // 4), -(-width // 4), device=device)
+    flops = 2 * 256 * 256 * 9 * x.shape[-2] * x.shape[-1]
+    best = 0.0
+    with torch.no_grad():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            conv, x = conv.to(memory_format=layout), x.contiguous(memory_format=layout)
+            conv(x)   # warm-up: oneDNN builds its kernel on the first call
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(passes):
+                conv(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, flops * passes / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def profile_table(model: torch.nn.Module, batch: dict, device: torch.device, rows: int) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -195,16 +218,18 @@ def profile_table(model: torch.nn.Module, batch: dict, device: torch.device, row
 
 
 def bench_one(kind: str, depth: int, args: argparse.Namespace) -> dict:
+    from groundkit.engine.tasks import place_for_inference
+
     device = torch.device(args.device)
     rss_before = current_rss_mib()
     torch.manual_seed(0)
-    model = build(kind, depth, args.text_encoder).to(device).eval()
-    layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout)  # 4-D weights only; the rest is unchanged
+    model = build(kind, depth, args.text_encoder)
+    # as groundkit places a loaded model (channels-last on the CPU), unless --nchw
+    model = model.to(device).eval() if args.nchw else place_for_inference(model, device)
+    channels_last = any(p.dim() == 4 and not p.is_contiguous() for p in model.parameters())
     params = sum(p.numel() for p in model.parameters())
     height, width = args.size
     batch = coco_batch(kind, device, height, width)
-    batch["images"] = batch["images"].contiguous(memory_format=layout)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with torch.no_grad():
@@ -219,9 +244,11 @@ def bench_one(kind: str, depth: int, args: argparse.Namespace) -> dict:
                 else rss_mib())
         table = profile_table(model, batch, device, args.top) if args.top else ""
     median = statistics.median(walls)
+    peak_gflops = conv_peak_gflops(device, height, width)
+    bound = flops / 1e9 / peak_gflops
     return {"model": f"{kind}-r{depth}", "device": str(device), "threads": torch.get_num_threads(),
             "input": f"{height}x{width} (padded {tuple(batch['images'].shape[-2:])})",
-            "layout": "channels_last" if args.channels_last else "nchw",
+            "layout": "channels_last" if channels_last else "nchw",
             "parameters_m": round(params / 1e6, 2), "gflops": round(flops / 1e9, 1),
             "gflops_by_op": {k: round(v / 1e9, 1) for k, v in
                              sorted(per_op.items(), key=lambda kv: -kv[1])},
@@ -229,6 +256,8 @@ def bench_one(kind: str, depth: int, args: argparse.Namespace) -> dict:
                                   "max": round(max(walls), 3), "n": len(walls),
                                   "cpu_median": round(statistics.median(cpus), 3)},
             "achieved_gflop_per_s": round(flops / 1e9 / median, 2),
+            "conv_peak_gflop_per_s": round(peak_gflops, 1), "bound_s": round(bound, 3),
+            "time_over_bound": round(median / bound, 2),
             ("peak_cuda_allocated_mib" if device.type == "cuda" else "peak_rss_mib"): round(peak),
             "rss_before_model_mib": round(rss_before), "profile": table}
 
@@ -300,8 +329,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=3, help="timed passes per model")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="weights and input in channels-last layout (oneDNN's on CPU)")
+    parser.add_argument("--nchw", action="store_true",
+                        help="keep the default layout (groundkit's inference uses channels-last "
+                             "on the CPU)")
     parser.add_argument("--top", type=int, default=12, help="profiler rows (0: no profile)")
     parser.add_argument("--train-step", action="store_true",
                         help="also time a training step of each family (see above)")

@@ -21,7 +21,7 @@ def bench():
 
 def options(**kw) -> argparse.Namespace:
     base = dict(device="cpu", size=(64, 96), images=1, top=3, depth=18, train_size=64,
-                train_batch=1, amp=False, text_encoder=None, channels_last=False)
+                train_batch=1, amp=False, text_encoder=None, nchw=False)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -31,12 +31,13 @@ def test_models_parse(bench):
         bench.parse_models("drmn", 50)
 
 
-@pytest.mark.parametrize("kind,channels_last", [("panoptic", False), ("ppmn", False),
-                                                 ("ppmn", True)])
-def test_inference_report(bench, kind, channels_last):
-    record = bench.bench_one(kind, 18, options(channels_last=channels_last))
+@pytest.mark.parametrize("kind,nchw", [("panoptic", False), ("ppmn", False), ("ppmn", True)])
+def test_inference_report(bench, kind, nchw):
+    record = bench.bench_one(kind, 18, options(nchw=nchw))
     assert record["model"] == f"{kind}-r18" and record["input"].startswith("64x96")
-    assert record["layout"] == ("channels_last" if channels_last else "nchw")
+    assert record["layout"] == ("nchw" if nchw else "channels_last")   # groundkit's on the CPU
+    assert record["conv_peak_gflop_per_s"] > 0 and record["bound_s"] >= 0
+    assert record["time_over_bound"] > 0   # both rounded: at 64 px the bound is ~1 ms
     assert record["gflops"] > 0 and record["gflops_by_op"]["convolution"] > 0
     assert record["seconds_per_image"]["n"] == 1 and record["peak_rss_mib"] > 0
     assert "Self CPU time total" in record["profile"]
