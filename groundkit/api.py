@@ -24,7 +24,7 @@ from groundkit.data.formats import panoptic_segments_json, phrase_record, write_
 from groundkit.data.images import read_image, to_rgb_array
 from groundkit.data.transforms import ResizeConfig, image_to_tensor, letterbox, pad_batch, target_size
 from groundkit.engine.distributed import default_device, resolve_device
-from groundkit.engine.tasks import get_task, place_for_inference
+from groundkit.engine.tasks import get_task
 from groundkit.errors import InputError
 from groundkit.hub import checkpoint_header, model_card
 from groundkit.models.grounding import GroundingModel
@@ -148,7 +148,10 @@ class Predictor:
         model's config, e.g. ``threshold=0.4`` (grounding) or, for a two-stage referring matcher,
         ``proposals="vlnms-fc-synthetic", top_k=3``; an unknown one is a ConfigError."""
         task = get_task(cls.task)
-        model, cfg = task.load(name_or_path or task.default_checkpoint)
+        # placed for inference on its device by load (channels-last on the CPU); a model handed
+        # to from_model keeps its layout (it may be training: a fused optimizer needs it)
+        device = resolve_device(device)
+        model, cfg = task.load(name_or_path or task.default_checkpoint, device)
         if options:
             task.set_inference_options(model, options)
         predictor = cls.from_model(model, cfg, device)
@@ -244,7 +247,7 @@ class Grounder(Predictor):
     def __init__(self, model: GroundingModel, resize: ResizeConfig | None = None,
                  device: str | torch.device | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = place_for_inference(model, self.device)
+        self.model = model.to(self.device).eval()
         self.resize = resize or ResizeConfig()
         self._image: dict[str, Any] | None = None
 
@@ -369,7 +372,7 @@ class Segmenter(Predictor):
                  categories: dict[int, Category] | None = None,
                  device: str | torch.device | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = place_for_inference(model, self.device)
+        self.model = model.to(self.device).eval()
         self.resize = resize or ResizeConfig()
         self.categories = categories or {}
 
@@ -500,7 +503,7 @@ class Referrer(Predictor):
     def __init__(self, model: PBRECModel, input_size: int,
                  device: str | torch.device | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = place_for_inference(model, self.device)
+        self.model = model.to(self.device).eval()
         self.input_size = input_size
         self._image: dict[str, Any] | None = None
 

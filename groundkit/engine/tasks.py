@@ -267,8 +267,11 @@ class Task(ABC):
 def place_for_inference(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     """``model`` on ``device`` in eval mode; on the CPU with its convolution weights in
     channels-last layout, oneDNN's own, which the activations then follow: an 800 x 1333 image
-    1.3-1.7x faster on two cores, 128 px batches 1.0-1.3x (docs/gpu.md). The same results up to
-    float rounding. CUDA keeps the default layout (not measured there)."""
+    1.2-1.6x faster on two cores, 128 px batches 1.0-1.2x (docs/gpu.md). The same results up to
+    float rounding. CUDA keeps the default layout (not measured there). Used by :meth:`Task.load`
+    (so by evaluate and the predictors' ``from_pretrained``), never on a model a caller hands
+    over: one in training would keep optimizer moments in the old layout, which torch's fused
+    Adam then pairs with the wrong elements (docs/training.md)."""
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":
         model = model.to(memory_format=torch.channels_last)

@@ -120,3 +120,18 @@ def test_place_for_inference_changes_the_layout_on_the_cpu_and_not_the_numbers()
     assert got["c5"].is_contiguous(memory_format=torch.channels_last)   # activations follow
     for level in expected:
         assert torch.allclose(got[level], expected[level], atol=1e-5, rtol=1e-4)
+
+
+def test_predictors_from_pretrained_are_placed_and_handed_models_keep_their_layout():
+    from groundkit import Referrer
+
+    def channels_last(model):
+        return any(p.dim() == 4 and not p.is_contiguous() for p in model.parameters())
+
+    from groundkit.engine.tasks import get_task
+
+    assert channels_last(Referrer.from_pretrained("pbrec-synthetic", device="cpu").model)
+    model, cfg = get_task("referring").load("pbrec-synthetic")
+    model.to(memory_format=torch.contiguous_format)
+    handed = Referrer.from_model(model, cfg, "cpu")
+    assert handed.model is model and not channels_last(handed.model)
