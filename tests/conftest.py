@@ -1,11 +1,25 @@
 """Shared fixtures: the bundled text encoder (loaded once) and a tiny grounding checkpoint."""
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 # Oversubscribed OpenMP threads spin and slow small CPU tests down by an order of magnitude.
 torch.set_num_threads(int(os.environ.get("GROUNDKIT_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """``load(name)``: ``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
+    def load(name: str):
+        path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"groundkit_benchmarks_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

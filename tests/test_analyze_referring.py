@@ -1,22 +1,14 @@
 """benchmarks/analyze_referring.py: the two oIoU bounds of its table 5, against literal loops."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "analyze_referring.py"
-
 
 @pytest.fixture(scope="module")
-def analysis():
-    spec = importlib.util.spec_from_file_location("analyze_referring", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def analysis(benchmark_script):
+    return benchmark_script("analyze_referring")
 
 
 def test_best_point_mask_is_the_best_of_the_points_resized_one_by_one(analysis):
