@@ -148,7 +148,7 @@ def analyse(model, dataset, batch_size: int, device: str) -> dict[str, np.ndarra
             inter, union = best_point_mask(logits[b], size, orig, base.mask_threshold, gt)
             add("inter best", [inter])
             add("union best", [union])
-            inter, union = stride4_mask_limit(gt, size, cfg_input_size(batch), base.mask_threshold)
+            inter, union = stride4_mask_limit(gt, size, batch["images"].shape[-1], base.mask_threshold)
             add("inter limit", [inter])
             add("union limit", [union])
 
@@ -171,18 +171,13 @@ def analyse(model, dataset, batch_size: int, device: str) -> dict[str, np.ndarra
     return {name: np.concatenate(parts) for name, parts in cols.items()}
 
 
-def cfg_input_size(batch: dict) -> int:
-    """S, the side of the square input canvas."""
-    return int(batch["images"].shape[-1])
-
-
 def best_point_mask(logits: torch.Tensor, size: tuple[int, int], orig: tuple[int, int],
                     threshold: float, gt: torch.Tensor) -> tuple[int, int]:
     """``logits (N, S/4, S/4)`` of one image's points, ``gt (H0, W0)`` bool -> (intersection,
-    union) of the point mask (as ``refer`` resizes it) with the highest IoU against ``gt``."""
-    h4, w4 = -(-size[0] // 4), -(-size[1] // 4)
-    probs = logits[:, :h4, :w4].sigmoid()[None]
-    masks = F.interpolate(probs, size=tuple(orig), mode="bilinear", align_corners=False)[0] > threshold
+    union) of the point mask (resized as ``refer`` resizes it) with the highest IoU against ``gt``."""
+    from groundkit.models.referring.pbrec import mask_to_original
+
+    masks = mask_to_original(logits, size, orig, threshold)
     inter = (masks & gt).flatten(1).sum(1)
     union = (masks | gt).flatten(1).sum(1)
     best = int((inter / union.clamp(min=1)).argmax())

@@ -264,6 +264,7 @@ class Task(ABC):
         else:
             model.cfg = override_config(model.cfg, options)
 
+
 def place_for_inference(model: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
     """``model`` on ``device`` in eval mode; on the CPU with its convolution weights in
     channels-last layout, oneDNN's own, which the activations then follow: an 800 x 1333 image

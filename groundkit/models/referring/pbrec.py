@@ -203,7 +203,7 @@ class PBRECModel(nn.Module):
         for b, (size, orig, scale) in enumerate(zip(image_sizes, orig_sizes, scales)):
             box = _to_original(boxes[b, box_point[b]], size, scale)
             proposals = torch.stack([_to_original(p, size, scale) for p in boxes[b, box_top[b]]])
-            mask = _mask_to_original(chosen[b, 0], size, orig, cfg.mask_threshold)
+            mask = mask_to_original(chosen[b, 0], size, orig, cfg.mask_threshold)
             results.append(ReferringResult(box.cpu().numpy(), float(center[b, box_point[b]]),
                                            mask.cpu().numpy(), proposals.cpu().numpy(),
                                            expressions[b]))
@@ -222,12 +222,15 @@ def _to_original(box: torch.Tensor, size: tuple[int, int], scale: float) -> torc
     return torch.minimum(box.clamp(min=0), limits) / scale
 
 
-def _mask_to_original(logits: torch.Tensor, size: tuple[int, int], orig: tuple[int, int],
-                      threshold: float) -> torch.Tensor:
-    """Stride-4 mask logits of the square input -> ``(H0, W0) bool`` (crop, then resize)."""
+def mask_to_original(logits: torch.Tensor, size: tuple[int, int], orig: tuple[int, int],
+                     threshold: float) -> torch.Tensor:
+    """Stride-4 mask logits ``(..., S/4, S/4)`` of the square input -> ``(..., H0, W0) bool``
+    (crop to the letterboxed image, then resize)."""
     h4, w4 = math.ceil(size[0] / 4), math.ceil(size[1] / 4)
-    probs = logits[:h4, :w4].sigmoid()[None, None]
-    return F.interpolate(probs, size=tuple(orig), mode="bilinear", align_corners=False)[0, 0] > threshold
+    probs = logits[..., :h4, :w4].sigmoid()
+    up = F.interpolate(probs.reshape(1, -1, h4, w4), size=tuple(orig), mode="bilinear",
+                       align_corners=False)
+    return up.reshape(*probs.shape[:-2], *orig) > threshold
 
 
 def build_pbrec(cfg: PBRECConfig, *, backbone: nn.Module | None = None,
