@@ -5,14 +5,19 @@ The synthetic benchmark's referring expressions come from a few templates
 "... left of / to the left of / right of / above / below / under the <anchor>" (relation) or
 "leftmost / rightmost / topmost / lowest ..." and "... on the left / on the right / at the top /
 at the bottom" (extreme). This script parses each of the split's sentences back into what it says
-(target attributes, relation and anchor attributes, or extreme) with regexes built from the
-generator's own word lists, and writes the same reference in other phrasings, by hand, with the
+(target attributes, relation and anchor attributes, or extreme) with the library's
+``groundkit.data.synthetic.phrasing.TemplateParser`` (regexes built from the generator's own word
+lists), and writes the same reference in other phrasings, by hand, with the
 same content words: "the red circle to the left of the star" -> "the circle that is red, which
 sits on the left side of the star"; "the leftmost square" -> "of all the squares, the one
 furthest to the left". Every rewrite is checked to fall outside the templates (the parser must
 reject it) and stays paired with its sentence's referent. The model then refers with the
 original sentences and with the rewrites, on the same images and referents, and both are scored
 with REC Acc@0.5 and RES oIoU / mIoU in original pixels, overall and by expression type.
+
+The phrasings here are a held-out test: the training augmentation ``data.rephrase`` (the
+library's ``Paraphraser``) was written apart from them and never writes one of these sentences
+(``tests/data/synthetic/test_phrasing.py``).
 
     python benchmarks/bench_free_expressions.py --checkpoint runs/pbrec_synthetic --data data/synthetic
     python benchmarks/bench_free_expressions.py --checkpoint /tmp/pb_overfit2 --data data/synthetic \
@@ -21,84 +26,11 @@ with REC Acc@0.5 and RES oIoU / mIoU in original pixels, overall and by expressi
 from __future__ import annotations
 
 import argparse
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-# --- the generator's templates, parsed back -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Thing:
-    """Attributes a description names: ``size`` "small" / "large", ``colour``, ``shape`` (None:
-    not named, the generator's "shape" / "object")."""
-
-    size: str | None = None
-    colour: str | None = None
-    shape: str | None = None
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """What a template sentence says: the target, and a relation with its anchor or an extreme."""
-
-    target: Thing
-    relation: str = ""    # a key of describe.RELATIONS, or ""
-    anchor: Thing | None = None
-    extreme: str = ""     # a key of describe.EXTREMES, or ""
-
-    @property
-    def kind(self) -> str:
-        return "relation" if self.relation else "extreme" if self.extreme else "attributes"
-
-
-class TemplateParser:
-    """Regexes over ``language.reference_text``'s templates, from the generator's word lists."""
-
-    def __init__(self) -> None:
-        from groundkit.data.synthetic.language import EXTREME_WORDS, RELATION_WORDS, SIZE_WORDS
-        from groundkit.data.synthetic.scene import COLOURS, SHAPES
-
-        self.size_of = {w: size for size, words in SIZE_WORDS.items() for w in words}
-        self.relation_of = {w: rel for rel, words in RELATION_WORDS.items() for w in words}
-        sizes, colours = _alternatives(self.size_of), _alternatives(COLOURS)
-        nouns = _alternatives(list(SHAPES) + ["shape", "object"])
-
-        def thing(p: str) -> str:
-            return rf"(?:(?P<{p}size>{sizes}) )?(?:(?P<{p}colour>{colours}) )?(?P<{p}noun>{nouns})"
-
-        self.patterns: list[tuple[re.Pattern, str]] = [(re.compile(
-            rf"^(?:the )?{thing('t')} (?P<rel>{_alternatives(self.relation_of)}) the {thing('a')}$"), "")]
-        for extreme, forms in EXTREME_WORDS.items():
-            for form in forms:
-                pattern = re.escape(form).replace(r"\{\}", "{}").format(thing("t"))
-                self.patterns.append((re.compile(rf"^(?:the )?{pattern}$"), extreme))
-        self.patterns.append((re.compile(rf"^(?:the )?{thing('t')}$"), ""))
-
-    def parse(self, sentence: str) -> Parsed | None:
-        """The reference a template sentence makes; None when no template produces it."""
-        text = " ".join(sentence.lower().split())
-        for pattern, extreme in self.patterns:
-            m = pattern.match(text)
-            if m is None:
-                continue
-            target = self._thing(m, "t")
-            if "rel" in m.groupdict():
-                return Parsed(target, self.relation_of[m["rel"]], self._thing(m, "a"))
-            return Parsed(target, extreme=extreme)
-        return None
-
-    def _thing(self, m: re.Match, p: str) -> Thing:
-        noun = m[f"{p}noun"]
-        return Thing(self.size_of.get(m[f"{p}size"] or ""), m[f"{p}colour"],
-                     None if noun in ("shape", "object") else noun)
-
-
-def _alternatives(words) -> str:
-    """A regex alternation, longest first ("to the left of" before "left of")."""
-    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-
+from groundkit.data.synthetic.phrasing import Parsed, TemplateParser, Thing
 
 # --- free phrasings, written by hand ---------------------------------------------------------------
 

@@ -57,6 +57,9 @@ class ReferringDataConfig:
     translate: float = 0.0        # extra random move, at most this fraction of S along each axis
     color_jitter: float = 0.0     # brightness/contrast/saturation factors in [1 - c, 1 + c]
     hflip: bool = False           # mirror (p = 0.5), swapping "left"/"right" in the expression
+    # The chance that a sentence of the synthetic benchmark's templates is said in another phrasing
+    # (groundkit.data.synthetic.phrasing); sentences no template writes are kept as they are.
+    rephrase: float = 0.0
 
 
 @dataclass
@@ -124,7 +127,8 @@ class ReferringDataset(Dataset):
         self._dirs = [root / d for d in cfg.image_dirs]
         self._folder_of = self._locate({s.image_id for s in self.samples})
         self.augment = train and (cfg.hflip or cfg.color_jitter > 0 or cfg.translate > 0
-                                  or tuple(cfg.scale_range) != (1.0, 1.0))
+                                  or cfg.rephrase > 0 or tuple(cfg.scale_range) != (1.0, 1.0))
+        self._templates = _template_parser() if self.augment and cfg.rephrase > 0 else None
         use_cache = cfg.cache if cache is None else cache
         self._items: dict[int, dict[str, Any]] | None = {} if use_cache and not self.augment else None
         self._sources: dict[int, _Source] | None = {} if use_cache and self.augment else None
@@ -261,6 +265,8 @@ class ReferringDataset(Dataset):
             image, masks = image[:, ::-1], masks[..., ::-1]
             boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
             expression = swap_left_right(expression)
+        if self._templates is not None and bool(torch.rand(()) < self.cfg.rephrase):
+            expression = self._rephrase(expression)
         scale, size, offset = self._placement(image.shape[:2], boxes[referent])
         if self.augment and self.cfg.color_jitter > 0:
             image = color_jitter(image, self.cfg.color_jitter)
@@ -289,6 +295,16 @@ class ReferringDataset(Dataset):
             "input_size": (min(S, offset[0] + size[0]), min(S, offset[1] + size[1])),
             "scale": scale,
         }
+
+    def _rephrase(self, expression: str) -> str:
+        """``expression`` in another phrasing when a synthetic template wrote it, else itself."""
+        from groundkit.data.synthetic.phrasing import Paraphraser
+
+        parsed = self._templates.parse(expression)
+        if parsed is None:
+            return expression
+        # numpy's generator seeded from torch's: DataLoader workers seed torch, not numpy.
+        return Paraphraser(np.random.default_rng(int(torch.randint(2**62, ())))).sentence(parsed)
 
     def _placement(self, shape: tuple[int, int], referent: np.ndarray
                    ) -> tuple[float, tuple[int, int], tuple[int, int]]:
@@ -331,6 +347,15 @@ def _check_config(cfg: ReferringDataConfig) -> None:
         raise ConfigError(f"translate: expected a fraction of the input size in [0, 1), got {cfg.translate}")
     if not 0 <= cfg.color_jitter < 1:
         raise ConfigError(f"color_jitter: expected a strength in [0, 1), got {cfg.color_jitter}")
+    if not 0 <= cfg.rephrase <= 1:
+        raise ConfigError(f"rephrase: expected a probability in [0, 1], got {cfg.rephrase}")
+
+
+def _template_parser():
+    """The synthetic templates' parser (imported here: real RefCOCO never needs it)."""
+    from groundkit.data.synthetic.phrasing import TemplateParser
+
+    return TemplateParser()
 
 
 def _with_sent(ref: dict[str, Any]) -> dict[str, Any]:

@@ -314,7 +314,7 @@ def test_a_referent_too_large_for_the_scale_is_shrunk_to_fit():
 
 
 def test_no_augmentation_out_of_training():
-    cfg = sample_cfg(scale_range=(0.5, 2.0), translate=0.3, color_jitter=0.5, hflip=True)
+    cfg = sample_cfg(scale_range=(0.5, 2.0), translate=0.3, color_jitter=0.5, hflip=True, rephrase=1.0)
     plain, evaluated = ReferringDataset(sample_cfg(), "testA"), ReferringDataset(cfg, "testA")
     torch.manual_seed(0)
     state = torch.get_rng_state()
@@ -322,6 +322,37 @@ def test_no_augmentation_out_of_training():
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
     assert (a["scale"], a["expression"]) == (b["scale"], b["expression"])
     assert torch.equal(torch.get_rng_state(), state)  # nothing drawn
+
+
+def test_rephrase_says_template_sentences_otherwise_and_keeps_the_rest(tiny_synthetic):
+    from groundkit.data.synthetic.phrasing import TemplateParser
+
+    plain = ReferringDataset(synthetic_cfg(tiny_synthetic), "train")
+    ds = ReferringDataset(synthetic_cfg(tiny_synthetic, rephrase=1.0), "train", train=True)
+    parser = TemplateParser()
+    torch.manual_seed(0)
+    changed = 0
+    for i, sample in enumerate(ds.samples):
+        a, b = plain[i], ds[i]
+        check_item(b, ds)
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        parsed = parser.parse(sample.sentence)
+        assert parsed is not None, sample.sentence   # every synthetic sentence is a template's
+        changed += b["expression"] != a["expression"]
+        again = parser.parse(b["expression"].rstrip("."))
+        assert again is None or again == parsed
+    assert changed > 0.6 * len(ds)
+    torch.manual_seed(3)   # the same seed gives the same phrasing
+    first = ds[0]["expression"]
+    torch.manual_seed(3)
+    assert ds[0]["expression"] == first
+
+
+def test_rephrase_keeps_sentences_no_template_wrote():
+    plain = ReferringDataset(sample_cfg(), "test")   # real RefCOCO sentences
+    ds = ReferringDataset(sample_cfg(rephrase=1.0), "test", train=True)
+    torch.manual_seed(0)
+    assert [ds[i]["expression"] for i in range(len(ds))] == [plain[i]["expression"] for i in range(len(ds))]
 
 
 def test_color_jitter_changes_colours_only():
@@ -401,7 +432,9 @@ def test_a_crowd_referent_is_among_the_objects(edited):
 
 @pytest.mark.parametrize("change,field", [({"input_size": 130}, "input_size"),
                                           ({"scale_range": (2.0, 1.0)}, "scale_range"),
-                                          ({"translate": 1.5}, "translate")])
+                                          ({"translate": 1.5}, "translate"),
+                                          ({"rephrase": 1.5}, "rephrase"),
+                                          ({"rephrase": -0.1}, "rephrase")])
 def test_bad_config(change, field):
     with pytest.raises(ConfigError, match=field):
         ReferringDataset(sample_cfg(**change), "val")

@@ -1,0 +1,129 @@
+"""Template sentences read back exactly; other phrasings keep what the sentence says and never
+write a sentence of the held-out rewrites of ``benchmarks/bench_free_expressions.py``."""
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from groundkit.data.synthetic.describe import EXTREMES as EXTREME_KEYS
+from groundkit.data.synthetic.describe import RELATIONS as RELATION_KEYS
+from groundkit.data.synthetic.describe import Reference
+from groundkit.data.synthetic.language import reference_text
+from groundkit.data.synthetic.phrasing import (
+    SEEN_FROM_ANCHOR,
+    SIZES,
+    UNNAMED,
+    Paraphraser,
+    Parsed,
+    TemplateParser,
+    Thing,
+)
+
+THINGS = [Thing(size, colour, shape) for size, colour, shape in itertools.product(
+    (None, "small", "large"), (None, "red", "blue"), (None, "circle", "cross"))
+    if size or colour or shape]
+ANCHORS = [Thing(None, "green", "star"), Thing("large", None, None), Thing(None, None, "cross")]
+REFERENCES = ([Parsed(t) for t in THINGS]
+              + [Parsed(t, extreme=e) for t in THINGS for e in EXTREME_KEYS]
+              + [Parsed(t, relation=r, anchor=a) for t in THINGS[::3] for r in RELATION_KEYS
+                 for a in ANCHORS])
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top",
+            "left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+HIGH_WORDS = {"top", "topmost", "upper", "uppermost", "highest", "higher", "above", "over", "up"}
+LOW_WORDS = {"bottom", "lowest", "lower", "below", "under", "beneath", "underneath", "bottommost"}
+
+
+def attrs_of(t: Thing) -> tuple:
+    return tuple(sorted((k, v) for k, v in (("size", t.size), ("colour", t.colour),
+                                            ("shape", t.shape)) if v))
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def direction_words(direction: str) -> set[str]:
+    return {"left": {"left", "leftmost"}, "right": {"right", "rightmost"}, "top": HIGH_WORDS,
+            "bottom": LOW_WORDS}[direction]
+
+
+@pytest.mark.parametrize("ref", REFERENCES, ids=str)
+def test_template_sentences_parse_back_to_their_reference(ref):
+    relation = ref.relation or ref.extreme
+    reference = Reference(0, attrs_of(ref.target), relation, attrs_of(ref.anchor) if ref.anchor else ())
+    rng = np.random.default_rng(0)
+    for article in ("the", ""):
+        for _ in range(6):
+            text = reference_text(reference, article, rng)
+            assert TemplateParser().parse(text) == ref, text
+            assert TemplateParser().parse(text.upper() + "  ") == ref
+
+
+def test_other_sentences_do_not_parse():
+    parser = TemplateParser()
+    for text in ("the circle that is red", "red circle near the star", "the purple", "",
+                 "the red circle left of", "leftmost red circle on the left", "a circle"):
+        assert parser.parse(text) is None, text
+
+
+def check_thing_words(t: Thing, words: list[str], other: Thing | None = None) -> None:
+    """``t``'s attribute words are in ``words``, and no size word says another size than ``t``'s
+    (or the ``other`` thing's of the sentence)."""
+    if t.colour:
+        assert t.colour in words
+    if t.shape:
+        assert any(w.startswith(t.shape) for w in words)
+    else:
+        assert any(w.startswith(n) for w in words for n in UNNAMED) or t.colour in words
+    if t.size:
+        assert set(SIZES[t.size]) & set(words)
+        wrong = "large" if t.size == "small" else "small"
+        if other is None or other.size != wrong:
+            assert not set(SIZES[wrong]) & set(words)
+
+
+@pytest.mark.parametrize("ref", REFERENCES, ids=str)
+def test_paraphrases_say_what_the_reference_says(ref):
+    rng = np.random.default_rng(1)
+    parser = TemplateParser()
+    for _ in range(40):
+        text = Paraphraser(rng).sentence(ref)
+        assert "{" not in text and "  " not in text and text == text.strip()
+        words = words_of(text)
+        check_thing_words(ref.target, words, ref.anchor)
+        if ref.anchor is not None:
+            check_thing_words(ref.anchor, words, ref.target)
+        key = ref.relation or ref.extreme
+        if key:
+            direction = key.replace(" of", "").replace("above", "top").replace("below", "bottom")
+            opposite = OPPOSITE[direction]
+            seen_from_anchor = any(text.lower().rstrip(".").endswith(p)
+                                   for p in SEEN_FROM_ANCHOR.get(ref.relation, ()))
+            if seen_from_anchor:   # "... having the star at its right": the words are mirrored
+                direction, opposite = opposite, direction
+            assert direction_words(direction) & set(words), text
+            assert not direction_words(opposite) & set(words), text
+        again = parser.parse(text.rstrip("."))
+        assert again is None or again == ref, text   # a paraphrase that is a template says the same
+
+
+def test_paraphrases_vary_and_leave_the_held_out_rewrites_alone(benchmark_script):
+    bench = benchmark_script("bench_free_expressions")
+    ours, held_out = set(), set()
+    rng_ours, rng_bench = np.random.default_rng(2), np.random.default_rng(3)
+    for ref in REFERENCES:
+        for _ in range(25):
+            ours.add(Paraphraser(rng_ours).rephrase(ref))
+            held_out.add(bench.Rewriter(rng_bench).rewrite(ref))
+    assert len(ours) > 5 * len(REFERENCES)
+    parser = TemplateParser()   # a bare "the circle" is a template sentence both may write
+    shared = {text for text in ours & held_out if parser.parse(text) is None}
+    assert not shared, sorted(shared)[:10]
+
+
+def test_sentence_adds_capitals_and_full_stops_sometimes():
+    rng = np.random.default_rng(4)
+    texts = [Paraphraser(rng).sentence(Parsed(Thing(None, "red", "circle"))) for _ in range(200)]
+    assert 10 < sum(t[0].isupper() for t in texts) < 100
+    assert 10 < sum(t.endswith(".") for t in texts) < 100
