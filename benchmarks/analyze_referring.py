@@ -4,8 +4,9 @@
     python benchmarks/analyze_referring.py --checkpoint /tmp/pb_overfit2 --data data/synthetic \
         --max-items 64
 
-Every number comes from the model on the split (rows: all expressions, then each type the refs
-name: attributes / relation / extreme):
+Every number comes from the model on the split (rows: all expressions, each type the refs name:
+attributes / relation / extreme, then the thirds of the expressions by the size of their referent,
+the square root of its box area in original pixels):
 
 1. Proposal ceiling (the paper's Table 1, for the point proposals): the share of expressions whose
    referent box is matched (IoU >= 0.5) by ANY grid point's box (``detector.point_boxes``, clipped
@@ -199,23 +200,31 @@ def stride4_mask_limit(gt: torch.Tensor, size: tuple[int, int], side: int, thres
     return int((back & gt).sum()), int((back | gt).sum())
 
 
-def groups_of(dataset) -> dict[str, np.ndarray]:
-    """Row name -> expression indices: "all", then each expression type present, in that order."""
+def groups_of(dataset, boxes: np.ndarray) -> dict[str, np.ndarray]:
+    """Row name -> expression indices: "all", each expression type present, then the thirds of
+    the expressions by their referent's box area (``boxes (E, 4)`` xyxy): "small <= A px",
+    "medium <= B px" and "large", A and B the terciles of sqrt(area)."""
     types = np.array(dataset.types)
     groups = {"all": np.arange(len(types))}
     for kind in ("attributes", "relation", "extreme"):
         if (types == kind).any():
             groups[kind] = np.nonzero(types == kind)[0]
+    side = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None))
+    if len(side) >= 3:
+        low, high = np.quantile(side, [1 / 3, 2 / 3])
+        groups[f"small<={low:.0f}px"] = np.nonzero(side <= low)[0]
+        groups[f"medium<={high:.0f}px"] = np.nonzero((side > low) & (side <= high))[0]
+        groups["large"] = np.nonzero(side > high)[0]
     return groups
 
 
 def table(title: str, header: list[str], groups: dict[str, np.ndarray], cell, width: int = 8) -> None:
     """One row per group: its size then ``cell(indices, column)`` for each column, in percent."""
     print(title)
-    print(f"{'expressions':<12}{'n':>6}" + "".join(f"{h:>{width}}" for h in header))
+    print(f"{'expressions':<16}{'n':>6}" + "".join(f"{h:>{width}}" for h in header))
     for name, index in groups.items():
         values = [cell(index, h) for h in header]
-        print(f"{name:<12}{len(index):>6}" + "".join(
+        print(f"{name:<16}{len(index):>6}" + "".join(
             f"{'n/a':>{width}}" if v is None or np.isnan(v) else f"{100 * v:>{width}.1f}" for v in values))
     print()
 
@@ -295,7 +304,7 @@ def main() -> None:
     side = cfg.data.input_size // model.cfg.grid_stride
     print(f"{args.checkpoint} on {args.data} [{args.split}]: {len(dataset)} expressions, "
           f"{side} x {side} points (stride {model.cfg.grid_stride})\n")
-    report(cols, groups_of(dataset), model.cfg, side * side)
+    report(cols, groups_of(dataset, cols["gt box"]), model.cfg, side * side)
 
 
 if __name__ == "__main__":

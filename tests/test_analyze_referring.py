@@ -1,6 +1,7 @@
 """benchmarks/analyze_referring.py: the two oIoU bounds of its table 5, against literal loops."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,3 +38,20 @@ def test_stride4_limit_of_cell_aligned_and_thin_masks(analysis):
     thin[10, 4:28] = True                                  # one pixel high: a quarter of its cells
     inter, union = analysis.stride4_mask_limit(thin, (32, 32), 32, 0.5)
     assert inter == 0 and union == 24
+
+
+def test_groups_are_the_types_then_the_thirds_by_referent_size(analysis):
+    class Split:
+        types = ["relation", "attributes", "relation", "extreme", "", "attributes"]
+
+    sides = [10, 40, 20, 30, 50, 60]                       # square referents, in pixels
+    boxes = np.array([[5, 5, 5 + s, 5 + s] for s in sides], dtype=float)
+    groups = analysis.groups_of(Split(), boxes)
+    low, high = np.quantile(sides, [1 / 3, 2 / 3])         # 26.7 and 43.3
+    assert list(groups) == ["all", "attributes", "relation", "extreme",
+                            f"small<={low:.0f}px", f"medium<={high:.0f}px", "large"]
+    assert groups["all"].tolist() == list(range(6))
+    assert groups["relation"].tolist() == [0, 2] and groups["extreme"].tolist() == [3]
+    assert groups["small<=27px"].tolist() == [0, 2]
+    assert groups["medium<=43px"].tolist() == [1, 3]
+    assert groups["large"].tolist() == [4, 5]
