@@ -113,6 +113,51 @@ class Rewriter:
         return self.described(p.target)
 
 
+class SecondRewriter(Rewriter):
+    """A second held-out set (``--rewrites second``), written after the ``rephrase`` training
+    augmentation and apart from it and from :class:`Rewriter`: other relation verbs ("found left
+    of", "lying leftward of"), the anchor's possessive ("on the star's left"), extremes named by
+    the image's edges ("closest to the image's left edge"), and attributes behind a lead-in
+    ("look at the red circle", "the one that is a red circle")."""
+
+    RELATION = {
+        "left of": ("sitting to the left side of", "found left of", "lying leftward of", "placed left from"),
+        "right of": ("sitting to the right side of", "found right of", "lying rightward of",
+                     "placed right from"),
+        "above": ("found above", "sitting higher up than", "placed over", "located up from"),
+        "below": ("found below", "sitting lower down than", "placed beneath", "located down from"),
+    }
+    SIDE = {"left of": "left", "right of": "right", "above": "upper side", "below": "lower side"}
+    EXTREME = {
+        "left": ("closest to the image's left edge", "in the leftmost position", "all the way on the left"),
+        "right": ("closest to the image's right edge", "in the rightmost position",
+                  "all the way on the right"),
+        "top": ("closest to the image's top edge", "in the topmost position", "all the way at the top"),
+        "bottom": ("closest to the image's bottom edge", "in the lowest position",
+                   "all the way at the bottom"),
+    }
+
+    def thing(self, t: Thing) -> str:
+        """"large red circle", or "large circle which has a red colour"."""
+        forms = [" ".join(([t.size] if t.size else []) + ([t.colour] if t.colour else [])
+                          + [self.noun(t)])]
+        if t.colour:
+            forms.append(f"{t.size + ' ' if t.size else ''}{self.noun(t)} which has a {t.colour} colour")
+        return self.pick(forms)
+
+    def rewrite(self, p: Parsed) -> str:
+        if p.relation:
+            return self.pick((f"the {self.thing(p.target)} {self.pick(self.RELATION[p.relation])} "
+                              f"the {self.thing(p.anchor)}",
+                              f"the {self.thing(p.target)} on the {self.thing(p.anchor)}'s "
+                              f"{self.SIDE[p.relation]}"))
+        if p.extreme:
+            return self.pick(tuple(f"the {{}} {e}" for e in self.EXTREME[p.extreme])).format(
+                self.thing(p.target))
+        return self.pick((f"look at the {self.thing(p.target)}",
+                          f"the one that is a {self.thing(p.target)}"))
+
+
 # --- scoring --------------------------------------------------------------------------------------
 
 
@@ -180,6 +225,10 @@ def main() -> None:
     parser.add_argument("--max-items", type=int, default=None, help="first N sentences only")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="draws of the phrasings")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="the inference option top_k (default: the checkpoint's own)")
+    parser.add_argument("--rewrites", choices=("first", "second"), default="first",
+                        help="which held-out set of phrasings (Rewriter or SecondRewriter)")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -188,8 +237,11 @@ def main() -> None:
     model, cfg = task.load(args.checkpoint, device=args.device)
     cfg = replace(cfg, data=replace(cfg.data, max_items=None, cache=False))  # not the training limit
     dataset = task.dataset(cfg, args.data, args.split, max_items=args.max_items)
+    if args.top_k is not None:
+        model.cfg = replace(model.cfg, top_k=args.top_k)
 
-    templates, rewriter = TemplateParser(), Rewriter(np.random.default_rng(args.seed))
+    kind = Rewriter if args.rewrites == "first" else SecondRewriter
+    templates, rewriter = TemplateParser(), kind(np.random.default_rng(args.seed))
     index, originals, free, kinds = [], [], [], []
     unparsed, type_mismatch, shape_mismatch = [], 0, 0
     for i, sample in enumerate(dataset.samples):
