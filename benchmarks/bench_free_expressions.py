@@ -152,8 +152,8 @@ class SecondRewriter(Rewriter):
                               f"the {self.thing(p.target)} on the {self.thing(p.anchor)}'s "
                               f"{self.SIDE[p.relation]}"))
         if p.extreme:
-            return self.pick(tuple(f"the {{}} {e}" for e in self.EXTREME[p.extreme])).format(
-                self.thing(p.target))
+            where = self.pick(self.EXTREME[p.extreme])
+            return f"the {self.thing(p.target)} {where}"
         return self.pick((f"look at the {self.thing(p.target)}",
                           f"the one that is a {self.thing(p.target)}"))
 

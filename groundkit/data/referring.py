@@ -33,6 +33,7 @@ from groundkit.data.formats.refcoco import (
     sentence_types,
 )
 from groundkit.data.images import read_record_image
+from groundkit.data.synthetic.phrasing import Paraphraser, TemplateParser
 from groundkit.data.transforms import image_to_tensor, letterbox_size, masks_to_targets
 from groundkit.errors import ConfigError, FormatError, InputError
 from groundkit.structures import ReferringSample
@@ -128,7 +129,7 @@ class ReferringDataset(Dataset):
         self._folder_of = self._locate({s.image_id for s in self.samples})
         self.augment = train and (cfg.hflip or cfg.color_jitter > 0 or cfg.translate > 0
                                   or cfg.rephrase > 0 or tuple(cfg.scale_range) != (1.0, 1.0))
-        self._templates = _template_parser() if self.augment and cfg.rephrase > 0 else None
+        self._templates = TemplateParser() if self.augment and cfg.rephrase > 0 else None
         use_cache = cfg.cache if cache is None else cache
         self._items: dict[int, dict[str, Any]] | None = {} if use_cache and not self.augment else None
         self._sources: dict[int, _Source] | None = {} if use_cache and self.augment else None
@@ -298,8 +299,6 @@ class ReferringDataset(Dataset):
 
     def _rephrase(self, expression: str) -> str:
         """``expression`` in another phrasing when a synthetic template wrote it, else itself."""
-        from groundkit.data.synthetic.phrasing import Paraphraser
-
         parsed = self._templates.parse(expression)
         if parsed is None:
             return expression
@@ -349,13 +348,6 @@ def _check_config(cfg: ReferringDataConfig) -> None:
         raise ConfigError(f"color_jitter: expected a strength in [0, 1), got {cfg.color_jitter}")
     if not 0 <= cfg.rephrase <= 1:
         raise ConfigError(f"rephrase: expected a probability in [0, 1], got {cfg.rephrase}")
-
-
-def _template_parser():
-    """The synthetic templates' parser (imported here: real RefCOCO never needs it)."""
-    from groundkit.data.synthetic.phrasing import TemplateParser
-
-    return TemplateParser()
 
 
 def _with_sent(ref: dict[str, Any]) -> dict[str, Any]:
