@@ -18,7 +18,8 @@ the square root of its box area in original pixels):
    the center-ness target (``center_targets > 0``), and the same for mass-ness (``mass_targets``).
 3. The IoU vote (the paper's Table 5): REC Acc@0.5 of ``model.refer`` for top-k in 1, 4, 8, 12,
    16, ranking by center-ness and by center-ness x detector confidence, and RES oIoU of the mask
-   vote for the same k; both in original pixels against the instances' boxes and masks.
+   vote for the same k; both in original pixels against the instances' boxes and masks. With the
+   checkpoint's ``joint_ranking`` both votes rank by center-ness + mass-ness.
 4. Stages, at the checkpoint's own setting (its top_k and ranking): correct; lost by the vote (a
    matching proposal was among the top k); lost by the ranking (a point matched, none in the top
    k); lost by the localisation (no point matches at all). Boxes at IoU >= 0.5, and masks at mask
@@ -136,10 +137,10 @@ def analyse(model, dataset, batch_size: int, device: str) -> dict[str, np.ndarra
         add("mass positives", (m_target > 0).sum(1).cpu())
 
         # 4. stages at the checkpoint's setting (the vote exactly as refer does it)
-        rank = center * confidence if base.rank_by_confidence else center
-        chosen, top = iou_vote(rank, lambda i: pairwise_box_iou(_take(boxes, i)), base.top_k)
+        box_rank, mask_rank = model.rankings(center, mass, confidence)
+        chosen, top = iou_vote(box_rank, lambda i: pairwise_box_iou(_take(boxes, i)), base.top_k)
         add("box stage", stage_of(box_hit, chosen, top).cpu())
-        chosen, top = iou_vote(mass, lambda i: pairwise_mask_iou(_take(logits, i) > 0), base.top_k)
+        chosen, top = iou_vote(mask_rank, lambda i: pairwise_mask_iou(_take(logits, i) > 0), base.top_k)
         add("mask stage", stage_of(mask_hit, chosen, top).cpu())
 
         # 5. oIoU with a perfect ranking, and the stride-4 resolution limit
@@ -253,15 +254,20 @@ def report(cols: dict[str, np.ndarray], groups: dict[str, np.ndarray], cfg, n_po
         pred = cols[f"box k{k} conf{int(by_conf == 'cxf')}"][index]
         return rec_accuracy(pred, cols["gt box"][index])["acc@0.5"] if len(index) else None
 
-    table("3a. REC Acc@0.5 of the IoU vote over the top-k (k/c: ranked by center-ness, "
-          "k/cxf: by center-ness x detector confidence), original pixels (%)",
+    joint = " (+ mass-ness: joint_ranking)" if cfg.joint_ranking else ""
+    table(f"3a. REC Acc@0.5 of the IoU vote over the top-k (k/c: ranked by center-ness{joint}, "
+          "k/cxf: by the same x detector confidence), original pixels (%)",
           [f"{k}/c" for k in KS] + [f"{k}/cxf" for k in KS], groups, rec)
-    table("3b. RES oIoU of the mask vote over the top-k by mass-ness, original pixels (%)",
+    table(f"3b. RES oIoU of the mask vote over the top-k by mass-ness{joint.replace('mass', 'center')}, "
+          "original pixels (%)",
           [f"k={k}" for k in KS], groups,
           lambda index, h: res_scores(cols[f"inter k{h[2:]}"][index],
                                       cols[f"union k{h[2:]}"][index])["oiou"] if len(index) else None)
-    rank = "center-ness x confidence" if cfg.rank_by_confidence else "center-ness"
-    for part, name, ranked in (("a", "box", rank), ("b", "mask", "mass-ness")):
+    box_rank, mask_rank = "center-ness", "mass-ness"
+    if cfg.joint_ranking:
+        box_rank = mask_rank = "center-ness + mass-ness"
+    box_rank += " x confidence" if cfg.rank_by_confidence else ""
+    for part, name, ranked in (("a", "box", box_rank), ("b", "mask", mask_rank)):
         table(f"4{part}. Where the {name} vote loses at the checkpoint's setting (top_k={cfg.top_k}, "
               f"ranked by {ranked}), input pixels (%)",
               list(STAGES), groups,

@@ -227,6 +227,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="draws of the phrasings")
     parser.add_argument("--top-k", type=int, default=None,
                         help="the inference option top_k (default: the checkpoint's own)")
+    parser.add_argument("options", nargs="*", metavar="key=value",
+                        help="inference options of the model config, as for groundkit evaluate "
+                             "(e.g. joint_ranking=true)")
     parser.add_argument("--rewrites", choices=("first", "second"), default="first",
                         help="which held-out set of phrasings (Rewriter or SecondRewriter)")
     parser.add_argument("--examples", type=int, default=10)
@@ -239,6 +242,7 @@ def main() -> None:
     dataset = task.dataset(cfg, args.data, args.split, max_items=args.max_items)
     if args.top_k is not None:
         model.cfg = replace(model.cfg, top_k=args.top_k)
+    task.set_inference_options(model, args.options)
 
     kind = Rewriter if args.rewrites == "first" else SecondRewriter
     templates, rewriter = TemplateParser(), kind(np.random.default_rng(args.seed))

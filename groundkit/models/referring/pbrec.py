@@ -82,6 +82,11 @@ class PBRECConfig:
     cell_colours: bool = False
     top_k: int = 12                   # proposals in the IoU vote (1 = top-1 ranking)
     rank_by_confidence: bool = False  # boxes ranked by center-ness x detector confidence
+    # Boxes and masks both ranked by center-ness + mass-ness (not the paper's: it ranks boxes by
+    # center-ness, masks by mass-ness): with top_k = 1 one point gives both, so the box and the
+    # mask are always the same object's. Both heads score "is this point on the referent", and
+    # their sum chose the referent more often on the synthetic val split (docs/referring.md).
+    joint_ranking: bool = False
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -193,10 +198,10 @@ class PBRECModel(nn.Module):
         center, mass = (x.sigmoid() for x in self.point_logits(features, expressions))
         out = self.detector(features)
         boxes, confidence = self.detector.point_boxes(out)                   # (B, N, 4), (B, N)
-        rank = center * confidence if cfg.rank_by_confidence else center
-        box_point, box_top = iou_vote(rank, lambda i: pairwise_box_iou(_take(boxes, i)), cfg.top_k)
+        box_rank, mask_rank = self.rankings(center, mass, confidence)
+        box_point, box_top = iou_vote(box_rank, lambda i: pairwise_box_iou(_take(boxes, i)), cfg.top_k)
         kernels, mask_features = self.mask_head(features, self.grid)
-        mask_point, _ = iou_vote(mass, lambda i: pairwise_mask_iou(
+        mask_point, _ = iou_vote(mask_rank, lambda i: pairwise_mask_iou(
             self.mask_head.mask_logits(_take(kernels, i), mask_features) > 0), cfg.top_k)
         chosen = self.mask_head.mask_logits(_take(kernels, mask_point[:, None]), mask_features)
         results = []
@@ -208,6 +213,17 @@ class PBRECModel(nn.Module):
                                            mask.cpu().numpy(), proposals.cpu().numpy(),
                                            expressions[b]))
         return results
+
+    def rankings(self, center: torch.Tensor, mass: torch.Tensor, confidence: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point scores ``(B, N)`` the box vote and the mask vote rank by, from the center-ness,
+        mass-ness (probabilities) and detector confidence ``(B, N)`` of every point."""
+        box_rank, mask_rank = center, mass
+        if self.cfg.joint_ranking:
+            box_rank = mask_rank = center + mass
+        if self.cfg.rank_by_confidence:
+            box_rank = box_rank * confidence
+        return box_rank, mask_rank
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,8 @@
 import torch
 
-from groundkit.models.referring.pbrec import PBRECConfig, build_pbrec
-from groundkit.vision.backbone import BackboneConfig
 
-
-def _tiny(text_encoder, cell_colours: bool):
-    torch.manual_seed(0)
-    cfg = PBRECConfig(backbone=BackboneConfig(depth=18, base_width=8, fpn_channels=16),
-                      num_classes=3, grid_stride=8, dim=16, layers=1, heads=2, ffn_dim=32,
-                      detector_convs=1, mask_dim=8, mask_convs=1, cell_colours=cell_colours)
-    return build_pbrec(cfg, text_encoder=text_encoder).eval()
-
-
-def test_cell_colours_are_the_mean_of_each_grid_cell(text_encoder):
-    model = _tiny(text_encoder, cell_colours=True)
+def test_cell_colours_are_the_mean_of_each_grid_cell(tiny_pbrec):
+    model = tiny_pbrec(cell_colours=True)
     images = torch.randn(2, 3, 64, 64)
     colours = model.encode_images(images)["cell_colours"]
     assert colours.shape == (2, 3, 8, 8)
@@ -21,12 +10,12 @@ def test_cell_colours_are_the_mean_of_each_grid_cell(text_encoder):
         block = images[:, :, 8 * y:8 * y + 8, 8 * x:8 * x + 8]
         assert torch.allclose(colours[:, :, y, x], block.mean((2, 3)), atol=1e-6)
     assert model.encoder.visual_proj.in_channels == 16 + 3
-    assert "cell_colours" not in _tiny(text_encoder, cell_colours=False).encode_images(images)
+    assert "cell_colours" not in tiny_pbrec(cell_colours=False).encode_images(images)
 
 
-def test_the_colour_of_a_cell_reaches_the_point_scores_even_when_the_backbone_is_blind(text_encoder):
+def test_the_colour_of_a_cell_reaches_the_point_scores_even_when_the_backbone_is_blind(tiny_pbrec):
     """With the FPN features fixed, recolouring one cell still changes the point logits."""
-    model = _tiny(text_encoder, cell_colours=True)
+    model = tiny_pbrec(cell_colours=True)
     images = torch.zeros(1, 3, 64, 64)
     features = model.encode_images(images)
     recoloured = dict(features, cell_colours=features["cell_colours"].clone())

@@ -1,0 +1,54 @@
+"""PBREC inference: which point's box and which point's mask ``refer`` returns."""
+import numpy as np
+import pytest
+import torch
+
+from groundkit.models.referring.pbrec import _to_original, mask_to_original
+
+N = 64   # 8 x 8 points on a 64 px input
+
+
+def scores(**peaks: float) -> torch.Tensor:
+    """Logits ``(1, N)``: -4 everywhere, ``p<i>=v`` sets point i to v."""
+    out = torch.full((1, N), -4.0)
+    for name, value in peaks.items():
+        out[0, int(name[1:])] = value
+    return out
+
+
+# center-ness peaks at point 3, mass-ness at point 7; their sum peaks at point 5
+CENTER = scores(p3=3.0, p5=2.0, p7=-2.0)
+MASS = scores(p3=-2.0, p5=2.0, p7=3.0)
+
+
+def test_rankings_literal(tiny_pbrec):
+    center, mass, confidence = torch.rand(3, 2, N).unbind(0)
+    own = tiny_pbrec().rankings(center, mass, confidence)
+    torch.testing.assert_close(own, (center, mass))
+    joint = tiny_pbrec(joint_ranking=True).rankings(center, mass, confidence)
+    torch.testing.assert_close(joint, (center + mass, center + mass))
+    both = tiny_pbrec(joint_ranking=True, rank_by_confidence=True).rankings(center, mass, confidence)
+    torch.testing.assert_close(both, ((center + mass) * confidence, center + mass))
+
+
+@pytest.mark.parametrize("joint, box_point, mask_point", [(False, 3, 7), (True, 5, 5)])
+def test_refer_takes_the_box_and_mask_of_the_ranked_points(tiny_pbrec, monkeypatch, joint,
+                                                           box_point, mask_point):
+    model = tiny_pbrec(top_k=1, joint_ranking=joint)
+    monkeypatch.setattr(model, "point_logits", lambda features, expressions: (CENTER, MASS))
+    features = model.encode_images(torch.randn(1, 3, 64, 64))
+    size, orig, scale = (64, 48), (32, 24), 0.5     # a letterboxed 24 x 32 image
+    result = model.refer(features, ["the circle"], [size], [orig], [scale])[0]
+
+    with torch.no_grad():
+        boxes, _ = model.detector.point_boxes(model.detector(features))
+        kernels, mask_features = model.mask_head(features, model.grid)
+        logits = model.mask_head.mask_logits(kernels, mask_features)[0]          # (N, 16, 16)
+    assert len({tuple(boxes[0, i].tolist()) for i in (3, 5, 7)}) == 3          # the test can tell
+    assert len({logits[i].sum().item() for i in (3, 5, 7)}) == 3
+    np.testing.assert_allclose(result.box, _to_original(boxes[0, box_point], size, scale).numpy())
+    assert result.score == pytest.approx(float(CENTER[0, box_point].sigmoid()))
+    expected = mask_to_original(logits[mask_point], size, orig, model.cfg.mask_threshold).numpy()
+    other = mask_to_original(logits[12 - mask_point], size, orig, model.cfg.mask_threshold).numpy()
+    assert result.mask.shape == (32, 24) and (result.mask == expected).all()
+    assert (expected != other).any()      # the mask of the other candidate (7 or 5) differs
