@@ -56,6 +56,22 @@ def test_a_batch_gives_what_single_images_give(referrer):
         assert (one.mask != got.mask).mean() < 1e-3 and one.mask.shape == picture.shape[:2]
 
 
+def test_multi_scale_and_joint_ranking_agree_between_set_image_and_batches(referrer):
+    """The inference options of the synthetic bundle: the extra scale is encoded by set_image."""
+    before = referrer.model.cfg
+    task_of("pbrec").set_inference_options(referrer.model, ["joint_ranking=true", "test_scales=[1.5]"])
+    try:
+        pictures, texts = [image(seed=3), image(30, 100, seed=4)], ["the star", "a large green ring"]
+        for picture, text, got in zip(pictures, texts, referrer(pictures, texts)):
+            referrer.set_image(picture)
+            one = referrer.refer(text)
+            np.testing.assert_allclose(one.box, got.box, atol=1e-4)
+            assert (one.mask != got.mask).mean() < 1e-3 and one.mask.shape == picture.shape[:2]
+            assert 0 <= one.box[0] <= one.box[2] <= picture.shape[1]
+    finally:
+        referrer.model.cfg = before
+
+
 @pytest.mark.parametrize("text", ["", "   ", None])
 def test_an_empty_expression_is_a_clear_error(referrer, text):
     referrer.set_image(image())

@@ -24,7 +24,7 @@ image inside the square), ``orig_sizes`` and ``scales`` (prediction).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -88,6 +88,11 @@ class PBRECConfig:
     # their sum chose the referent more often on the synthetic val split (docs/referring.md).
     joint_ranking: bool = False
     mask_threshold: float = 0.5
+    # Multi-scale test: the square input is also resized by each of these factors (to a multiple
+    # of 32, the backbone's coarsest stride) and every scale ranks its points; the box and the
+    # mask are each taken from the scale whose chosen point ranks highest. A model trained on one
+    # input size sees small objects better on a larger canvas (docs/referring.md). () = off.
+    test_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.grid_stride not in LEVELS:
@@ -97,6 +102,8 @@ class PBRECConfig:
             raise ConfigError(f"pbrec: dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.top_k < 1:
             raise ConfigError(f"pbrec: top_k must be >= 1, got {self.top_k}")
+        if any(not 0.25 <= f <= 4 for f in self.test_scales):
+            raise ConfigError(f"pbrec: test_scales must be factors in [0.25, 4], got {self.test_scales}")
 
 
 class PBRECModel(nn.Module):
@@ -120,9 +127,24 @@ class PBRECModel(nn.Module):
 
     # --- shared pieces -------------------------------------------------------------------------
 
-    def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode_images(self, images: torch.Tensor) -> dict[str, Any]:
         """images ``(B, 3, S, S)`` -> FPN levels ``"p2".."p5"`` (and ``"cell_colours"``
-        ``(B, 3, S/g, S/g)``, the image average-pooled over the grid cells, with ``cell_colours``)."""
+        ``(B, 3, S/g, S/g)``, the image average-pooled over the grid cells, with ``cell_colours``).
+        In eval mode with ``test_scales``, also ``"scaled"``: ``[(factor, features)]`` of the
+        input resized by each factor (the exact factor of the resized side over S)."""
+        features: dict[str, Any] = self._one_scale(images)
+        if not self.training and self.cfg.test_scales:
+            side = images.shape[-1]
+            scaled = []
+            for factor in self.cfg.test_scales:
+                new_side = max(32, round(side * factor / 32) * 32)
+                resized = F.interpolate(images, size=(new_side, new_side), mode="bilinear",
+                                        align_corners=False)
+                scaled.append((new_side / side, self._one_scale(resized)))
+            features["scaled"] = scaled
+        return features
+
+    def _one_scale(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = dict(self.backbone(images))
         if self.cfg.cell_colours:
             features["cell_colours"] = F.adaptive_avg_pool2d(images, features[self.grid].shape[-2:])
@@ -189,11 +211,30 @@ class PBRECModel(nn.Module):
                           batch["image_sizes"], batch["orig_sizes"], batch["scales"])
 
     @torch.no_grad()
-    def refer(self, features: dict[str, torch.Tensor], expressions: list[str],
+    def refer(self, features: dict[str, Any], expressions: list[str],
               image_sizes: list[tuple[int, int]], orig_sizes: list[tuple[int, int]],
               scales: list[float]) -> list[ReferringResult]:
-        """The referent of each expression on its image's ``features`` (computed once per image
-        and reusable for many expressions: repeat the rows of ``features``)."""
+        """The referent of each expression on its image's ``features`` (:meth:`encode_images`,
+        computed once per image and reusable for many expressions). With more scales (the
+        multi-scale test), the box comes from the scale whose chosen box point ranks highest,
+        the mask from the one whose chosen mask point does."""
+        best_box = best_mask = None
+        for factor, level in [(1.0, features), *features.get("scaled", [])]:
+            sizes = [(h * factor, w * factor) for h, w in image_sizes]
+            results, box_rank, mask_rank = self._refer_at(
+                level, expressions, sizes, orig_sizes, [s * factor for s in scales])
+            if best_box is None:
+                best_box, best_mask = (results, box_rank), (results, mask_rank)
+                continue
+            best_box = _keep_higher(best_box, (results, box_rank))
+            best_mask = _keep_higher(best_mask, (results, mask_rank))
+        return [replace(box, mask=mask.mask) for box, mask in zip(best_box[0], best_mask[0])]
+
+    def _refer_at(self, features: dict[str, torch.Tensor], expressions: list[str],
+                  image_sizes: list[tuple[float, float]], orig_sizes: list[tuple[int, int]],
+                  scales: list[float]) -> tuple[list[ReferringResult], torch.Tensor, torch.Tensor]:
+        """One scale: the results, and the ranking scores ``(B,)`` of the chosen box point and
+        of the chosen mask point."""
         cfg = self.cfg
         center, mass = (x.sigmoid() for x in self.point_logits(features, expressions))
         out = self.detector(features)
@@ -212,7 +253,8 @@ class PBRECModel(nn.Module):
             results.append(ReferringResult(box.cpu().numpy(), float(center[b, box_point[b]]),
                                            mask.cpu().numpy(), proposals.cpu().numpy(),
                                            expressions[b]))
-        return results
+        return (results, box_rank.gather(1, box_point[:, None])[:, 0],
+                mask_rank.gather(1, mask_point[:, None])[:, 0])
 
     def rankings(self, center: torch.Tensor, mass: torch.Tensor, confidence: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,6 +266,15 @@ class PBRECModel(nn.Module):
         if self.cfg.rank_by_confidence:
             box_rank = box_rank * confidence
         return box_rank, mask_rank
+
+
+def _keep_higher(current: tuple[list[ReferringResult], torch.Tensor],
+                 other: tuple[list[ReferringResult], torch.Tensor]
+                 ) -> tuple[list[ReferringResult], torch.Tensor]:
+    """Per expression, the result of whichever of two scales has the higher ranking score."""
+    take = (other[1] > current[1]).tolist()
+    results = [o if t else c for c, o, t in zip(current[0], other[0], take)]
+    return results, torch.maximum(current[1], other[1])
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

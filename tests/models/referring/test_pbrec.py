@@ -52,3 +52,51 @@ def test_refer_takes_the_box_and_mask_of_the_ranked_points(tiny_pbrec, monkeypat
     other = mask_to_original(logits[12 - mask_point], size, orig, model.cfg.mask_threshold).numpy()
     assert result.mask.shape == (32, 24) and (result.mask == expected).all()
     assert (expected != other).any()      # the mask of the other candidate (7 or 5) differs
+
+
+def test_extra_test_scales_are_encoded_in_eval_mode_only(tiny_pbrec):
+    model = tiny_pbrec(test_scales=(1.5, 0.5))
+    features = model.encode_images(torch.randn(2, 3, 64, 64))
+    assert [(f, level["p3"].shape[-1]) for f, level in features["scaled"]] == [(1.5, 12), (0.5, 4)]
+    model.train()
+    assert "scaled" not in model.encode_images(torch.randn(2, 3, 64, 64))
+    assert "scaled" not in tiny_pbrec().encode_images(torch.randn(1, 3, 64, 64))
+
+
+def test_bad_test_scales_are_refused():
+    from groundkit.errors import ConfigError
+    from groundkit.models.referring.pbrec import PBRECConfig
+    with pytest.raises(ConfigError, match="test_scales"):
+        PBRECConfig(num_classes=3, test_scales=(0.0,))
+
+
+def test_multi_scale_refer_keeps_the_box_and_the_mask_of_the_surest_scale(tiny_pbrec, monkeypatch):
+    """The base grid (8 x 8) ranks its mask point highest, the 1.5x grid (12 x 12) its box point:
+    the box comes from the larger scale, the mask from the base one, both in original pixels."""
+    model = tiny_pbrec(top_k=1, test_scales=(1.5,))
+
+    def point_logits(features, expressions):
+        n = features["p3"].shape[-1] ** 2
+        center, mass = torch.full((1, n), -4.0), torch.full((1, n), -4.0)
+        if n == 64:
+            center[0, 5], mass[0, 9] = 1.0, 3.0
+        else:
+            center[0, 20], mass[0, 30] = 2.0, 1.0
+        return center, mass
+
+    monkeypatch.setattr(model, "point_logits", point_logits)
+    features = model.encode_images(torch.randn(1, 3, 64, 64))
+    size, orig, scale = (64, 48), (32, 24), 0.5
+    result = model.refer(features, ["the circle"], [size], [orig], [scale])[0]
+
+    factor, big = features["scaled"][0]
+    with torch.no_grad():
+        boxes, _ = model.detector.point_boxes(model.detector(big))
+        kernels, mask_features = model.mask_head(features, model.grid)
+        logits = model.mask_head.mask_logits(kernels, mask_features)[0]
+        base_boxes, _ = model.detector.point_boxes(model.detector(features))
+    big_size = (size[0] * factor, size[1] * factor)
+    assert not np.allclose(result.box, _to_original(base_boxes[0, 5], size, scale).numpy())
+    np.testing.assert_allclose(result.box, _to_original(boxes[0, 20], big_size, scale * factor).numpy())
+    assert result.score == pytest.approx(float(torch.tensor(2.0).sigmoid()))
+    assert (result.mask == mask_to_original(logits[9], size, orig, model.cfg.mask_threshold).numpy()).all()
