@@ -89,9 +89,10 @@ class PBRECConfig:
     joint_ranking: bool = False
     mask_threshold: float = 0.5
     # Multi-scale test: the square input is also resized by each of these factors (to a multiple
-    # of 32, the backbone's coarsest stride) and every scale ranks its points; the box and the
-    # mask are each taken from the scale whose chosen point ranks highest. A model trained on one
-    # input size sees small objects better on a larger canvas (docs/referring.md). () = off.
+    # of the grid stride, so that the points stay on cell centres) and every scale ranks its
+    # points; the box and the mask are each taken from the scale whose chosen point ranks
+    # highest. A model trained on one input size sees small objects better on a larger canvas
+    # (docs/referring.md). () = off.
     test_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -134,10 +135,10 @@ class PBRECModel(nn.Module):
         input resized by each factor (the exact factor of the resized side over S)."""
         features: dict[str, Any] = self._one_scale(images)
         if not self.training and self.cfg.test_scales:
-            side = images.shape[-1]
+            side, g = images.shape[-1], self.cfg.grid_stride
             scaled = []
             for factor in self.cfg.test_scales:
-                new_side = max(32, round(side * factor / 32) * 32)
+                new_side = max(g, round(side * factor / g) * g)
                 resized = F.interpolate(images, size=(new_side, new_side), mode="bilinear",
                                         align_corners=False)
                 scaled.append((new_side / side, self._one_scale(resized)))
