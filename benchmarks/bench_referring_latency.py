@@ -1,6 +1,9 @@
 """Referrer latency on one CPU: ``set_image`` once, then ``refer`` many expressions.
 
     python benchmarks/bench_referring_latency.py --checkpoint runs/pbrec_synthetic [--n 50]
+    python benchmarks/bench_referring_latency.py --checkpoint pbrec-synthetic "test_scales=[]"
+
+Trailing ``key=value`` are inference options of the model config, as for ``groundkit evaluate``.
 """
 from __future__ import annotations
 
@@ -20,10 +23,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--image", help="an image (default: a 128 px synthetic val image)")
     parser.add_argument("--n", type=int, default=50, help="refer() calls timed")
+    parser.add_argument("options", nargs="*", metavar="key=value", help="inference options")
     args = parser.parse_args()
     from groundkit import Referrer
+    from groundkit.engine.tasks import get_task
 
     referrer = Referrer.from_pretrained(args.checkpoint, device="cpu")
+    get_task("referring").set_inference_options(referrer.model, args.options)
     image = args.image or next(iter(sorted(Path("data/synthetic/images/val").glob("*.png"))), None)
     if image is None:
         image = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
