@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from groundkit.models.referring.pbrec import _to_original, mask_to_original
+from groundkit.models.referring.pbrec import (
+    _to_original,
+    fuse_scale_masks,
+    mask_probabilities,
+    mask_to_original,
+)
 
 N = 64   # 8 x 8 points on a 64 px input
 
@@ -70,9 +75,11 @@ def test_bad_test_scales_are_refused():
         PBRECConfig(num_classes=3, test_scales=(0.0,))
 
 
-def test_multi_scale_refer_keeps_the_box_and_the_mask_of_the_surest_scale(tiny_pbrec, monkeypatch):
+def test_multi_scale_refer_keeps_the_box_of_the_surest_scale_and_fuses_the_masks(tiny_pbrec,
+                                                                                 monkeypatch):
     """The base grid (8 x 8) ranks its mask point highest, the 1.5x grid (12 x 12) its box point:
-    the box comes from the larger scale, the mask from the base one, both in original pixels."""
+    the box comes from the larger scale; the mask is the base scale's, averaged with the larger
+    scale's if that one overlaps it at IoU >= 0.5; all in original pixels."""
     model = tiny_pbrec(top_k=1, test_scales=(1.5,))
 
     def point_logits(features, expressions):
@@ -94,9 +101,33 @@ def test_multi_scale_refer_keeps_the_box_and_the_mask_of_the_surest_scale(tiny_p
         boxes, _ = model.detector.point_boxes(model.detector(big))
         kernels, mask_features = model.mask_head(features, model.grid)
         logits = model.mask_head.mask_logits(kernels, mask_features)[0]
+        big_kernels, big_mask_features = model.mask_head(big, model.grid)
+        big_logits = model.mask_head.mask_logits(big_kernels, big_mask_features)[0]
         base_boxes, _ = model.detector.point_boxes(model.detector(features))
     big_size = (size[0] * factor, size[1] * factor)
     assert not np.allclose(result.box, _to_original(base_boxes[0, 5], size, scale).numpy())
     np.testing.assert_allclose(result.box, _to_original(boxes[0, 20], big_size, scale * factor).numpy())
     assert result.score == pytest.approx(float(torch.tensor(2.0).sigmoid()))
-    assert (result.mask == mask_to_original(logits[9], size, orig, model.cfg.mask_threshold).numpy()).all()
+    base = mask_probabilities(logits[9], size, orig).numpy()
+    other = mask_probabilities(big_logits[30], big_size, orig).numpy()
+    base_mask, other_mask = base > 0.5, other > 0.5
+    agree = (base_mask & other_mask).sum() >= 0.5 * (base_mask | other_mask).sum()
+    expected = (base + other) / 2 > 0.5 if agree else base_mask
+    assert (result.mask == expected).all()
+
+
+def test_fuse_scale_masks_literal():
+    """Scale 0 (the surest) and scale 1 see the same object, scale 2 another: the mask is the mean
+    of 0 and 1 only; with scale 2 the surest, its own mask alone."""
+    probs = torch.zeros(3, 4, 6)
+    probs[0, :, :3] = 0.9                          # columns 0-2
+    probs[1, :, :4] = 0.3                          # columns 0-3, under the threshold: empty
+    probs[1, :, :2] = 0.6                          # columns 0-1 over it: IoU 2/3 with scale 0
+    probs[2, :, 4:] = 0.8                          # columns 4-5: IoU 0 with scale 0
+    expected = torch.zeros(4, 6, dtype=torch.bool)
+    expected[:, :3] = True                         # means 0.75, 0.75, 0.6, then 0.15 in column 3
+    assert torch.equal(fuse_scale_masks(probs, 0, 0.5), expected)
+    assert torch.equal(fuse_scale_masks(probs, 2, 0.5), probs[2] > 0.5)
+    assert torch.equal(fuse_scale_masks(probs, 0, 0.5, min_iou=0.7), probs[0] > 0.5)   # 2/3 < 0.7
+    one = probs[:1]
+    assert torch.equal(fuse_scale_masks(one, 0, 0.5), probs[0] > 0.5)
