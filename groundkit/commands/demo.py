@@ -11,10 +11,10 @@ By default (``make demo``):
    a gallery of ground truth beside prediction with the IoU of every phrase, segment or box, the
    worst cases first. Each model's predictions, scores and pictures lie beside it.
 
-Measured: 41 s in all on this project's 2-core CPU machine, from a new folder (drawing the val
-split 10 s; per model 5 to 15 s to load, predict, score and draw 12 pictures, the first one
-longest as it loads the text encoder), while other jobs kept its load average at 5; 22 s of CPU
-time. The page says where its own time went.
+Measured: 262 s in all on this project's 2-core CPU machine, quiet, in a fresh clone (1 December
+2026): per model 2 to 41 s to load, predict, score and draw 12 pictures, and 143 s for PBREC-MT,
+whose bundle refers each of the 1,454 expressions at two scales. The page says where its own
+time went.
 
 ``--train`` runs the first demo's recipe instead: it generates the full benchmark (12,000
 training images), trains the small model of ``configs/<model>_synthetic.yaml`` from random
