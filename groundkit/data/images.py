@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from groundkit.data.formats.png_decode import decode_rgb8
 from groundkit.errors import FormatError, InputError
 from groundkit.structures import ImageRecord
 
@@ -26,6 +27,9 @@ def read_image(path: str | Path) -> np.ndarray:
             if expected and found and _same(found) != _same(expected):
                 raise InputError(f"{path}: the file is a {found} image, not the {expected} its "
                                  f"name says")
+            rgb = decode_rgb8(image, path)  # 8-bit RGB PNGs, by libspng where installed
+            if rgb is not None:
+                return rgb
             image.load()
             if image.mode == "P":  # palette indices mean nothing as intensities
                 image = image.convert("RGBA")

@@ -23,6 +23,7 @@ from groundkit.data.formats._fields import (
     image_size,
     read_json,
 )
+from groundkit.data.formats.png_decode import decode_rgb8
 from groundkit.errors import FormatError
 from groundkit.metrics.panoptic_quality import union_masks
 from groundkit.structures import Category, ImageRecord, PanopticAnnotation, Segment
@@ -70,14 +71,17 @@ def read_segment_png(path: str | Path, shape: tuple[int, int] | None = None,
             if shape is not None and (img.height, img.width) != tuple(shape):
                 raise FormatError(path, f"{img.width}x{img.height} (WxH) differs from the "
                                   f"{shape[1]}x{shape[0]} of {of}", field="size")
-            if img.mode != "RGB":
-                img = img.convert("RGB")
-            img.load()
-            # Pillow keeps RGB pixels as 4 bytes (R, G, B, pad): read them as that, one
-            # little-endian uint32 per pixel whose low 3 bytes are the id (rgb_to_id's formula),
-            # rather than packing 3 bytes a pixel and shifting them together (0.5 ms less a
-            # 512 x 512 map: a quarter of the time past the decode).
-            packed = np.frombuffer(img.tobytes("raw", "RGBX"), "<u4").reshape(img.height, img.width)
+            ids = _ids_of_rgb8(decode_rgb8(img, path))
+            if ids is None:
+                if img.mode != "RGB":
+                    img = img.convert("RGB")
+                img.load()
+                # Pillow keeps RGB pixels as 4 bytes (R, G, B, pad): read them as that, one
+                # little-endian uint32 per pixel whose low 3 bytes are the id (rgb_to_id's
+                # formula), rather than packing 3 bytes a pixel and shifting them together
+                # (0.5 ms less a 512 x 512 map: a quarter of the time past the decode).
+                packed = np.frombuffer(img.tobytes("raw", "RGBX"), "<u4")
+                ids = (packed & np.uint32(0xFFFFFF)).reshape(img.height, img.width)
     except FormatError:
         raise
     except FileNotFoundError:
@@ -89,7 +93,26 @@ def read_segment_png(path: str | Path, shape: tuple[int, int] | None = None,
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # the header claims more pixels than Pillow's limit (the warning raises under `-W error`)
         raise FormatError(path, f"refused as a possible decompression bomb ({e})") from None
-    return (packed & np.uint32(0xFFFFFF)).astype(dtype, copy=False)
+    return ids.astype(dtype, copy=False)
+
+
+def _ids_of_rgb8(rgb: np.ndarray | None) -> np.ndarray | None:
+    """``(H, W, 3) uint8`` -> ``(H, W) uint32`` ids (rgb_to_id's formula): each pixel's 3 bytes
+    read as the low bytes of a little-endian uint32 at a stride of 3 bytes (its 4th byte is the
+    next pixel's, masked off), one pass; 0.2 ms a 512 x 512 map against 1.8 ms for copying the
+    bytes into a zeroed uint32 per pixel. The last pixel, whose 4th byte lies past the end, is
+    computed on its own."""
+    if rgb is None:
+        return None
+    height, width, _ = rgb.shape
+    flat, n = np.ascontiguousarray(rgb).reshape(-1), height * width
+    ids = np.empty(n, np.uint32)
+    if n:
+        words = np.ndarray((n - 1,), "<u4", flat, 0, (3,))  # overlapping, unaligned reads
+        np.bitwise_and(words, np.uint32(0xFFFFFF), out=ids[:-1])
+        red, green, blue = flat[-3:].astype(np.uint32)
+        ids[-1] = red | green << 8 | blue << 16
+    return ids.reshape(height, width)
 
 
 # --- JSON reader ----------------------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""libspng's decode of 8-bit RGB PNGs against Pillow's: the same pixels, the same errors."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from groundkit.data.formats import png_decode, read_segment_png
+from groundkit.data.images import read_image
+from groundkit.errors import FormatError, InputError
+
+pytest.importorskip("pyspng", reason="pyspng has no wheel for this platform; Pillow decodes")
+
+
+def _pixels(rng: np.random.Generator, h: int = 37, w: int = 53) -> np.ndarray:
+    """Blocks of a few ids (as segment maps have: every PNG filter gets used) and some noise."""
+    blocks = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    rgb = np.repeat(np.repeat(blocks, 8, 0), 8, 1)[:h, :w].copy()
+    rgb[rng.random((h, w)) < 0.1] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return rgb
+
+
+def _write(path, array: np.ndarray, mode: str | None = None, **save) -> None:
+    Image.fromarray(array, mode=mode).save(path, format="PNG", **save)
+
+
+def _gamma_chunk() -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", struct.pack(">I", 45455))  # a gamma neither decoder should apply
+    return info
+
+
+RGB8_CASES = {
+    "plain": {},
+    "interlaced": {"interlace": 1},
+    "transparent colour (tRNS)": {"transparency": (1, 2, 3)},
+    "gamma chunk": {"pnginfo": _gamma_chunk()},
+    "no compression": {"compress_level": 0},
+}
+
+
+@pytest.fixture(params=[True, False], ids=["libspng", "pillow"])
+def decoder(request, monkeypatch):
+    """Run a test with libspng decoding the 8-bit RGB PNGs, then with Pillow alone."""
+    if not request.param:
+        monkeypatch.setattr(png_decode, "pyspng", None)
+    return request.param
+
+
+@pytest.mark.parametrize("case", RGB8_CASES)
+def test_rgb8_pngs_decode_to_the_same_pixels_and_ids(tmp_path, case):
+    rgb = _pixels(np.random.default_rng(len(case)))
+    path = tmp_path / "a.png"
+    _write(path, rgb, **RGB8_CASES[case])
+    with Image.open(path) as image:
+        fast = png_decode.decode_rgb8(image, path)
+    assert fast is not None, "an 8-bit RGB PNG must take the libspng path"
+    np.testing.assert_array_equal(fast, rgb)
+    np.testing.assert_array_equal(read_image(path), rgb)
+    ids = rgb[..., 0] + 256 * rgb[..., 1].astype(np.int64) + 65536 * rgb[..., 2].astype(np.int64)
+    np.testing.assert_array_equal(read_segment_png(path, rgb.shape[:2]), ids)
+    assert read_segment_png(path, dtype=np.uint32).dtype == np.uint32
+
+
+def _other_pngs(tmp_path, rng) -> dict[str, tuple]:
+    rgb = _pixels(rng)
+    files = {
+        "RGBA": (np.dstack([rgb, rng.integers(0, 256, rgb.shape[:2], dtype=np.uint8)]), None),
+        "grayscale": (rgb[..., 0], None),
+        "16-bit grayscale": (rgb[..., 0].astype(np.uint16) * 257, None),
+    }
+    paths = {}
+    for name, (array, mode) in files.items():
+        paths[name] = tmp_path / f"{name}.png"
+        _write(paths[name], array, mode)
+    paths["palette"] = tmp_path / "palette.png"
+    Image.fromarray(rgb).quantize(17).save(paths["palette"])
+    return paths
+
+
+def test_other_modes_are_left_to_pillow(tmp_path):
+    """libspng takes only 8-bit RGB; the other modes keep Pillow's conversions."""
+    for name, path in _other_pngs(tmp_path, np.random.default_rng(0)).items():
+        with Image.open(path) as image:
+            assert png_decode.decode_rgb8(image, path) is None, name
+
+
+def test_a_file_larger_than_its_pixels_need_is_left_to_pillow(tmp_path):
+    """Trailing bytes past IEND are ignored by both decoders, but a file much larger than its
+    pixels could need is not read whole into memory: Pillow streams it."""
+    rgb = _pixels(np.random.default_rng(1))
+    path = tmp_path / "padded.png"
+    _write(path, rgb)
+    with open(path, "ab") as f:
+        f.write(b"\0" * (png_decode._SLACK_BYTES + rgb.size + rgb.shape[0] + 1))
+    with Image.open(path) as image:
+        assert png_decode.decode_rgb8(image, path) is None
+    np.testing.assert_array_equal(read_image(path), rgb)
+
+
+def test_both_decoders_agree_on_every_mode(tmp_path, monkeypatch):
+    paths = _other_pngs(tmp_path, np.random.default_rng(2))
+    paths["rgb"] = tmp_path / "rgb.png"
+    _write(paths["rgb"], _pixels(np.random.default_rng(3)))
+    fast = {name: (read_image(p), read_segment_png(p)) for name, p in paths.items()}
+    monkeypatch.setattr(png_decode, "pyspng", None)
+    for name, path in paths.items():
+        np.testing.assert_array_equal(read_image(path), fast[name][0], err_msg=name)
+        np.testing.assert_array_equal(read_segment_png(path), fast[name][1], err_msg=name)
+
+
+def _truncated(tmp_path) -> object:
+    """An 8-bit RGB PNG cut in its pixel data: the header opens, the decode must fail."""
+    rng = np.random.default_rng(4)
+    path = tmp_path / "cut.png"
+    _write(path, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_pixel_data_is_a_named_error_either_way(tmp_path, decoder):
+    path = _truncated(tmp_path)
+    with pytest.raises(FormatError, match="cut.png"):
+        read_segment_png(path)
+    with pytest.raises(InputError, match="cut.png"):
+        read_image(path)
+
+
+def test_corrupt_pixel_data_is_a_named_error_either_way(tmp_path, decoder):
+    """Bytes of the compressed stream overwritten (the chunk's CRC left stale: libspng is told
+    to ignore CRCs by pyspng, Pillow does not check them on pixel data)."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "corrupt.png"
+    _write(path, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 4
+    data[start + 2:start + 40] = b"\xff" * 38  # past the zlib header: an invalid deflate block
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="corrupt.png"):
+        read_segment_png(path)
+    with pytest.raises(InputError, match="corrupt.png"):
+        read_image(path)
