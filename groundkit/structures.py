@@ -175,7 +175,8 @@ class ReferringResult(Result):
     """The referent of one expression on one image.
 
     box: ``(4,)`` xyxy pixels; score: float; mask: ``(H, W) bool`` at image size (RES models);
-    proposals: ``(k, 4)`` xyxy pixels, the boxes the choice was made among, best ranked first;
+    proposals: ``(k, 4)`` xyxy pixels, best ranked first: the boxes the choice was made among
+    (a point-based model adds the next best up to the paper's 12 when its vote takes fewer);
     expression: the text it refers to.
     """
 

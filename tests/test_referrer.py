@@ -11,6 +11,7 @@ from groundkit.config import config_to_dict, load_config
 from groundkit.engine.checkpoint import save_checkpoint
 from groundkit.engine.tasks import task_of
 from groundkit.errors import ConfigError, InputError
+from groundkit.models.referring.pbrec import PROPOSALS_KEPT
 from groundkit.structures import ReferringResult
 
 
@@ -42,8 +43,26 @@ def test_refer_returns_a_box_and_mask_at_the_image_size(referrer):
     assert isinstance(out, ReferringResult) and out.expression == "the red circle left of the star"
     assert out.box.shape == (4,) and out.mask.shape == (48, 80) and out.mask.dtype == bool
     assert 0 <= out.box[0] <= out.box[2] <= 80 and 0 <= out.box[1] <= out.box[3] <= 48
-    assert out.proposals.shape == (referrer.model.cfg.top_k, 4)
-    assert out.box.tolist() in out.proposals.tolist()  # the vote picks one of the proposals
+    # the tiny model has 64 points (64 px input, stride 8): more than the 12 kept
+    assert out.proposals.shape == (max(referrer.model.cfg.top_k, PROPOSALS_KEPT), 4)
+    # the vote picks one of its top_k proposals
+    assert out.box.tolist() in out.proposals[:referrer.model.cfg.top_k].tolist()
+
+
+def test_a_top_1_model_still_returns_the_paper_s_12_ranked_proposals(referrer):
+    """The bundle votes with k = 1; its overlay's faint boxes and a predictions file's recall@k
+    need the ranked boxes past the first, the first of which is the chosen box."""
+    before = referrer.model.cfg
+    referrer.set_image(image(seed=5))
+    twelve = referrer.refer("the small red star")
+    task_of("pbrec").set_inference_options(referrer.model, ["top_k=1"])
+    try:
+        one = referrer.refer("the small red star")
+    finally:
+        referrer.model.cfg = before
+    assert len(one.proposals) == PROPOSALS_KEPT
+    assert one.box.tolist() == one.proposals[0].tolist()
+    np.testing.assert_array_equal(one.proposals, twelve.proposals)  # the same ranking
 
 
 def test_a_batch_gives_what_single_images_give(referrer):

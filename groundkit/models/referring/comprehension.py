@@ -130,17 +130,19 @@ def pairwise_mask_iou(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
 
 
-def iou_vote(scores: torch.Tensor, ious_of: callable, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def iou_vote(scores: torch.Tensor, ious_of: callable, k: int, keep: int = 0
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 7: among the top-``k`` points by ``scores (B, N)``, the one whose proposal has the
     largest sum of IoUs with the others' (``k = 1``: the top point).
 
     ``ious_of(index (B, k)) -> (B, k, k)`` pairwise IoUs of those points' proposals.
-    Returns the chosen point ``(B,)`` and the top-k points ``(B, k)`` best first.
+    Returns the chosen point ``(B,)`` and the top ``max(k, keep)`` points ``(B, K)`` best first
+    (K capped at N), the vote's k first: ``keep`` asks for more ranked points than the vote uses.
     """
     k = min(k, scores.shape[1])
-    top = scores.topk(k, dim=1).indices
+    top = scores.topk(min(max(k, keep), scores.shape[1]), dim=1).indices
     if k == 1:
         return top[:, 0], top
-    overlap = ious_of(top).sum(-1)                       # (B, k); ties go to the better-ranked point
+    overlap = ious_of(top[:, :k]).sum(-1)                # (B, k); ties go to the better-ranked point
     best = overlap.argmax(dim=1)
     return top.gather(1, best[:, None])[:, 0], top

@@ -49,6 +49,10 @@ from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_c
 from groundkit.vision.backbone import BackboneConfig, build_backbone
 
 LEVELS = {8: "p3", 16: "p4", 32: "p5"}
+# A result carries at least this many ranked boxes (the paper's k), whatever k the vote uses: the
+# faint proposals of the overlay (the paper's Fig. 4) and the recall@k of a predictions file
+# exist for a top-1 model too.
+PROPOSALS_KEPT = 12
 
 
 @dataclass
@@ -246,7 +250,8 @@ class PBRECModel(nn.Module):
         out = self.detector(features)
         boxes, confidence = self.detector.point_boxes(out)                   # (B, N, 4), (B, N)
         box_rank, mask_rank = self.rankings(center, mass, confidence)
-        box_point, box_top = iou_vote(box_rank, lambda i: pairwise_box_iou(_take(boxes, i)), cfg.top_k)
+        box_point, box_top = iou_vote(box_rank, lambda i: pairwise_box_iou(_take(boxes, i)),
+                                      cfg.top_k, keep=PROPOSALS_KEPT)
         kernels, mask_features = self.mask_head(features, self.grid)
         mask_point, _ = iou_vote(mask_rank, lambda i: pairwise_mask_iou(
             self.mask_head.mask_logits(_take(kernels, i), mask_features) > 0), cfg.top_k)
