@@ -99,6 +99,11 @@ class PBRECConfig:
     # model trained on one input size sees small objects better on a larger canvas
     # (docs/referring.md). () = off.
     test_scales: tuple[float, ...] = ()
+    # Point-mask ensemble: the chosen point's mask probabilities averaged with those of the
+    # ``mask_points`` best-ranked points (by the mask ranking) whose masks overlap it at IoU >= 0.5
+    # (SOLO's points on one object each predict its mask; averaging them smooths the stride-4
+    # map). 0 = the chosen point's mask alone, as the paper.
+    mask_points: int = 0
 
     def __post_init__(self) -> None:
         if self.grid_stride not in LEVELS:
@@ -108,6 +113,8 @@ class PBRECConfig:
             raise ConfigError(f"pbrec: dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.top_k < 1:
             raise ConfigError(f"pbrec: top_k must be >= 1, got {self.top_k}")
+        if self.mask_points < 0:
+            raise ConfigError(f"pbrec: mask_points must be >= 0, got {self.mask_points}")
         if any(not 0.25 <= f <= 4 for f in self.test_scales):
             raise ConfigError(f"pbrec: test_scales must be factors in [0.25, 4], got {self.test_scales}")
 
@@ -255,7 +262,7 @@ class PBRECModel(nn.Module):
         kernels, mask_features = self.mask_head(features, self.grid)
         mask_point, _ = iou_vote(mask_rank, lambda i: pairwise_mask_iou(
             self.mask_head.mask_logits(_take(kernels, i), mask_features) > 0), cfg.top_k)
-        chosen = self.mask_head.mask_logits(_take(kernels, mask_point[:, None]), mask_features)
+        chosen = self._mask_of_points(kernels, mask_features, mask_rank, mask_point)
         results, probs = [], []
         for b, (size, orig, scale) in enumerate(zip(image_sizes, orig_sizes, scales)):
             box = _to_original(boxes[b, box_point[b]], size, scale)
@@ -263,9 +270,25 @@ class PBRECModel(nn.Module):
             results.append(ReferringResult(box.cpu().numpy(), float(center[b, box_point[b]]),
                                            proposals=proposals.cpu().numpy(),
                                            expression=expressions[b]))
-            probs.append(mask_probabilities(chosen[b, 0], size, orig))
+            probs.append(probabilities_to_original(chosen[b], size, orig))
         return (results, probs, box_rank.gather(1, box_point[:, None])[:, 0],
                 mask_rank.gather(1, mask_point[:, None])[:, 0])
+
+    def _mask_of_points(self, kernels: torch.Tensor, mask_features: torch.Tensor,
+                        mask_rank: torch.Tensor, mask_point: torch.Tensor) -> torch.Tensor:
+        """Mask probabilities ``(B, S/4, S/4)`` of the chosen ``mask_point (B,)``: its own, or
+        with ``cfg.mask_points`` the mean over it and the best-ranked points (``mask_rank (B, N)``)
+        whose masks agree with it (:func:`mean_of_agreeing`; a point counted once)."""
+        index = mask_point[:, None]
+        if self.cfg.mask_points:
+            index = torch.cat([index, mask_rank.topk(min(self.cfg.mask_points, mask_rank.shape[1]),
+                                                     dim=1).indices], dim=1)
+        probs = self.mask_head.mask_logits(_take(kernels, index), mask_features).sigmoid()
+        if index.shape[1] == 1:
+            return probs[:, 0]
+        counted = index != index[:, :1]             # the chosen point again among the best
+        counted[:, 0] = True
+        return mean_of_agreeing(probs, self.cfg.mask_threshold, weight=counted)
 
     def rankings(self, center: torch.Tensor, mass: torch.Tensor, confidence: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,13 +312,27 @@ def fuse_scale_masks(probs: torch.Tensor, surest: int, threshold: float,
     scale that chose another object is left out), thresholded. One scale: its own mask. Averaging
     the agreeing scales measured +1.2 oIoU on the synthetic val split (docs/referring.md).
     """
-    masks = probs > threshold
     if len(probs) == 1:                         # one scale (no test_scales): nothing to fuse
-        return masks[0]
-    inter = (masks & masks[surest]).flatten(1).sum(1)
-    union = (masks | masks[surest]).flatten(1).sum(1)
-    agree = inter >= min_iou * union            # the surest scale always agrees with itself
-    return probs[agree].mean(0) > threshold
+        return probs[0] > threshold
+    order = [surest, *(i for i in range(len(probs)) if i != surest)]
+    return mean_of_agreeing(probs[order], threshold, min_iou=min_iou) > threshold
+
+
+def mean_of_agreeing(probs: torch.Tensor, threshold: float, min_iou: float = 0.5,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``probs (..., M, H, W)``, mask probabilities whose first map is the reference ->
+    ``(..., H, W)``: their mean over the maps whose mask (``> threshold``) overlaps the
+    reference's at IoU >= ``min_iou`` (the reference always agrees with itself). ``weight
+    (..., M)`` bool leaves maps out beforehand; it must keep the reference.
+    """
+    masks = probs > threshold
+    reference = masks[..., :1, :, :]
+    inter = (masks & reference).flatten(-2).sum(-1)
+    union = (masks | reference).flatten(-2).sum(-1)
+    agree = (inter >= min_iou * union).to(probs.dtype)          # (..., M); 1 for the reference
+    if weight is not None:
+        agree = agree * weight.to(probs.dtype)
+    return (probs * agree[..., None, None]).sum(-3) / agree.sum(-1)[..., None, None]
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -314,8 +351,15 @@ def mask_probabilities(logits: torch.Tensor, size: tuple[float, float], orig: tu
                        ) -> torch.Tensor:
     """Stride-4 mask logits ``(..., S/4, S/4)`` of the square input -> probabilities
     ``(..., H0, W0)`` in original pixels (crop to the letterboxed image, then resize)."""
+    return probabilities_to_original(logits.sigmoid(), size, orig)
+
+
+def probabilities_to_original(probs: torch.Tensor, size: tuple[float, float],
+                              orig: tuple[int, int]) -> torch.Tensor:
+    """Stride-4 mask probabilities ``(..., S/4, S/4)`` of the square input -> ``(..., H0, W0)``
+    in original pixels: cropped to the letterboxed image ``size``, resized bilinearly."""
     h4, w4 = math.ceil(size[0] / 4), math.ceil(size[1] / 4)
-    probs = logits[..., :h4, :w4].sigmoid()
+    probs = probs[..., :h4, :w4]
     up = F.interpolate(probs.reshape(1, -1, h4, w4), size=tuple(orig), mode="bilinear",
                        align_corners=False)
     return up.reshape(*probs.shape[:-2], *orig)

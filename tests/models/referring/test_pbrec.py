@@ -8,6 +8,7 @@ from groundkit.models.referring.pbrec import (
     fuse_scale_masks,
     mask_probabilities,
     mask_to_original,
+    mean_of_agreeing,
 )
 
 N = 64   # 8 x 8 points on a 64 px input
@@ -131,3 +132,62 @@ def test_fuse_scale_masks_literal():
     assert torch.equal(fuse_scale_masks(probs, 0, 0.5, min_iou=0.7), probs[0] > 0.5)   # 2/3 < 0.7
     one = probs[:1]
     assert torch.equal(fuse_scale_masks(one, 0, 0.5), probs[0] > 0.5)
+
+
+def test_mean_of_agreeing_literal():
+    """Maps 0 (the reference) and 1 overlap at IoU 2/3, map 2 lies elsewhere, map 3 is map 1
+    again: the mean of 0, 1 and 3; with map 3 weighted out, of 0 and 1; per row of a batch."""
+    probs = torch.zeros(4, 4, 6)
+    probs[0, :, :3] = 0.9
+    probs[1, :, :2] = 0.6
+    probs[2, :, 4:] = 0.8
+    probs[3] = probs[1]
+    np.testing.assert_allclose(mean_of_agreeing(probs, 0.5), (probs[0] + 2 * probs[1]) / 3)
+    weight = torch.tensor([True, True, True, False])
+    np.testing.assert_allclose(mean_of_agreeing(probs, 0.5, weight=weight), (probs[0] + probs[1]) / 2)
+    np.testing.assert_allclose(mean_of_agreeing(probs, 0.5, min_iou=0.7), probs[0])
+    batch = torch.stack([probs, probs[[2, 0, 1, 3]]])        # (2, 4, H, W): row 2 alone
+    np.testing.assert_allclose(mean_of_agreeing(batch, 0.5, weight=torch.stack([weight] * 2)),
+                               torch.stack([(probs[0] + probs[1]) / 2, probs[2]]))
+
+
+def test_refer_averages_the_masks_of_the_best_ranked_points_that_agree(tiny_pbrec, monkeypatch):
+    """mask_points = 3 with the joint ranking at k = 1: the chosen point 5, then 3 and 7 (the
+    next best). Designed masks: point 5 covers columns 0-5 of the stride-4 map, point 3 columns
+    0-3 (IoU 2/3: it agrees, and pulls columns 4-5 under the threshold), point 7 columns 10-15
+    (disjoint: left out). The result is the mean of 5 and 3, in original pixels."""
+    model = tiny_pbrec(top_k=1, joint_ranking=True, mask_points=3)
+    monkeypatch.setattr(model, "point_logits", lambda features, expressions: (CENTER, MASS))
+    features = model.encode_images(torch.randn(1, 3, 64, 64))
+    dim = model.cfg.mask_dim
+    columns = torch.arange(16)
+    feats = torch.zeros(1, dim, 16, 16)
+    feats[0, 0] = torch.where(columns < 6, 1.0, -1.0)       # point 5's object
+    feats[0, 1] = torch.where(columns < 4, 1.0, -1.0)       # point 3's
+    feats[0, 2] = torch.where(columns >= 10, 1.0, -1.0)     # point 7's
+    feats[0, 3] = 1.0
+    kernels = torch.zeros(1, N, dim)
+    kernels[0, :, 3] = -6.0                                  # every other point: nothing
+    kernels[0, 5, :4] = torch.tensor([3.0, 0.0, 0.0, 0.0])
+    kernels[0, 3, :4] = torch.tensor([0.0, 4.0, 0.0, 0.0])
+    kernels[0, 7, :4] = torch.tensor([0.0, 0.0, 3.0, 0.0])
+    monkeypatch.setattr(model.mask_head, "forward", lambda features, grid: (kernels, feats))
+    size, orig, scale = (64, 48), (32, 24), 0.5
+    result = model.refer(features, ["the circle"], [size], [orig], [scale])[0]
+
+    logits = model.mask_head.mask_logits(kernels, feats)[0]
+    mean = (logits[5].sigmoid() + logits[3].sigmoid()) / 2
+    expected = mask_probabilities(torch.logit(mean), size, orig) > model.cfg.mask_threshold
+    alone = mask_to_original(logits[5], size, orig, model.cfg.mask_threshold)
+    assert torch.equal(torch.from_numpy(result.mask), expected)
+    assert expected.sum() < alone.sum()          # columns 4-5 left the mask: the test can tell
+    model.cfg.mask_points = 0
+    own = model.refer(features, ["the circle"], [size], [orig], [scale])[0]
+    assert torch.equal(torch.from_numpy(own.mask), alone)
+
+
+def test_bad_mask_points_are_refused():
+    from groundkit.errors import ConfigError
+    from groundkit.models.referring.pbrec import PBRECConfig
+    with pytest.raises(ConfigError, match="mask_points"):
+        PBRECConfig(num_classes=3, mask_points=-1)
