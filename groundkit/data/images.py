@@ -34,7 +34,10 @@ def read_image(path: str | Path) -> np.ndarray:
             if image.mode == "P":  # palette indices mean nothing as intensities
                 image = image.convert("RGBA")
             return to_rgb_array(np.array(image), source=str(path))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        # Pillow raises ValueError for some corrupt headers ("Truncated IHDR chunk")
         raise InputError(f"{path}: not a readable image ({e})") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # the header claims more pixels than Pillow's limit (the warning raises under `-W error`)

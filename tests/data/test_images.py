@@ -33,3 +33,14 @@ def test_matching_or_unknown_suffixes_are_read(tmp_path, name, saved_as):
     assert image.shape == (4, 5, 3)
     if saved_as in ("PNG", "TIFF"):
         assert (image == PIXELS).all()
+
+
+def test_a_corrupt_header_is_a_named_error(tmp_path):
+    """Pillow raises ValueError for a PNG whose IHDR chunk is cut short (found by fuzzing)."""
+    path = tmp_path / "cut_header.png"
+    Image.fromarray(PIXELS).save(path)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (5).to_bytes(4, "big")          # IHDR's length: 5 of its 13 bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="cut_header.png"):
+        read_image(path)

@@ -130,8 +130,8 @@ def test_truncated_pixel_data_is_a_named_error_either_way(tmp_path, decoder):
 
 
 def test_corrupt_pixel_data_is_a_named_error_either_way(tmp_path, decoder):
-    """Bytes of the compressed stream overwritten (the chunk's CRC left stale: libspng is told
-    to ignore CRCs by pyspng, Pillow does not check them on pixel data)."""
+    """Bytes of the compressed stream overwritten, the chunk's CRC left stale (pyspng has libspng
+    ignore CRCs: png_decode checks them itself and leaves such a file to Pillow)."""
     rng = np.random.default_rng(5)
     path = tmp_path / "corrupt.png"
     _write(path, rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
@@ -139,7 +139,30 @@ def test_corrupt_pixel_data_is_a_named_error_either_way(tmp_path, decoder):
     start = data.index(b"IDAT") + 4
     data[start + 2:start + 40] = b"\xff" * 38  # past the zlib header: an invalid deflate block
     path.write_bytes(bytes(data))
+    with Image.open(path) as image:   # the stale CRC sends the file to Pillow
+        assert png_decode.decode_rgb8(image, path) is None
     with pytest.raises(FormatError, match="corrupt.png"):
         read_segment_png(path)
     with pytest.raises(InputError, match="corrupt.png"):
         read_image(path)
+
+
+def test_a_flipped_bit_with_a_stale_crc_is_never_decoded_by_libspng(tmp_path):
+    """One byte of the pixel data changed in a stored (uncompressed) stream, so that it still
+    inflates: libspng alone (told by pyspng to ignore checksums) returns wrong pixels without a
+    word; png_decode leaves the file to Pillow instead, which refuses it (zlib's Adler-32)."""
+    import pyspng
+
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "flipped.png"
+    _write(path, rgb, compress_level=0)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"IDAT") + 4 + 200] ^= 0x01
+    path.write_bytes(bytes(data))
+    silently_wrong = pyspng.load(bytes(data), format="RGB")
+    assert silently_wrong.shape == rgb.shape and not np.array_equal(silently_wrong, rgb)
+    with Image.open(path) as image:
+        assert png_decode.decode_rgb8(image, path) is None
+    with pytest.raises(FormatError, match="flipped.png"):
+        read_segment_png(path)
