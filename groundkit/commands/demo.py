@@ -11,9 +11,9 @@ By default (``make demo``):
    a gallery of ground truth beside prediction with the IoU of every phrase, segment or box, the
    worst cases first. Each model's predictions, scores and pictures lie beside it.
 
-Measured: 229-262 s in all on this project's 2-core CPU machine, quiet, in two fresh clones
-(1 December 2026): per model 2 to 41 s to load, predict, score and draw 12 pictures, and
-129-143 s for PBREC-MT, whose bundle refers each of the 1,454 expressions at two scales. The
+Measured: 229-316 s in all on this project's 2-core CPU machine, quiet, in three fresh clones
+(1 December 2026): per model 2 to 47 s to load, predict, score and draw 12 pictures, and
+129-187 s for PBREC-MT, whose bundle refers each of the 1,454 expressions at two scales. The
 page says where its own time went.
 
 ``--train`` runs the first demo's recipe instead: it generates the full benchmark (12,000
