@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-try:  # wheels for x86-64 Linux, Windows and arm64 macOS; Pillow decodes elsewhere
+try:  # wheels for x86-64 and arm64 (Linux, macOS, Windows x86-64): pyproject.toml's marker
     import pyspng
 except ImportError:  # pragma: no cover - depends on the platform
     pyspng = None
