@@ -266,7 +266,7 @@ class PBRECModel(nn.Module):
         results, probs = [], []
         for b, (size, orig, scale) in enumerate(zip(image_sizes, orig_sizes, scales)):
             box = _to_original(boxes[b, box_point[b]], size, scale)
-            proposals = torch.stack([_to_original(p, size, scale) for p in boxes[b, box_top[b]]])
+            proposals = _to_original(boxes[b, box_top[b]], size, scale)            # (K, 4)
             results.append(ReferringResult(box.cpu().numpy(), float(center[b, box_point[b]]),
                                            proposals=proposals.cpu().numpy(),
                                            expression=expressions[b]))
@@ -341,7 +341,7 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _to_original(box: torch.Tensor, size: tuple[int, int], scale: float) -> torch.Tensor:
-    """An input-pixel box clipped to the letterboxed image, in original pixels."""
+    """Input-pixel boxes ``(..., 4)`` clipped to the letterboxed image, in original pixels."""
     h, w = size
     limits = box.new_tensor([w, h, w, h])
     return torch.minimum(box.clamp(min=0), limits) / scale
