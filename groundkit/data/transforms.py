@@ -53,6 +53,14 @@ def image_to_tensor(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return (x[0].clamp(0, 1) - mean) / std
 
 
+def tensor_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`image_to_tensor`'s normalisation: ``(..., 3, h, w)`` -> RGB in
+    ``[0, 1]``, same shape."""
+    mean = x.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = x.new_tensor(IMAGENET_STD)[:, None, None]
+    return (x * std + mean).clamp(0, 1)
+
+
 def masks_to_targets(masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """``(P, H, W) bool`` -> ``(P, h, w) float``: the covered fraction of each output cell.
 

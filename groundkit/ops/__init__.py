@@ -1,9 +1,9 @@
 """Ops shared by the models: box geometry, IoU, NMS, RoIAlign (pure torch, no torchvision) and
-mask codecs (RLE, polygons, resize) and erosion.
+mask codecs (RLE, polygons, resize), erosion and the guided filter (edge-aware refinement).
 
-The names below are loaded on first use (PEP 562), not at import: ``boxes`` and ``roi_align``
-import torch, and the scorers, which need only the NumPy codecs of ``masks``, must not pay for it
-(``groundkit score`` runs without torch).
+The names below are loaded on first use (PEP 562), not at import: ``boxes``, ``guided_filter``
+and ``roi_align`` import torch, and the scorers, which need only the NumPy codecs of ``masks``,
+must not pay for it (``groundkit score`` runs without torch).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ _MODULE_OF = {
     **dict.fromkeys([
         "decode_rle", "encode_rle", "erode", "masks_to_rles", "polygons_to_mask", "resize_masks",
         "rles_to_masks", "segmentation_to_mask"], "masks"),
+    **dict.fromkeys(["box_mean", "guided_filter"], "guided_filter"),
     **dict.fromkeys(["RoIAlign", "roi_align"], "roi_align"),
 }
 
@@ -39,7 +40,7 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """``roi_align`` names a submodule and its function; the package's ``roi_align`` is the
+    """``roi_align`` and ``guided_filter`` name a submodule and its function; the package's is the
     function, as when this file imported it eagerly. The import system binds a submodule on its
     package after loading it (whoever imports it), so that binding is turned into the function."""
 

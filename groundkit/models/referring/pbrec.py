@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from groundkit.data.transforms import tensor_to_rgb
 from groundkit.errors import ConfigError
 from groundkit.models.panoptic.detector import FCOS, cell_centres
 from groundkit.models.referring.comprehension import (
@@ -44,6 +45,7 @@ from groundkit.models.referring.comprehension import (
     pairwise_mask_iou,
 )
 from groundkit.models.referring.masks import PointMaskHead
+from groundkit.ops.guided_filter import guided_filter
 from groundkit.structures import ReferringResult
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_checkpoints
 from groundkit.vision.backbone import BackboneConfig, build_backbone
@@ -104,6 +106,14 @@ class PBRECConfig:
     # (SOLO's points on one object each predict its mask; averaging them smooths the stride-4
     # map). 0 = the chosen point's mask alone, as the paper.
     mask_points: int = 0
+    # Edge-aware refinement (ops.guided_filter, He et al. 2010): the mask probabilities, resized
+    # to the image, are filtered with the image itself (RGB in [0, 1]) as the guide, in windows of
+    # ``refine_radius`` input pixels (scaled to the image's) with ridge ``refine_eps``, then
+    # thresholded: the stride-4 map's blurred edge snaps to the object's edge in the picture.
+    # A small eps follows faint edges (flat synthetic colours); textured photos want a larger one.
+    # 0 = off (the paper).
+    refine_radius: int = 0
+    refine_eps: float = 1e-4
 
     def __post_init__(self) -> None:
         if self.grid_stride not in LEVELS:
@@ -115,6 +125,9 @@ class PBRECConfig:
             raise ConfigError(f"pbrec: top_k must be >= 1, got {self.top_k}")
         if self.mask_points < 0:
             raise ConfigError(f"pbrec: mask_points must be >= 0, got {self.mask_points}")
+        if self.refine_radius < 0 or self.refine_eps <= 0:
+            raise ConfigError(f"pbrec: refine_radius must be >= 0 and refine_eps > 0, got "
+                              f"{self.refine_radius} and {self.refine_eps}")
         if any(not 0.25 <= f <= 4 for f in self.test_scales):
             raise ConfigError(f"pbrec: test_scales must be factors in [0.25, 4], got {self.test_scales}")
 
@@ -144,8 +157,11 @@ class PBRECModel(nn.Module):
         """images ``(B, 3, S, S)`` -> FPN levels ``"p2".."p5"`` (and ``"cell_colours"``
         ``(B, 3, S/g, S/g)``, the image average-pooled over the grid cells, with ``cell_colours``).
         In eval mode with ``test_scales``, also ``"scaled"``: ``[(factor, features)]`` of the
-        input resized by each factor (the exact factor of the resized side over S)."""
+        input resized by each factor (the exact factor of the resized side over S); with
+        ``refine_radius``, ``"images"``: the input itself, the refinement's guide."""
         features: dict[str, Any] = self._one_scale(images)
+        if not self.training and self.cfg.refine_radius:
+            features["images"] = images
         if not self.training and self.cfg.test_scales:
             side, g = images.shape[-1], self.cfg.grid_stride
             scaled = []
@@ -230,8 +246,8 @@ class PBRECModel(nn.Module):
         """The referent of each expression on its image's ``features`` (:meth:`encode_images`,
         computed once per image and reusable for many expressions). With more scales (the
         multi-scale test), the box comes from the scale whose chosen box point ranks highest
-        (the first on a tie), the mask from :func:`fuse_scale_masks` around the scale whose chosen
-        mask point does."""
+        (the first on a tie), the mask from :func:`fuse_scale_probabilities` around the scale whose
+        chosen mask point does, refined on the image with ``refine_radius``."""
         per_scale = [self._refer_at(level, expressions, [(h * f, w * f) for h, w in image_sizes],
                                     orig_sizes, [s * f for s in scales])
                      for f, level in [(1.0, features), *features.get("scaled", [])]]
@@ -240,9 +256,13 @@ class PBRECModel(nn.Module):
         mask_scale = torch.stack(mask_ranks).argmax(0).tolist()
         fused = []
         for b, (at_box, at_mask) in enumerate(zip(box_scale, mask_scale)):
-            mask = fuse_scale_masks(torch.stack([p[b] for p in probs]), at_mask,
-                                    self.cfg.mask_threshold)
-            fused.append(replace(results[at_box][b], mask=mask.cpu().numpy()))
+            prob = fuse_scale_probabilities(torch.stack([p[b] for p in probs]), at_mask,
+                                            self.cfg.mask_threshold)
+            if self.cfg.refine_radius:
+                prob = refine_on_image(prob, features["images"][b], image_sizes[b],
+                                       self.cfg.refine_radius, self.cfg.refine_eps)
+            fused.append(replace(results[at_box][b],
+                                 mask=(prob > self.cfg.mask_threshold).cpu().numpy()))
         return fused
 
     def _refer_at(self, features: dict[str, torch.Tensor], expressions: list[str],
@@ -302,20 +322,45 @@ class PBRECModel(nn.Module):
         return box_rank, mask_rank
 
 
-def fuse_scale_masks(probs: torch.Tensor, surest: int, threshold: float,
-                     min_iou: float = 0.5) -> torch.Tensor:
-    """The multi-scale test's mask of one expression: ``probs (S, H, W)``, the chosen mask's
-    probabilities at each scale; ``surest``, the scale whose mask point ranks highest.
+def fuse_scale_probabilities(probs: torch.Tensor, surest: int, threshold: float,
+                             min_iou: float = 0.5) -> torch.Tensor:
+    """The multi-scale test's mask probabilities of one expression: ``probs (S, H, W)``, the
+    chosen mask's probabilities at each scale; ``surest``, the scale whose mask point ranks highest.
 
-    Returns ``(H, W) bool``: the mean probability over the scales whose mask (thresholded)
+    Returns ``(H, W)``: the mean probability over the scales whose mask (``> threshold``)
     overlaps the surest scale's at IoU >= ``min_iou`` (the same object seen at another size; a
-    scale that chose another object is left out), thresholded. One scale: its own mask. Averaging
-    the agreeing scales measured +1.2 oIoU on the synthetic val split (docs/referring.md).
+    scale that chose another object is left out). One scale: its own. Averaging the agreeing
+    scales measured +1.2 oIoU on the synthetic val split (docs/referring.md).
     """
     if len(probs) == 1:                         # one scale (no test_scales): nothing to fuse
-        return probs[0] > threshold
+        return probs[0]
     order = [surest, *(i for i in range(len(probs)) if i != surest)]
-    return mean_of_agreeing(probs[order], threshold, min_iou=min_iou) > threshold
+    return mean_of_agreeing(probs[order], threshold, min_iou=min_iou)
+
+
+def refine_on_image(probs: torch.Tensor, image: torch.Tensor, size: tuple[float, float],
+                    radius: int, eps: float) -> torch.Tensor:
+    """Mask probabilities ``(H0, W0)`` in original pixels, filtered with the image as the guide
+    (:func:`~groundkit.ops.guided_filter.guided_filter`): ``image (3, S, S)``, the normalised
+    letterboxed input whose top-left ``size`` is the picture; ``radius`` in input pixels.
+
+    The filter runs at the original size or the input's, whichever is smaller: the input is all
+    the guide knows, and its memory (some 40 maps) stays bounded by the input's for a huge photo.
+    Returns ``(H0, W0)``."""
+    h, w = math.ceil(size[0]), math.ceil(size[1])
+    orig = tuple(probs.shape)
+    work = orig if orig[0] * orig[1] <= h * w else (h, w)
+    guide = _resize(image[:, :h, :w], work)
+    refined = guided_filter(tensor_to_rgb(guide)[None], _resize(probs[None], work),
+                            max(1, round(radius * work[0] / h)), eps)
+    return _resize(refined, orig)[0]
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(C, H, W)`` -> ``(C, *size)``, bilinear; itself when the size is already right."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def mean_of_agreeing(probs: torch.Tensor, threshold: float, min_iou: float = 0.5,
