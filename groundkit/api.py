@@ -264,9 +264,9 @@ class Grounder(Predictor):
         rgb = as_rgb(image)
         self._check_domain(rgb)
         tensor, size = self._prepare(rgb)
-        self._image = {"rgb": rgb, "input_size": size,
-                       "features": self.model.encode_images(pad_batch([tensor]).to(self.device),
-                                                            [size])}
+        padded = pad_batch([tensor]).to(self.device)
+        self._image = {"rgb": rgb, "input_size": size, "input": padded,
+                       "features": self.model.encode_images(padded, [size])}
 
     @torch.no_grad()
     def ground(self, caption: str, spans: Sequence[tuple[int, int]] | None = None,
@@ -283,7 +283,8 @@ class Grounder(Predictor):
         caption, found = caption_phrases(caption, spans)
         probs = self.model.phrase_maps(self._image["features"], [caption], [found])
         return self.model.postprocess(probs, [caption], [found], [self._image["input_size"]],
-                                      [self._image["rgb"].shape[:2]], return_logits)[0]
+                                      [self._image["rgb"].shape[:2]], return_logits,
+                                      self._image["input"])[0]
 
     # --- batches ----------------------------------------------------------------------------------
 

@@ -123,6 +123,7 @@ class DRMNConfig(GroundingModelConfig):
     loss_rounds: Literal["all", "refined"] = "all"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("encoder_layers", "refine_rounds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"DRMN: model.{name} must be >= 0, got {getattr(self, name)}")

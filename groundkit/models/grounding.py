@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from groundkit.data.transforms import map_padded_groups, padding_mask
 from groundkit.errors import InputError
 from groundkit.models.losses import bce_dice_loss
+from groundkit.models.mask_refine import check_refinement, refine_on_image
 from groundkit.models.panoptic.semantic_head import semantic_loss
 from groundkit.structures import GroundingResult
 from groundkit.text.encoder import (
@@ -65,11 +66,19 @@ class GroundingModelConfig:
     dice_weight: float = 1.0
     dice_eps: float = 2e-3
     threshold: float = 0.5
+    # Edge-aware refinement of the masks on the picture (models.mask_refine: the guided filter):
+    # window radius in input pixels (0 = off, the papers) and ridge. (DRMN's refine_rounds are
+    # its paper's rounds, another thing.)
+    refine_radius: int = 0
+    refine_eps: float = 1e-4
     # A semantic-segmentation auxiliary loss (cross-entropy over the panoptic categories on the
     # stride-4 grid) standing in for the papers' panoptic pre-training when training from random
     # weights: the number of categories of the data (0 = off, the papers) and its weight.
     semantic_classes: int = 0
     semantic_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_refinement("grounding", self.refine_radius, self.refine_eps)
 
 
 class GroundingHead(nn.Module):
@@ -269,7 +278,7 @@ class GroundingModel(nn.Module):
         probs = self.predict_maps(batch)
         sizes = batch.get("image_sizes") or [tuple(batch["images"].shape[-2:])] * len(probs)
         return self.postprocess(probs, batch["captions"], batch["spans"], sizes,
-                                batch.get("orig_sizes") or sizes, return_probs)
+                                batch.get("orig_sizes") or sizes, return_probs, batch["images"])
 
     def predict_maps(self, batch: dict) -> list[torch.Tensor]:
         """The phrase probabilities of a batch before post-processing: B x ``(P_i, Hp/4, Wp/4)``."""
@@ -278,13 +287,20 @@ class GroundingModel(nn.Module):
 
     def postprocess(self, probs: list[torch.Tensor], captions: list[str],
                     spans: list[list[tuple[int, int]]], image_sizes: list[tuple[int, int]],
-                    orig_sizes: list[tuple[int, int]], return_probs: bool = False
-                    ) -> list[GroundingResult]:
+                    orig_sizes: list[tuple[int, int]], return_probs: bool = False,
+                    images: torch.Tensor | None = None) -> list[GroundingResult]:
         """B x ``(P_i, Hp/4, Wp/4)`` phrase probabilities -> one :class:`GroundingResult` each
-        (with ``return_probs``, also the maps at ``orig_sizes`` its masks threshold)."""
+        (with ``return_probs``, also the maps at ``orig_sizes`` its masks threshold). ``images
+        (B, 3, Hp, Wp)``, the model's inputs: the guides of ``cfg.refine_radius`` (needed then)."""
+        if self.cfg.refine_radius and images is None:
+            raise ValueError("postprocess: refine_radius needs the input images")
         results = []
-        for p, caption, found, size, orig in zip(probs, captions, spans, image_sizes, orig_sizes):
+        for b, (p, caption, found, size, orig) in enumerate(zip(probs, captions, spans,
+                                                               image_sizes, orig_sizes)):
             full = phrase_probs_at_size(p.cpu(), size, orig)
+            if self.cfg.refine_radius:
+                full = refine_on_image(full, images[b].cpu(), size, self.cfg.refine_radius,
+                                       self.cfg.refine_eps)
             masks, scores = threshold_phrase_probs(full, self.cfg.threshold)
             found = [tuple(s) for s in found]
             results.append(GroundingResult(caption, [caption[a:b] for a, b in found], found,

@@ -1,10 +1,11 @@
 """PPMN: LCPA pieces against literal loops, losses on every round, checkpoints without the encoder."""
+import numpy as np
 import pytest
 import torch
 from grounding_cases import tiny_batch
 
 from groundkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from groundkit.errors import InputError
+from groundkit.errors import ConfigError, InputError
 from groundkit.models.grounding import phrase_probabilities, pool_phrases, postprocess_grounding
 from groundkit.models.ppmn import PPMNConfig, gather_top_pixels, matching_logits
 from groundkit.vision.backbone import BackboneConfig
@@ -201,3 +202,43 @@ def test_pixel_coords_make_position_visible_to_the_matching(pixel_coords):
     logits = head(uniform, torch.randn(1, 2, 16))[0]
     varies = (logits - logits[..., :1, :1]).abs().amax() > 1e-4
     assert bool(varies) == pixel_coords
+
+
+def red_square_on_blue() -> tuple[np.ndarray, np.ndarray]:
+    """A 64 x 64 picture (uint8) and its square (rows and columns 16-31) as a bool mask."""
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[...] = (30, 30, 200)
+    rgb[16:32, 16:32] = (200, 30, 30)
+    return rgb, rgb[..., 0] == 200
+
+
+def test_postprocess_refines_the_masks_on_the_image(encoder, monkeypatch):
+    """A phrase's stride-4 map covers 4 x 4 cells, the picture a red square of exactly those
+    pixels: resized, the mask loses the square's 4 corner pixels; refined on the image
+    (``refine_radius``) it is the square, through ``predict`` and ``Grounder.ground`` alike."""
+    from groundkit.api import Grounder
+    from groundkit.data.transforms import ResizeConfig, image_to_tensor
+    rgb, square = red_square_on_blue()
+    probs = torch.full((1, 16, 16), 0.05)
+    probs[0, 4:8, 4:8] = 0.95
+    model = build_ppmn_with(encoder, refine_radius=2, refine_eps=1e-4).eval()
+    args = ([probs], ["a square"], [[(0, 8)]], [(64, 64)], [(64, 64)])
+    refined = model.postprocess(*args, images=image_to_tensor(rgb, (64, 64))[None])[0].masks[0]
+    with pytest.raises(ValueError, match="refine_radius needs the input images"):
+        model.postprocess(*args)
+    monkeypatch.setattr(model, "phrase_maps", lambda features, captions, spans: [probs])
+    grounder = Grounder(model, ResizeConfig(short_side=64, max_size=64), device="cpu")
+    grounder.set_image(rgb)
+    through_api = grounder.ground("[a square]").masks[0]
+    model.cfg.refine_radius = 0
+    coarse = model.postprocess(*args)[0].masks[0]
+    assert (coarse != square).sum() == 4                   # the corners: the test can tell
+    assert (refined == square).all() and (through_api == square).all()
+
+
+def test_bad_refinement_is_refused():
+    with pytest.raises(ConfigError, match="grounding: refine_radius"):
+        tiny_config(refine_radius=-1)
+    from groundkit.models.drmn import DRMNConfig
+    with pytest.raises(ConfigError, match="refine_eps"):
+        DRMNConfig(refine_radius=2, refine_eps=0.0)

@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from groundkit.data.transforms import tensor_to_rgb
 from groundkit.errors import ConfigError
+from groundkit.models.mask_refine import check_refinement, refine_on_image
 from groundkit.models.panoptic.detector import FCOS, cell_centres
 from groundkit.models.referring.comprehension import (
     VisionLanguageEncoder,
@@ -45,7 +45,6 @@ from groundkit.models.referring.comprehension import (
     pairwise_mask_iou,
 )
 from groundkit.models.referring.masks import PointMaskHead
-from groundkit.ops.guided_filter import guided_filter
 from groundkit.structures import ReferringResult
 from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_checkpoints
 from groundkit.vision.backbone import BackboneConfig, build_backbone
@@ -106,12 +105,11 @@ class PBRECConfig:
     # (SOLO's points on one object each predict its mask; averaging them smooths the stride-4
     # map). 0 = the chosen point's mask alone, as the paper.
     mask_points: int = 0
-    # Edge-aware refinement (ops.guided_filter, He et al. 2010): the mask probabilities, resized
-    # to the image, are filtered with the image itself (RGB in [0, 1]) as the guide, in windows of
-    # ``refine_radius`` input pixels (scaled to the image's) with ridge ``refine_eps``, then
-    # thresholded: the stride-4 map's blurred edge snaps to the object's edge in the picture.
-    # A small eps follows faint edges (flat synthetic colours); textured photos want a larger one.
-    # 0 = off (the paper).
+    # Edge-aware refinement (models.mask_refine: He et al.'s guided filter): the mask
+    # probabilities, resized to the image, are filtered with the image itself as the guide, in
+    # windows of ``refine_radius`` input pixels with ridge ``refine_eps``, then thresholded: the
+    # stride-4 map's blurred edge snaps to the object's edge in the picture. A small eps follows
+    # faint edges (flat synthetic colours); textured photos want a larger one. 0 = off (the paper).
     refine_radius: int = 0
     refine_eps: float = 1e-4
 
@@ -125,9 +123,7 @@ class PBRECConfig:
             raise ConfigError(f"pbrec: top_k must be >= 1, got {self.top_k}")
         if self.mask_points < 0:
             raise ConfigError(f"pbrec: mask_points must be >= 0, got {self.mask_points}")
-        if self.refine_radius < 0 or self.refine_eps <= 0:
-            raise ConfigError(f"pbrec: refine_radius must be >= 0 and refine_eps > 0, got "
-                              f"{self.refine_radius} and {self.refine_eps}")
+        check_refinement("pbrec", self.refine_radius, self.refine_eps)
         if any(not 0.25 <= f <= 4 for f in self.test_scales):
             raise ConfigError(f"pbrec: test_scales must be factors in [0.25, 4], got {self.test_scales}")
 
@@ -259,8 +255,8 @@ class PBRECModel(nn.Module):
             prob = fuse_scale_probabilities(torch.stack([p[b] for p in probs]), at_mask,
                                             self.cfg.mask_threshold)
             if self.cfg.refine_radius:
-                prob = refine_on_image(prob, features["images"][b], image_sizes[b],
-                                       self.cfg.refine_radius, self.cfg.refine_eps)
+                prob = refine_on_image(prob[None], features["images"][b], image_sizes[b],
+                                       self.cfg.refine_radius, self.cfg.refine_eps)[0]
             fused.append(replace(results[at_box][b],
                                  mask=(prob > self.cfg.mask_threshold).cpu().numpy()))
         return fused
@@ -336,31 +332,6 @@ def fuse_scale_probabilities(probs: torch.Tensor, surest: int, threshold: float,
         return probs[0]
     order = [surest, *(i for i in range(len(probs)) if i != surest)]
     return mean_of_agreeing(probs[order], threshold, min_iou=min_iou)
-
-
-def refine_on_image(probs: torch.Tensor, image: torch.Tensor, size: tuple[float, float],
-                    radius: int, eps: float) -> torch.Tensor:
-    """Mask probabilities ``(H0, W0)`` in original pixels, filtered with the image as the guide
-    (:func:`~groundkit.ops.guided_filter.guided_filter`): ``image (3, S, S)``, the normalised
-    letterboxed input whose top-left ``size`` is the picture; ``radius`` in input pixels.
-
-    The filter runs at the original size or the input's, whichever is smaller: the input is all
-    the guide knows, and its memory (some 40 maps) stays bounded by the input's for a huge photo.
-    Returns ``(H0, W0)``."""
-    h, w = math.ceil(size[0]), math.ceil(size[1])
-    orig = tuple(probs.shape)
-    work = orig if orig[0] * orig[1] <= h * w else (h, w)
-    guide = _resize(image[:, :h, :w], work)
-    refined = guided_filter(tensor_to_rgb(guide)[None], _resize(probs[None], work),
-                            max(1, round(radius * work[0] / h)), eps)
-    return _resize(refined, orig)[0]
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(C, H, W)`` -> ``(C, *size)``, bilinear; itself when the size is already right."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def mean_of_agreeing(probs: torch.Tensor, threshold: float, min_iou: float = 0.5,

@@ -229,19 +229,3 @@ def test_bad_refinement_is_refused():
         PBRECConfig(num_classes=3, refine_radius=-1)
     with pytest.raises(ConfigError, match="refine_eps"):
         PBRECConfig(num_classes=3, refine_radius=2, refine_eps=0)
-
-
-def test_a_huge_image_is_refined_at_the_input_size(monkeypatch):
-    """A 1,000 x 1,500 photo letterboxed to 64 px: the filter runs on the 43 x 64 input (its
-    memory bounded by the input's), with the radius in input pixels, and the result comes back
-    at the photo's size."""
-    import groundkit.models.referring.pbrec as pbrec
-    seen = []
-
-    def spy(guide, src, radius, eps):
-        seen.append((tuple(guide.shape), tuple(src.shape), radius))
-        return src
-    monkeypatch.setattr(pbrec, "guided_filter", spy)
-    out = pbrec.refine_on_image(torch.rand(1000, 1500), torch.randn(3, 64, 64), (42.7, 64.0), 3, 1e-4)
-    assert seen == [((1, 3, 43, 64), (1, 43, 64), 3)]
-    assert out.shape == (1000, 1500)

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+import groundkit.models.mask_refine as mask_refine
+from groundkit.errors import ConfigError
+
+
+def test_a_huge_image_is_refined_at_the_input_size(monkeypatch):
+    """A 1,000 x 1,500 photo letterboxed to 64 px: the filter runs on the 43 x 64 input (its
+    memory bounded by the input's), with the radius in input pixels, one guide for every mask, and
+    the result comes back at the photo's size."""
+    seen = []
+
+    def spy(guide, src, radius, eps):
+        seen.append((tuple(guide.shape), tuple(src.shape), radius))
+        return src
+    monkeypatch.setattr(mask_refine, "guided_filter", spy)
+    out = mask_refine.refine_on_image(torch.rand(2, 1000, 1500), torch.randn(3, 64, 64),
+                                      (42.7, 64.0), 3, 1e-4)
+    assert seen == [((2, 3, 43, 64), (2, 43, 64), 3)]
+    assert out.shape == (2, 1000, 1500)
+
+
+def test_a_small_image_is_refined_at_its_own_size(monkeypatch):
+    seen = []
+    monkeypatch.setattr(mask_refine, "guided_filter",
+                        lambda guide, src, radius, eps: seen.append((guide.shape, radius)) or src)
+    probs = torch.rand(1, 32, 48)
+    out = mask_refine.refine_on_image(probs, torch.randn(3, 64, 96), (64, 96), 4, 1e-4)
+    assert seen == [((1, 3, 32, 48), 2)]                   # radius in the image's pixels
+    assert out is probs                                   # nothing resized back
+
+
+def test_no_masks_need_no_filtering():
+    empty = torch.zeros(0, 10, 12)
+    assert mask_refine.refine_on_image(empty, torch.randn(3, 16, 16), (10, 12), 2, 1e-4) is empty
+
+
+def test_check_refinement():
+    mask_refine.check_refinement("ppmn", 0, 1e-4)
+    with pytest.raises(ConfigError, match="ppmn: refine_radius"):
+        mask_refine.check_refinement("ppmn", -1, 1e-4)
+    with pytest.raises(ConfigError, match="refine_eps"):
+        mask_refine.check_refinement("ppmn", 2, 0.0)
