@@ -70,6 +70,7 @@ def main() -> None:
     from groundkit.api import Grounder
     from groundkit.data.grounding import GroundingDataset
     from groundkit.engine.grounding import GroundingTask
+    from groundkit.engine.tasks import get_task
     from groundkit.metrics.png_ar import mask_ious, png_average_recall
     from groundkit.metrics.report import png_table
 
@@ -80,9 +81,13 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--max-phrases", type=int, default=6, help="phrases per caption")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("options", nargs="*", metavar="key=value",
+                        help="inference options of the model config, as for groundkit evaluate "
+                             "(e.g. refine_radius=6 refine_eps=1e-5 threshold=0.35)")
     args = parser.parse_args()
 
     grounder = Grounder.from_pretrained(args.checkpoint, device="cpu")
+    get_task("grounding").set_inference_options(grounder.model, args.options)
     data = GroundingDataset.from_root(args.data, args.split, grounder.resize)
     rng = np.random.default_rng(args.seed)
     ious, is_thing, counts = [], [], []
