@@ -28,7 +28,7 @@ def test_a_small_image_is_refined_at_its_own_size(monkeypatch):
     probs = torch.rand(1, 32, 48)
     out = mask_refine.refine_on_image(probs, torch.randn(3, 64, 96), (64, 96), 4, 1e-4)
     assert seen == [((1, 3, 32, 48), 2)]                   # radius in the image's pixels
-    assert out is probs                                   # nothing resized back
+    assert torch.equal(out, probs)                        # nothing resized back
 
 
 def test_no_masks_need_no_filtering():
@@ -42,3 +42,21 @@ def test_check_refinement():
         mask_refine.check_refinement("ppmn", -1, 1e-4)
     with pytest.raises(ConfigError, match="refine_eps"):
         mask_refine.check_refinement("ppmn", 2, 0.0)
+
+
+def test_many_masks_are_filtered_a_few_at_a_time(monkeypatch):
+    """Ten masks: filtered in chunks of MASKS_AT_ONCE, the same as one by one."""
+    calls = []
+    real = mask_refine.guided_filter
+
+    def counting(guide, src, radius, eps):
+        calls.append(len(src))
+        return real(guide, src, radius, eps)
+    monkeypatch.setattr(mask_refine, "guided_filter", counting)
+    g = torch.Generator().manual_seed(0)
+    probs, image = torch.rand(10, 16, 16, generator=g), torch.randn(3, 16, 16, generator=g)
+    out = mask_refine.refine_on_image(probs, image, (16, 16), 2, 1e-3)
+    assert calls == [4, 4, 2] and mask_refine.MASKS_AT_ONCE == 4
+    one_by_one = torch.cat([mask_refine.refine_on_image(p[None], image, (16, 16), 2, 1e-3)
+                            for p in probs])
+    torch.testing.assert_close(out, one_by_one)
