@@ -52,10 +52,11 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     if radius < 1 or eps <= 0:
         raise ValueError(f"guided_filter: radius >= 1 and eps > 0, got {radius} and {eps}")
     dtype = src.dtype
-    work = torch.promote_types(torch.promote_types(guide.dtype, dtype), torch.float32)  # no halves
-    # centred: the output does not change (a shift of guide or map moves only b), and the running
-    # sums of the box filter stay small (in float32 the result is within 0.025 of float64's at
-    # eps 1e-5 on a 480 x 640 image: docs/referring.md)
+    # float64: where the colour channels vary together (grey noise, white shapes) the 3 x 3
+    # covariance is nearly singular, held up by eps alone, and in float32 its adjugate lost the
+    # solution: a 10 x 14 pixel hole opened in a white circle's mask (docs/referring.md). Centred,
+    # so that the running sums of the box filter stay small.
+    work = torch.float64
     guide, p = guide.to(work), src.to(work)[:, None]
     guide = guide - guide.mean((-2, -1), keepdim=True)
     offset = p.mean((-2, -1), keepdim=True)
