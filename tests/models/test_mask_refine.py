@@ -7,7 +7,7 @@ from groundkit.errors import ConfigError
 
 def test_a_huge_image_is_refined_at_the_input_size(monkeypatch):
     """A 1,000 x 1,500 photo letterboxed to 64 px: the filter runs on the 43 x 64 input (its
-    memory bounded by the input's), with the radius in input pixels, one guide for every mask, and
+    memory bounded by the input's), with the radius in input pixels, one guide for both masks, and
     the result comes back at the photo's size."""
     seen = []
 
@@ -44,19 +44,21 @@ def test_check_refinement():
         mask_refine.check_refinement("ppmn", 2, 0.0)
 
 
-def test_many_masks_are_filtered_a_few_at_a_time(monkeypatch):
-    """Ten masks: filtered in chunks of MASKS_AT_ONCE, the same as one by one."""
+def test_masks_are_filtered_a_bounded_number_of_pixels_at_a_time(monkeypatch):
+    """Ten 16 x 16 masks with room for 4 x 256 pixels a call: calls of 4, 4 and 2 masks, each
+    mask as filtered alone."""
     calls = []
     real = mask_refine.guided_filter
 
     def counting(guide, src, radius, eps):
-        calls.append(len(src))
+        calls.append((len(guide), len(src)))
         return real(guide, src, radius, eps)
     monkeypatch.setattr(mask_refine, "guided_filter", counting)
+    monkeypatch.setattr(mask_refine, "PIXELS_AT_ONCE", 4 * 256 + 100)
     g = torch.Generator().manual_seed(0)
     probs, image = torch.rand(10, 16, 16, generator=g), torch.randn(3, 16, 16, generator=g)
     out = mask_refine.refine_on_image(probs, image, (16, 16), 2, 1e-3)
-    assert calls == [4, 4, 2] and mask_refine.MASKS_AT_ONCE == 4
-    one_by_one = torch.cat([mask_refine.refine_on_image(p[None], image, (16, 16), 2, 1e-3)
-                            for p in probs])
-    torch.testing.assert_close(out, one_by_one)
+    assert calls == [(4, 4), (4, 4), (2, 2)]
+    guide = mask_refine.tensor_to_rgb(image)[None]
+    for i in (0, 5, 9):
+        torch.testing.assert_close(out[i], real(guide, probs[i:i + 1], 2, 1e-3)[0])
