@@ -47,7 +47,7 @@ def refine_on_image(probs: torch.Tensor, image: torch.Tensor, size: tuple[float,
     guide = tensor_to_rgb(_resize(image[:, :h, :w], work))[None]
     radius = max(1, round(radius * work[0] / h))
     per_call = max(1, PIXELS_AT_ONCE // (work[0] * work[1]))
-    refined = [guided_filter(guide.expand(len(chunk), -1, -1, -1), chunk, radius, eps)
+    refined = [guided_filter(guide, chunk, radius, eps)            # the guide's statistics once
                for chunk in _resize(probs, work).split(per_call)]
     return _resize(torch.cat(refined), orig)
 

@@ -43,12 +43,14 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
 
     ``radius`` is the window's half-side in pixels; ``eps`` the regularisation in the guide's
     squared units: a patch whose guide varies much less than ``eps`` is smoothed, an edge much
-    stronger is kept. Returns ``(B, H, W)``, the same dtype as ``src``.
+    stronger is kept. A guide of batch 1 serves every map of ``src`` (several masks of one
+    image): its statistics, the bulk of the cost, are then computed once. Returns ``(B, H, W)``,
+    the same dtype as ``src``.
     """
-    if guide.dim() != 4 or src.dim() != 3 or guide.shape[0] != src.shape[0] \
+    if guide.dim() != 4 or src.dim() != 3 or guide.shape[0] not in (1, src.shape[0]) \
             or guide.shape[-2:] != src.shape[-2:]:
-        raise ValueError(f"guided_filter: guide (B, C, H, W) and src (B, H, W) of one size, got "
-                         f"{tuple(guide.shape)} and {tuple(src.shape)}")
+        raise ValueError(f"guided_filter: guide (B or 1, C, H, W) and src (B, H, W) of one size, "
+                         f"got {tuple(guide.shape)} and {tuple(src.shape)}")
     if radius < 1 or eps <= 0:
         raise ValueError(f"guided_filter: radius >= 1 and eps > 0, got {radius} and {eps}")
     dtype = src.dtype

@@ -17,7 +17,7 @@ def test_a_huge_image_is_refined_at_the_input_size(monkeypatch):
     monkeypatch.setattr(mask_refine, "guided_filter", spy)
     out = mask_refine.refine_on_image(torch.rand(2, 1000, 1500), torch.randn(3, 64, 64),
                                       (42.7, 64.0), 3, 1e-4)
-    assert seen == [((2, 3, 43, 64), (2, 43, 64), 3)]
+    assert seen == [((1, 3, 43, 64), (2, 43, 64), 3)]   # one guide, broadcast
     assert out.shape == (2, 1000, 1500)
 
 
@@ -58,7 +58,7 @@ def test_masks_are_filtered_a_bounded_number_of_pixels_at_a_time(monkeypatch):
     g = torch.Generator().manual_seed(0)
     probs, image = torch.rand(10, 16, 16, generator=g), torch.randn(3, 16, 16, generator=g)
     out = mask_refine.refine_on_image(probs, image, (16, 16), 2, 1e-3)
-    assert calls == [(4, 4), (4, 4), (2, 2)]
+    assert calls == [(1, 4), (1, 4), (1, 2)]            # one guide for the masks of a call
     guide = mask_refine.tensor_to_rgb(image)[None]
     for i in (0, 5, 9):
         torch.testing.assert_close(out[i], real(guide, probs[i:i + 1], 2, 1e-3)[0])

@@ -71,6 +71,14 @@ def test_each_item_is_filtered_alone():
         torch.testing.assert_close(together[i:i + 1], guided_filter(guide[i:i + 1], src[i:i + 1], 2, 1e-3))
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_one_guide_serves_every_map_as_its_copies_would(channels):
+    g = torch.Generator().manual_seed(5)
+    guide, src = torch.rand(1, channels, 9, 7, generator=g), torch.rand(4, 9, 7, generator=g)
+    torch.testing.assert_close(guided_filter(guide, src, 2, 1e-3),
+                               guided_filter(guide.expand(4, -1, -1, -1), src, 2, 1e-3))
+
+
 def test_gradients_reach_the_map_and_the_guide():
     g = torch.Generator().manual_seed(3)
     guide = torch.rand(1, 3, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
