@@ -112,6 +112,11 @@ class PBRECConfig:
     # faint edges (flat synthetic colours); textured photos want a larger one. 0 = off (the paper).
     refine_radius: int = 0
     refine_eps: float = 1e-4
+    # The mask kept near the chosen box: pixels whose centre lies more than ``mask_box_margin``
+    # input pixels outside the returned box are dropped (keep_inside_box), so a mask that spills
+    # onto a touching neighbour of the same colour is cut where the box head says the object
+    # ends. Applied last, after the refinement. None = off (the paper).
+    mask_box_margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.grid_stride not in LEVELS:
@@ -124,6 +129,9 @@ class PBRECConfig:
         if self.mask_points < 0:
             raise ConfigError(f"pbrec: mask_points must be >= 0, got {self.mask_points}")
         check_refinement("pbrec", self.refine_radius, self.refine_eps)
+        if self.mask_box_margin is not None and not self.mask_box_margin >= 0:
+            raise ConfigError(f"pbrec: mask_box_margin must be >= 0 (input pixels) or null, "
+                              f"got {self.mask_box_margin}")
         if any(not 0.25 <= f <= 4 for f in self.test_scales):
             raise ConfigError(f"pbrec: test_scales must be factors in [0.25, 4], got {self.test_scales}")
 
@@ -243,7 +251,8 @@ class PBRECModel(nn.Module):
         computed once per image and reusable for many expressions). With more scales (the
         multi-scale test), the box comes from the scale whose chosen box point ranks highest
         (the first on a tie), the mask from :func:`fuse_scale_probabilities` around the scale whose
-        chosen mask point does, refined on the image with ``refine_radius``."""
+        chosen mask point does, refined on the image with ``refine_radius`` and kept within
+        ``mask_box_margin`` of the box."""
         per_scale = [self._refer_at(level, expressions, [(h * f, w * f) for h, w in image_sizes],
                                     orig_sizes, [s * f for s in scales])
                      for f, level in [(1.0, features), *features.get("scaled", [])]]
@@ -257,8 +266,11 @@ class PBRECModel(nn.Module):
             if self.cfg.refine_radius:
                 prob = refine_on_image(prob[None], features["images"][b], image_sizes[b],
                                        self.cfg.refine_radius, self.cfg.refine_eps)[0]
-            fused.append(replace(results[at_box][b],
-                                 mask=(prob > self.cfg.mask_threshold).cpu().numpy()))
+            result = results[at_box][b]
+            if self.cfg.mask_box_margin is not None:
+                prob = keep_inside_box(prob, torch.from_numpy(result.box),
+                                       self.cfg.mask_box_margin / scales[b])
+            fused.append(replace(result, mask=(prob > self.cfg.mask_threshold).cpu().numpy()))
         return fused
 
     def _refer_at(self, features: dict[str, torch.Tensor], expressions: list[str],
@@ -349,6 +361,16 @@ def mean_of_agreeing(probs: torch.Tensor, threshold: float, min_iou: float = 0.5
     if weight is not None:
         agree = agree * weight.to(probs.dtype)
     return (probs * agree[..., None, None]).sum(-3) / agree.sum(-1)[..., None, None]
+
+
+def keep_inside_box(probs: torch.Tensor, box: torch.Tensor, margin: float) -> torch.Tensor:
+    """``probs (H, W)`` with zeros at the pixels whose centre lies more than ``margin`` pixels
+    outside ``box (4,)`` (xyxy, pixel edges: pixel ``(i, j)`` spans ``[j, j + 1) x [i, i + 1)``)."""
+    x0, y0, x1, y1 = box.tolist()
+    centres = [torch.arange(n, device=probs.device, dtype=probs.dtype) + 0.5 for n in probs.shape]
+    rows = (centres[0] >= y0 - margin) & (centres[0] <= y1 + margin)
+    cols = (centres[1] >= x0 - margin) & (centres[1] <= x1 + margin)
+    return probs * (rows[:, None] & cols[None, :])
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

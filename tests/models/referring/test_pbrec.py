@@ -6,6 +6,7 @@ import torch
 from groundkit.models.referring.pbrec import (
     _to_original,
     fuse_scale_probabilities,
+    keep_inside_box,
     mask_probabilities,
     mask_to_original,
     mean_of_agreeing,
@@ -222,6 +223,42 @@ def test_refer_refines_the_mask_on_the_image(tiny_pbrec, monkeypatch, orig, scal
     assert (refined != square).sum() == wrong
 
 
+def test_keep_inside_box_literal():
+    """Pixel (i, j) is kept when its centre (j + 0.5, i + 0.5) lies within ``margin`` of the box."""
+    probs = torch.rand(9, 11, generator=torch.Generator().manual_seed(0))
+    box, margin = torch.tensor([2.0, 3.0, 5.5, 7.0]), 1.0
+    expected = probs.clone()
+    for i in range(9):
+        for j in range(11):
+            x, y = j + 0.5, i + 0.5
+            if not (box[0] - margin <= x <= box[2] + margin and box[1] - margin <= y <= box[3] + margin):
+                expected[i, j] = 0.0
+    torch.testing.assert_close(keep_inside_box(probs, box, margin), expected)
+    assert (expected > 0).sum() == 6 * 6                    # columns 1-6, rows 2-7
+
+
+def test_refer_keeps_the_mask_near_the_chosen_box(tiny_pbrec, monkeypatch):
+    """The chosen point 5's mask covers the left 6 of 16 columns of the stride-4 map, its box the
+    input's columns 0-12: with a margin of 2 input pixels (1 original pixel: the 24 x 32 image is
+    letterboxed at scale 2) the mask ends with column 6 of the original image."""
+    model = tiny_pbrec(top_k=1, joint_ranking=True, mask_box_margin=2.0)
+    monkeypatch.setattr(model, "point_logits", lambda features, expressions: (CENTER, MASS))
+    boxes = torch.tensor([0.0, 0.0, 12.0, 64.0]).expand(1, N, 4)
+    monkeypatch.setattr(model.detector, "point_boxes", lambda out: (boxes, torch.ones(1, N)))
+    features = model.encode_images(torch.randn(1, 3, 64, 64))
+    feats = torch.full((1, model.cfg.mask_dim, 16, 16), -1.0)
+    feats[0, 0, :, :6] = 1.0
+    kernels = torch.zeros(1, N, model.cfg.mask_dim)
+    kernels[0, 5, 0] = 3.0
+    monkeypatch.setattr(model.mask_head, "forward", lambda features, grid: (kernels, feats))
+    size, orig, scale = (64, 48), (32, 24), 2.0
+    kept = model.refer(features, ["the circle"], [size], [orig], [scale])[0].mask
+    model.cfg.mask_box_margin = None
+    whole = model.refer(features, ["the circle"], [size], [orig], [scale])[0].mask
+    assert whole[:, 7:].any()                               # the mask spills: the test can tell
+    assert kept[:, :7].tolist() == whole[:, :7].tolist() and not kept[:, 7:].any()
+
+
 def test_bad_refinement_is_refused():
     from groundkit.errors import ConfigError
     from groundkit.models.referring.pbrec import PBRECConfig
@@ -229,3 +266,5 @@ def test_bad_refinement_is_refused():
         PBRECConfig(num_classes=3, refine_radius=-1)
     with pytest.raises(ConfigError, match="refine_eps"):
         PBRECConfig(num_classes=3, refine_radius=2, refine_eps=0)
+    with pytest.raises(ConfigError, match="mask_box_margin"):
+        PBRECConfig(num_classes=3, mask_box_margin=-1.0)
