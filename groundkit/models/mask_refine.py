@@ -18,9 +18,10 @@ from groundkit.errors import ConfigError
 from groundkit.ops.guided_filter import guided_filter
 
 # mask pixels filtered in one call, masks of a small image together (faster: ten 128 px masks
-# 271 ms against 448 ms one by one, one thread, a loaded machine), a large one's one by one. The
-# guide's statistics take some 80 float64 maps of the image's pixels once, each mask about 18
-# more (one 512 x 512 mask: 166 MB of peak memory; eight: 429 MB): at most about 0.8 GB a call
+# 271 ms against 448 ms one by one, one thread, a loaded machine, before the guide was shared),
+# a large one's one by one. The guide's statistics take some 80 float64 maps of the image's
+# pixels once, each mask about 18 more (one 512 x 512 mask: 166 MB of peak memory; eight:
+# 429 MB): at most about 0.8 GB a call
 PIXELS_AT_ONCE = 1 << 20
 
 def check_refinement(family: str, radius: int, eps: float) -> None:
