@@ -158,7 +158,55 @@ class SecondRewriter(Rewriter):
                           f"the one that is a {self.thing(p.target)}"))
 
 
+
+class ThirdRewriter(Rewriter):
+    """A third held-out set (``--rewrites third``), written on 1 December 2026 before the second
+    version of the ``rephrase`` augmentation and committed ahead of it, apart from it and from the
+    two sets above: requests around the reference ("can you find the ...", "i'm looking for the
+    ..."), colours as a fill ("the circle with a red fill"), relations with other verbs ("that you
+    can see left of", "standing below") or the anchor as a neighbour ("whose right neighbour is the
+    star"), and extremes as an end of the picture ("at the left end", "the last one on the left")."""
+
+    REQUEST = ("can you find the {}", "i'm looking for the {}", "select the {} please",
+               "the {} in this picture", "please pick the {}")
+    RELATION = {
+        "left of": ("that you can see left of", "standing left of", "that lies to the left of"),
+        "right of": ("that you can see right of", "standing right of", "that lies to the right of"),
+        "above": ("that you can see above", "standing above", "that lies over"),
+        "below": ("that you can see below", "standing below", "that lies under"),
+    }
+    NEIGHBOUR = {"left of": "right", "right of": "left", "above": "lower", "below": "upper"}
+    END = {"left": "left end", "right": "right end", "top": "top end", "bottom": "bottom end"}
+    LAST = {"left": "on the left", "right": "on the right", "top": "at the top",
+            "bottom": "at the bottom"}
+
+    def thing(self, t: Thing) -> str:
+        """"small red circle", or "small circle with a red fill"."""
+        forms = [self.plain(t)]
+        if t.colour:
+            size = f"{self.pick(SIZE[t.size])} " if t.size else ""
+            article = "an" if t.colour[0] in "aeiou" else "a"
+            forms.append(f"{size}{self.noun(t)} with {article} {t.colour} fill")
+        return self.pick(forms)
+
+    def rewrite(self, p: Parsed) -> str:
+        if p.relation:
+            target, anchor = self.thing(p.target), self.thing(p.anchor)
+            return self.pick((f"the {target} {self.pick(self.RELATION[p.relation])} the {anchor}",
+                              f"the {target} whose {self.NEIGHBOUR[p.relation]} neighbour is the "
+                              f"{anchor}"))
+        if p.extreme:
+            one = self.thing(p.target)
+            return self.pick((f"the {one} at the {self.END[p.extreme]}",
+                              f"the last {one} {self.LAST[p.extreme]}",
+                              f"of the {self.plain(p.target, plural=True)}, pick the one at the "
+                              f"{self.END[p.extreme]}"))
+        return self.pick(self.REQUEST).format(self.thing(p.target))
+
 # --- scoring --------------------------------------------------------------------------------------
+
+
+REWRITERS = {"first": Rewriter, "second": SecondRewriter, "third": ThirdRewriter}
 
 
 def refer_all(model, dataset, index: list[int], expressions: list[str], batch_size: int,
@@ -230,8 +278,9 @@ def main() -> None:
     parser.add_argument("options", nargs="*", metavar="key=value",
                         help="inference options of the model config, as for groundkit evaluate "
                              "(e.g. joint_ranking=true)")
-    parser.add_argument("--rewrites", choices=("first", "second"), default="first",
-                        help="which held-out set of phrasings (Rewriter or SecondRewriter)")
+    parser.add_argument("--rewrites", choices=tuple(REWRITERS), default="first",
+                        help="which held-out set of phrasings (Rewriter, SecondRewriter or "
+                             "ThirdRewriter)")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -244,7 +293,7 @@ def main() -> None:
         model.cfg = replace(model.cfg, top_k=args.top_k)
     task.set_inference_options(model, args.options)
 
-    kind = Rewriter if args.rewrites == "first" else SecondRewriter
+    kind = REWRITERS[args.rewrites]
     templates, rewriter = TemplateParser(), kind(np.random.default_rng(args.seed))
     index, originals, free, kinds = [], [], [], []
     unparsed, type_mismatch, shape_mismatch = [], 0, 0
