@@ -158,7 +158,6 @@ class SecondRewriter(Rewriter):
                           f"the one that is a {self.thing(p.target)}"))
 
 
-
 class ThirdRewriter(Rewriter):
     """A third held-out set (``--rewrites third``), written on 1 December 2026 before the second
     version of the ``rephrase`` augmentation and committed ahead of it, apart from it and from the
@@ -202,6 +201,7 @@ class ThirdRewriter(Rewriter):
                               f"of the {self.plain(p.target, plural=True)}, pick the one at the "
                               f"{self.END[p.extreme]}"))
         return self.pick(self.REQUEST).format(self.thing(p.target))
+
 
 # --- scoring --------------------------------------------------------------------------------------
 

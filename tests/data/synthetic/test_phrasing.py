@@ -47,8 +47,7 @@ def words_of(text: str) -> list[str]:
 
 def direction_words(direction: str) -> set[str]:
     return {"left": {"left", "leftmost", "leftward"}, "right": {"right", "rightmost", "rightward"},
-            "top": HIGH_WORDS,
-            "bottom": LOW_WORDS}[direction]
+            "top": HIGH_WORDS, "bottom": LOW_WORDS}[direction]
 
 
 @pytest.mark.parametrize("ref", REFERENCES, ids=str)
