@@ -19,6 +19,9 @@ side of ...", "of all the squares, the one furthest to the left", ...) is used h
 second version (1 December 2026: requests such as "show me ...", more relation and extreme words,
 colours "drawn in") was written after the first two held-out sets had been read, so they no
 longer test the idea of a request around a reference; the third set, committed before it, does.
+The third version (2 December 2026) says relations from the anchor's side in five frames rather
+than one ("the circle that has the star on its upper side"), after the third set had shown that
+loss; it still writes none of the third set's sentences nor its word "neighbour".
 """
 from __future__ import annotations
 
@@ -119,11 +122,21 @@ RELATIONS = {  # the target is <phrase> the anchor
               "immediately under"),
 }
 SEEN_FROM_ANCHOR = {  # "the circle having the star <phrase>": where the anchor is, from the target
-    "left of": ("at its right", "right of it", "to the right of it", "on its right-hand side"),
-    "right of": ("at its left", "left of it", "to the left of it", "on its left-hand side"),
-    "above": ("beneath it", "underneath it", "lower than it", "below it"),
-    "below": ("over it", "higher than it", "on top of it", "above it"),
+    "left of": ("at its right", "right of it", "to the right of it", "on its right-hand side",
+                "on its right side", "rightward of it", "at its right side"),
+    "right of": ("at its left", "left of it", "to the left of it", "on its left-hand side",
+                 "on its left side", "leftward of it", "at its left side"),
+    "above": ("beneath it", "underneath it", "lower than it", "below it", "on its lower side",
+              "at its bottom side", "down from it"),
+    "below": ("over it", "higher than it", "on top of it", "above it", "on its upper side",
+              "at its top side", "up from it"),
 }
+# Sentences that name the anchor's side of the target ("the circle that has the star below it"):
+# the direction word says where the anchor is, the opposite of the relation's own word. A model
+# that saw them only in one frame read "whose upper neighbour is the star" as "above the star".
+SEEN_FROM_ANCHOR_FRAMES = ("the {t} having {a} {w}", "the {t} that has {a} {w}",
+                           "the {t} such that {a} is {w}", "the {t} for which {a} is {w}",
+                           "the {t}, and {a} is {w}")
 EXTREMES = {  # "{}" is the thing, "{s}" the thing in the plural
     "left": ("the {} most to the left", "the left-most {}", "the {} at the far left",
              "the {} on the far left", "the {} closest to the left border", "the most left {}",
@@ -194,11 +207,18 @@ class Paraphraser:
                               f"the {target} that's {where} {anchor}",
                               f"the {target}, {where} {anchor}",
                               f"{where} {anchor} is the {target}",
-                              f"the {target} having {anchor} {self.pick(SEEN_FROM_ANCHOR[p.relation])}"))
+                              self._seen_from_anchor(p, target, anchor),
+                              self._seen_from_anchor(p, target, anchor)))
         if p.extreme:
             form = self.pick(EXTREMES[p.extreme])
             return form.replace("{s}", self.plain(p.target, plural=True)).format(self.plain(p.target))
         return f"{self.pick(('the', 'the', 'a', ''))} {self.described(p.target)}".strip()
+
+    def _seen_from_anchor(self, p: Parsed, target: str, anchor: str) -> str:
+        """"the red circle that has the star on its upper side": the relation from the anchor's
+        side (two of the six relation frames above)."""
+        where = self.pick(SEEN_FROM_ANCHOR[p.relation])
+        return self.pick(SEEN_FROM_ANCHOR_FRAMES).format(t=target, a=anchor, w=where)
 
     def sentence(self, p: Parsed) -> str:
         """:meth:`rephrase`, at times inside a request ("show me ..."), capitalised and with a
