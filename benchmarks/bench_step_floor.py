@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import median_wall_seconds
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -102,16 +103,6 @@ def matmul_replay(op, shapes) -> Callable[[], None]:
     return lambda: op(*tensors)
 
 
-def median_seconds(fn: Callable[[], None], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def build(config: str, overrides: list[str], batch_size: int):
     """(model, optimizer, batches of the config's training data, the config)."""
     config = str(resolve_config(config))
@@ -159,7 +150,7 @@ def measure(config: str, overrides: list[str], args: argparse.Namespace) -> dict
     floor: dict[str, float] = {}
     conv_seconds = []
     for kind, replay in recorder.calls:
-        seconds = median_seconds(replay, args.replays)
+        seconds = median_wall_seconds(replay, args.replays)
         floor[kind] = floor.get(kind, 0.0) + seconds
         if kind == "convolution":
             conv_seconds.append(seconds)

@@ -1,6 +1,7 @@
 """Timing shared by the benchmark scripts (run them as ``python benchmarks/<name>.py``)."""
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
@@ -18,3 +19,15 @@ def best_cpu_seconds(step: Callable[[], object], repeats: int) -> float:
         step()
         times.append(time.process_time() - start)
     return min(times)
+
+
+def median_wall_seconds(step: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``step()`` over ``repeats`` calls after one warm-up call: for
+    multi-threaded work, whose CPU time is the sum over its threads. Needs a quiet machine."""
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

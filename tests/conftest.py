@@ -1,6 +1,7 @@
 """Shared fixtures: the bundled text encoder (loaded once) and a tiny grounding checkpoint."""
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,15 @@ torch.set_num_threads(int(os.environ.get("GROUNDKIT_TEST_THREADS", "1")))
 
 @pytest.fixture(scope="session")
 def benchmark_script():
-    """``load(name)``: ``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
+    """``load(name)``: ``benchmarks/<name>.py`` as a module (the scripts are not a package; their
+    folder goes on the path, as when they run, for the ``timing`` helpers they share)."""
+    folder = Path(__file__).parents[1] / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+
     def load(name: str):
-        path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"groundkit_benchmarks_{name}", path)
+        spec = importlib.util.spec_from_file_location(f"groundkit_benchmarks_{name}",
+                                                      folder / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
