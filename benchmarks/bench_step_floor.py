@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from groundkit.config import load_config, peek_value, resolve_config
 from groundkit.engine.tasks import task_of
-from groundkit.engine.trainer import build_optimizer, move_to_device
+from groundkit.engine.trainer import build_optimizer
 
 ATEN = torch.ops.aten
 MATMULS = {ATEN.mm.default: torch.mm, ATEN.addmm.default: torch.addmm, ATEN.bmm.default: torch.bmm}
@@ -106,8 +106,9 @@ def matmul_replay(op, shapes) -> Callable[[], None]:
 def build(config: str, overrides: list[str], batch_size: int):
     """(model, optimizer, batches of the config's training data, the config)."""
     config = str(resolve_config(config))
-    task = task_of(peek_value(config, overrides, "model_type"))
-    cfg = load_config(task.experiment_class(peek_value(config, overrides, "model_type")), config,
+    model_type = peek_value(config, overrides, "model_type")
+    task = task_of(model_type)
+    cfg = load_config(task.experiment_class(model_type), config,
                       [*overrides, f"trainer.batch_size={batch_size}"])
     data = cfg.data
     dataset = task.dataset(cfg, data.root, data.train_split, train=True,
@@ -120,8 +121,7 @@ def build(config: str, overrides: list[str], batch_size: int):
     task.prepare_model(model, dataset)
     model.train()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=task.collate)
-    batches = [move_to_device(b, torch.device("cpu")) for b in loader]
-    return model, build_optimizer(model, cfg.trainer), batches, cfg
+    return model, build_optimizer(model, cfg.trainer), list(loader), cfg
 
 
 def measure(config: str, overrides: list[str], args: argparse.Namespace) -> dict[str, float]:
