@@ -203,10 +203,47 @@ class ThirdRewriter(Rewriter):
         return self.pick(self.REQUEST).format(self.thing(p.target))
 
 
+class FourthRewriter(Rewriter):
+    """A fourth held-out set (``--rewrites fourth``), written on 2 December 2026 after the third
+    set had driven the rephrasing's third and fourth versions (so the third no longer tests the
+    anchor's side) and committed before the model trained with the fourth version was scored:
+    the anchor as the subject ("the circle that the star is right of"), comparisons with an edge
+    ("nearer the left than the star"), the anchor first and the target last ("beside the star, on
+    its left, the circle"), extremes as nothing beyond ("the circle with no other circle to its
+    left", "hugging the left edge"), colours as a hue and other requests ("highlight the ...")."""
+
+    REQUEST = ("highlight the {}", "i need the {}", "the {} here", "where's the {}")
+    ANCHOR_IS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+    NEARER = {"left of": "the left", "right of": "the right", "above": "the top", "below": "the bottom"}
+    ITS_SIDE = {"left of": "left", "right of": "right", "above": "upper side", "below": "lower side"}
+    BEYOND = {"left": "to its left", "right": "to its right", "top": "above it", "bottom": "below it"}
+
+    def thing(self, t: Thing) -> str:
+        """"small red circle", or "small circle of a red hue" / "small red-hued circle"."""
+        forms = [self.plain(t)]
+        if t.colour:
+            size = f"{self.pick(SIZE[t.size])} " if t.size else ""
+            forms += [f"{size}{self.noun(t)} of a {t.colour} hue", f"{size}{t.colour}-hued {self.noun(t)}"]
+        return self.pick(forms)
+
+    def rewrite(self, p: Parsed) -> str:
+        if p.relation:
+            target, anchor = self.thing(p.target), self.thing(p.anchor)
+            return self.pick((f"the {target} that the {anchor} is {self.ANCHOR_IS[p.relation]}",
+                              f"the {target} nearer {self.NEARER[p.relation]} than the {anchor}",
+                              f"beside the {anchor}, on its {self.ITS_SIDE[p.relation]}, the {target}"))
+        if p.extreme:
+            one = self.thing(p.target)   # "no other red shape": the extreme is among its kind
+            return self.pick((f"the {one} hugging the {p.extreme} edge",
+                              f"the {one} with no other {self.plain(p.target)} {self.BEYOND[p.extreme]}"))
+        return self.pick(self.REQUEST).format(self.thing(p.target))
+
+
 # --- scoring --------------------------------------------------------------------------------------
 
 
-REWRITERS = {"first": Rewriter, "second": SecondRewriter, "third": ThirdRewriter}
+REWRITERS = {"first": Rewriter, "second": SecondRewriter, "third": ThirdRewriter,
+             "fourth": FourthRewriter}
 
 
 def refer_all(model, dataset, index: list[int], expressions: list[str], batch_size: int,
@@ -279,8 +316,8 @@ def main() -> None:
                         help="inference options of the model config, as for groundkit evaluate "
                              "(e.g. joint_ranking=true)")
     parser.add_argument("--rewrites", choices=tuple(REWRITERS), default="first",
-                        help="which held-out set of phrasings (Rewriter, SecondRewriter or "
-                             "ThirdRewriter)")
+                        help="which held-out set of phrasings (Rewriter, SecondRewriter, "
+                             "ThirdRewriter or FourthRewriter)")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
