@@ -21,10 +21,7 @@ colours "drawn in") was written after the first two held-out sets had been read,
 longer test the idea of a request around a reference; the third set, committed before it, does.
 The third version (2 December 2026) says relations from the anchor's side in five frames rather
 than one ("the circle that has the star on its upper side"), after the third set had shown that
-loss; it still writes none of the third set's sentences nor its word "neighbour". The fourth
-(2 December 2026) puts the direction word before the anchor in half of those ("the circle to the
-right of which is the star"), after a diagnostic showed the model reading the order of the words,
-not their syntax (:data:`DIRECTION_FIRST_FROM_ANCHOR`).
+loss; it still writes none of the third set's sentences nor its word "neighbour".
 """
 from __future__ import annotations
 
@@ -140,24 +137,6 @@ SEEN_FROM_ANCHOR = {  # "the circle having the star <phrase>": where the anchor 
 SEEN_FROM_ANCHOR_FRAMES = ("the {t} having {a} {w}", "the {t} that has {a} {w}",
                            "the {t} such that {a} is {w}", "the {t} for which {a} is {w}",
                            "the {t}, and {a} is {w}")
-# The same mirrored meaning with the direction word before the anchor, where the relations above
-# put theirs: "the circle to the right of which is the star", "the circle having, on its right side,
-# the star". With mirrored words only after the anchor, the model learnt the word order instead of
-# the syntax: it read the third held-out set's "the circle whose right neighbour is the star" as
-# "right of the star" (its box agreed with that reading's in 86% of 400 val relations, with the
-# right one's in 39%; 2 December 2026).
-DIRECTION_FIRST_FROM_ANCHOR = {  # "the circle <phrase> the star": the anchor is there, seen from the target
-    "left of": ("right of which is", "to the right of which is", "on the right of which sits",
-                "at the right of which rests", "to the right of which there is"),
-    "right of": ("left of which is", "to the left of which is", "on the left of which sits",
-                 "at the left of which rests", "to the left of which there is"),
-    "above": ("below which is", "under which sits", "beneath which rests", "underneath which is",
-              "lower than which there is"),
-    "below": ("above which is", "over which sits", "on top of which rests", "higher than which is",
-              "above which there is"),
-}
-DIRECTION_FIRST_FRAMES = ("the {t} having, {w}, {a}", "the {t} that has, {w}, {a}",
-                          "the {t} with, {w}, {a}")   # {w}: a SEEN_FROM_ANCHOR phrase
 EXTREMES = {  # "{}" is the thing, "{s}" the thing in the plural
     "left": ("the {} most to the left", "the left-most {}", "the {} at the far left",
              "the {} on the far left", "the {} closest to the left border", "the most left {}",
@@ -229,9 +208,7 @@ class Paraphraser:
                               f"the {target}, {where} {anchor}",
                               f"{where} {anchor} is the {target}",
                               self._seen_from_anchor(p, target, anchor),
-                              self._seen_from_anchor(p, target, anchor),
-                              self._direction_first(p, target, anchor),
-                              self._direction_first(p, target, anchor)))
+                              self._seen_from_anchor(p, target, anchor)))
         if p.extreme:
             form = self.pick(EXTREMES[p.extreme])
             return form.replace("{s}", self.plain(p.target, plural=True)).format(self.plain(p.target))
@@ -239,17 +216,9 @@ class Paraphraser:
 
     def _seen_from_anchor(self, p: Parsed, target: str, anchor: str) -> str:
         """"the red circle that has the star on its upper side": the relation from the anchor's
-        side, said after the anchor (two of the eight relation frames)."""
+        side (two of the six relation frames above)."""
         where = self.pick(SEEN_FROM_ANCHOR[p.relation])
         return self.pick(SEEN_FROM_ANCHOR_FRAMES).format(t=target, a=anchor, w=where)
-
-    def _direction_first(self, p: Parsed, target: str, anchor: str) -> str:
-        """"the red circle to the right of which is the star": the anchor's side, said before
-        the anchor (two of the eight relation frames)."""
-        if self.rng.random() < 0.5:
-            return f"the {target} {self.pick(DIRECTION_FIRST_FROM_ANCHOR[p.relation])} {anchor}"
-        where = self.pick(SEEN_FROM_ANCHOR[p.relation])
-        return self.pick(DIRECTION_FIRST_FRAMES).format(t=target, a=anchor, w=where)
 
     def sentence(self, p: Parsed) -> str:
         """:meth:`rephrase`, at times inside a request ("show me ..."), capitalised and with a

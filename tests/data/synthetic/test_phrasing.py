@@ -11,7 +11,6 @@ from groundkit.data.synthetic.describe import RELATIONS as RELATION_KEYS
 from groundkit.data.synthetic.describe import Reference
 from groundkit.data.synthetic.language import reference_text
 from groundkit.data.synthetic.phrasing import (
-    DIRECTION_FIRST_FROM_ANCHOR,
     SEEN_FROM_ANCHOR,
     SIZES,
     UNNAMED,
@@ -103,8 +102,7 @@ def test_paraphrases_say_what_the_reference_says(ref):
             opposite = OPPOSITE[direction]
             plain = f" {' '.join(words)} "   # a request may follow: "..., that one"
             seen_from_anchor = any(f" {' '.join(words_of(p))} " in plain
-                                   for p in SEEN_FROM_ANCHOR.get(ref.relation, ())
-                                   + DIRECTION_FIRST_FROM_ANCHOR.get(ref.relation, ()))
+                                   for p in SEEN_FROM_ANCHOR.get(ref.relation, ()))
             if seen_from_anchor:   # "... having the star at its right": the words are mirrored
                 direction, opposite = opposite, direction
             assert direction_words(direction) & set(words), text
@@ -137,25 +135,14 @@ def test_paraphrases_vary_and_leave_the_held_out_rewrites_alone(benchmark_script
 
 
 def test_relations_are_said_from_the_anchors_side_in_several_frames():
-    """Half of the relations name where the anchor is ("... has the star on its upper side"), in
-    frames that differ before the anchor, so that no one frame carries the mirroring; half of
-    those put the direction word before the anchor ("... above which is the star"), where the
-    unmirrored relations put theirs, so that word order alone cannot tell the two apart."""
+    """A third of the relations name where the anchor is ("... has the star on its upper side"),
+    in frames that differ before the anchor, so that no one frame carries the mirroring."""
     rng = np.random.default_rng(5)
     ref = Parsed(Thing(None, "red", "circle"), "below", Thing(None, None, "star"))
-    texts = [Paraphraser(rng).rephrase(ref) for _ in range(800)]
-    after = [t for t in texts if any(t.endswith(f" {p}") for p in SEEN_FROM_ANCHOR["below"])]
-    before = [t for t in texts if t.endswith(" the star") and " the star " not in t
-              and any(f" {' '.join(words_of(p))} " in f" {' '.join(words_of(t))} "
-                      for p in SEEN_FROM_ANCHOR["below"] + DIRECTION_FIRST_FROM_ANCHOR["below"])]
-    assert 150 < len(after) < 250 and 150 < len(before) < 250
-    assert len({t.split(" the star")[0].split()[-1] for t in after}) >= 4   # having, has, that, which
-    # before the anchor: "which is", "which sits", ..., and the commas of "having, above it, the star"
-    assert len({t.split(" the star")[0].split()[-1] for t in before}) >= 5
-    for t in before:   # the mirrored word comes first: "above" / "over" / "higher" before the star
-        head = t.split(" the star")[0]
-        assert direction_words("top") & set(words_of(head)), t
-        assert not direction_words("bottom") & set(words_of(head)), t
+    texts = [Paraphraser(rng).rephrase(ref) for _ in range(600)]
+    mirrored = [t for t in texts if any(t.endswith(f" {p}") for p in SEEN_FROM_ANCHOR["below"])]
+    assert 150 < len(mirrored) < 250
+    assert len({t.split(" the star")[0].split()[-1] for t in mirrored}) >= 4   # having, has, that, which
 
 
 def test_sentence_adds_capitals_and_full_stops_sometimes():
