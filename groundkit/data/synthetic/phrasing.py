@@ -21,7 +21,9 @@ colours "drawn in") was written after the first two held-out sets had been read,
 longer test the idea of a request around a reference; the third set, committed before it, does.
 The third version (2 December 2026) says relations from the anchor's side in five frames rather
 than one ("the circle that has the star on its upper side"), after the third set had shown that
-loss; it still writes none of the third set's sentences nor its word "neighbour".
+loss; it still writes none of the third set's sentences nor its word "neighbour". A fourth, with
+half of those frames saying the direction before the anchor, was tried and reverted: it moved the
+frames it named and cost others (step 11 in ``docs/referring.md``).
 """
 from __future__ import annotations
 
