@@ -100,8 +100,10 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, model_type:
     """Fine-tuning's start: copy the weights of the checkpoint ``source`` (folder, file or
     bundled name) into ``model``, nothing else (no optimizer, schedule or counters: that is a
     training state's job). The checkpoint must be of ``model_type`` and hold exactly the
-    model's keys at its shapes. ``model_config`` (this run's, JSON-ready): when the weights do
-    not fit, the error also names the settings where the checkpoint's model config differs.
+    model's keys at its shapes, but for a text encoder it was trained with frozen (hence left
+    out) and this run unfreezes (:func:`frozen_text_keys`). ``model_config`` (this run's,
+    JSON-ready): when the weights do not fit, the error also names the settings where the
+    checkpoint's model config differs.
 
     Raises:
         ConfigError: no such checkpoint, another model type, or keys that do not fit (listed).
@@ -115,14 +117,29 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, model_type:
         kind = f"a {found!r} checkpoint" if found else "a checkpoint without a model type"
         raise ConfigError(f"{what}: {kind}; this run trains a {model_type!r} model, and "
                           f"fine-tuning starts from weights of the same model type")
-    problems = state_mismatches(model.state_dict(), state)
+    expected = model.state_dict()
+    installed = frozen_text_keys(expected, state, meta.get("config", {}).get("model", {}),
+                                 model_config)
+    problems = state_mismatches({k: v for k, v in expected.items() if k not in installed}, state)
     if problems and model_config is not None:
         differences = config_differences(meta.get("config", {}).get("model", {}), model_config)
         problems.append("the checkpoint's model config differs: " + ", ".join(differences))
     if problems:
         raise ConfigError(f"{what}: its weights do not fit this {model_type!r} model (is the "
                           f"model config the checkpoint's?): " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not installed)
+
+
+def frozen_text_keys(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
+                     theirs: Mapping[str, Any], ours: Mapping[str, Any] | None) -> set[str]:
+    """The text encoder's keys a checkpoint trained with it frozen left out
+    (``text.encoder.leave_out_of_checkpoints``), when this run unfreezes the same encoder: the
+    model already holds them, loaded from the installed encoder the checkpoint was trained with,
+    so fine-tuning it from there is well defined. ``set()`` in every other case."""
+    if (ours is None or not theirs.get("freeze_text") or ours.get("freeze_text", True)
+            or theirs.get("text_encoder") != ours.get("text_encoder")):
+        return set()
+    return {k for k in expected if k.startswith("text_encoder.") and k not in found}
 
 
 def state_mismatches(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],

@@ -14,6 +14,7 @@ from groundkit.engine import checkpoint as ckpt
 from groundkit.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    load_initial_weights,
     load_train_state,
     restore_rng_state,
     save_checkpoint,
@@ -124,6 +125,40 @@ def adam_after_steps(model: torch.nn.Module, steps: int) -> torch.optim.Optimize
         model(torch.ones(2, 3)).pow(2).sum().backward()
         optimizer.step()
     return optimizer
+
+
+def with_text_encoder(frozen: bool) -> torch.nn.Module:
+    """A model whose ``text_encoder`` a frozen run leaves out of its checkpoints, as PBREC's."""
+    from groundkit.text.encoder import leave_out_of_checkpoints
+    model = torch.nn.Module()
+    model.text_encoder, model.head = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+    if frozen:
+        leave_out_of_checkpoints(model, "text_encoder")
+    return model
+
+
+def test_fine_tuning_unfreezes_a_text_encoder_the_checkpoint_left_out(tmp_path):
+    """trainer.init_from a checkpoint trained with a frozen encoder and model.freeze_text=false:
+    the rest comes from the checkpoint, the encoder stays the installed one; with another
+    encoder, or a head key missing, the weights still do not fit."""
+    frozen = with_text_encoder(frozen=True)
+    save_checkpoint(tmp_path / "ck", frozen, {"model": {"freeze_text": True, "text_encoder": None}},
+                    "tiny")
+    assert set(load_checkpoint(tmp_path / "ck")[0]) == {"head.weight", "head.bias"}
+    unfrozen = with_text_encoder(frozen=False)
+    installed = unfrozen.text_encoder.weight.detach().clone()
+    load_initial_weights(unfrozen, tmp_path / "ck", "tiny",
+                         {"freeze_text": False, "text_encoder": None})
+    assert torch.equal(unfrozen.head.weight, frozen.head.weight)
+    assert torch.equal(unfrozen.text_encoder.weight, installed)
+    for config in ({"freeze_text": False, "text_encoder": "/my/bert"},
+                   {"freeze_text": True, "text_encoder": None}, None):
+        with pytest.raises(ConfigError, match=r"missing keys \(2\): text_encoder.weight"):
+            load_initial_weights(with_text_encoder(frozen=False), tmp_path / "ck", "tiny", config)
+    wider = with_text_encoder(frozen=False)
+    wider.head = torch.nn.Linear(3, 4)   # what the checkpoint holds must still fit
+    with pytest.raises(ConfigError, match=r"shapes \(checkpoint vs model\)"):
+        load_initial_weights(wider, tmp_path / "ck", "tiny", {"freeze_text": False, "text_encoder": None})
 
 
 def test_train_state_restores_an_optimizer_exactly(tmp_path):
