@@ -35,6 +35,7 @@ from groundkit.text.encoder import (
     TextFeatureCache,
     leave_out_of_checkpoints,
     span_to_token_indices,
+    text_encoder_param_groups,
 )
 from groundkit.vision.backbone import BackboneConfig, build_backbone
 from groundkit.vision.neck import SemanticFPNNeck
@@ -326,13 +327,7 @@ class GroundingModel(nn.Module):
 
     def param_groups(self, lr: float, text_lr: float | None = None) -> list[dict]:
         """Trainable parameters; the text encoder (when not frozen) gets ``text_lr``."""
-        text = [p for p in self.text_encoder.parameters() if p.requires_grad]
-        text_ids = {id(p) for p in text}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in text_ids]
-        groups = [{"params": rest, "lr": lr}]
-        if text:
-            groups.append({"params": text, "lr": text_lr if text_lr is not None else lr})
-        return groups
+        return text_encoder_param_groups(self, self.text_encoder, lr, text_lr)
 
 
 def pool_phrases(features: torch.Tensor, phrase: torch.Tensor, num_phrases: list[int]

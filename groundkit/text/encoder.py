@@ -191,6 +191,19 @@ def leave_out_of_checkpoints(owner: nn.Module, attribute: str) -> None:
     owner.register_load_state_dict_post_hook(allow_missing)
 
 
+def text_encoder_param_groups(model: nn.Module, encoder: nn.Module, lr: float,
+                              text_lr: float | None = None) -> list[dict]:
+    """Optimizer groups of ``model``'s trainable parameters: ``encoder``'s (when not frozen) at
+    ``text_lr`` (None: ``lr``), every other one at ``lr``: ``trainer.text_lr``'s meaning."""
+    text = [p for p in encoder.parameters() if p.requires_grad]
+    text_ids = {id(p) for p in text}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in text_ids]
+    groups = [{"params": rest, "lr": lr}]
+    if text:
+        groups.append({"params": text, "lr": text_lr if text_lr is not None else lr})
+    return groups
+
+
 class TextFeatureCache:
     """Features of a frozen encoder, computed once per caption and kept on CPU.
 

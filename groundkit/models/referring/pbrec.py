@@ -46,7 +46,12 @@ from groundkit.models.referring.comprehension import (
 )
 from groundkit.models.referring.masks import PointMaskHead
 from groundkit.structures import ReferringResult
-from groundkit.text.encoder import TextEncoder, TextFeatureCache, leave_out_of_checkpoints
+from groundkit.text.encoder import (
+    TextEncoder,
+    TextFeatureCache,
+    leave_out_of_checkpoints,
+    text_encoder_param_groups,
+)
 from groundkit.vision.backbone import BackboneConfig, build_backbone
 
 LEVELS = {8: "p3", 16: "p4", 32: "p5"}
@@ -201,6 +206,10 @@ class PBRECModel(nn.Module):
         return self.center_head(states)[..., 0], self.mass_head(states)[..., 0]
 
     # --- training ------------------------------------------------------------------------------
+
+    def param_groups(self, lr: float, text_lr: float | None = None) -> list[dict]:
+        """Trainable parameters; the text encoder (``model.freeze_text=false``) gets ``text_lr``."""
+        return text_encoder_param_groups(self, self.text_encoder, lr, text_lr)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor] | list[ReferringResult]:
         """Training: a dict of losses with ``"loss"``. Eval: :meth:`predict`."""

@@ -1,4 +1,5 @@
-"""PBREC inference: which point's box and which point's mask ``refer`` returns."""
+"""PBREC inference: which point's box and which point's mask ``refer`` returns; and the
+optimizer groups of its training."""
 import numpy as np
 import pytest
 import torch
@@ -268,3 +269,22 @@ def test_bad_refinement_is_refused():
         PBRECConfig(num_classes=3, refine_radius=2, refine_eps=0)
     with pytest.raises(ConfigError, match="mask_box_margin"):
         PBRECConfig(num_classes=3, mask_box_margin=-1.0)
+
+
+def test_an_unfrozen_text_encoder_trains_at_the_text_lr():
+    """model.freeze_text=false: trainer.text_lr applies to the encoder, trainer.lr to the rest
+    (before, PBREC had no groups and its encoder trained at trainer.lr)."""
+    from groundkit.engine.trainer import TrainerConfig, build_optimizer
+    from groundkit.models.referring.pbrec import PBRECConfig, build_pbrec
+    from groundkit.text.encoder import TextEncoder
+    from groundkit.vision.backbone import BackboneConfig
+    cfg = PBRECConfig(backbone=BackboneConfig(depth=18, base_width=8, fpn_channels=16),
+                      num_classes=3, grid_stride=8, dim=16, layers=1, heads=2, ffn_dim=32,
+                      detector_convs=1, mask_dim=8, mask_convs=1, freeze_text=False)
+    model = build_pbrec(cfg, text_encoder=TextEncoder(freeze=False))
+    optimizer = build_optimizer(model, TrainerConfig(lr=1e-3, text_lr=1e-5))
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    assert by_lr[1e-5] == {id(p) for p in model.text_encoder.parameters()}
+    assert by_lr[1e-3] == {id(p) for n, p in model.named_parameters()
+                           if p.requires_grad and not n.startswith("text_encoder.")}
+    assert any(k.startswith("text_encoder.") for k in model.state_dict())   # saved when trained
