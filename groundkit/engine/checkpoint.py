@@ -117,12 +117,11 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, model_type:
         kind = f"a {found!r} checkpoint" if found else "a checkpoint without a model type"
         raise ConfigError(f"{what}: {kind}; this run trains a {model_type!r} model, and "
                           f"fine-tuning starts from weights of the same model type")
-    expected = model.state_dict()
-    installed = frozen_text_keys(expected, state, meta.get("config", {}).get("model", {}),
-                                 model_config)
+    expected, theirs = model.state_dict(), meta.get("config", {}).get("model", {})
+    installed = frozen_text_keys(expected, state, theirs, model_config)
     problems = state_mismatches({k: v for k, v in expected.items() if k not in installed}, state)
     if problems and model_config is not None:
-        differences = config_differences(meta.get("config", {}).get("model", {}), model_config)
+        differences = config_differences(theirs, model_config)
         problems.append("the checkpoint's model config differs: " + ", ".join(differences))
     if problems:
         raise ConfigError(f"{what}: its weights do not fit this {model_type!r} model (is the "
