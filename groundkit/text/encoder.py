@@ -60,6 +60,9 @@ class TextEncoder(nn.Module):
             None -> the bundled all-MiniLM-L6-v2.
         freeze: no gradients and eval mode (the papers run BERT without gradients).
         max_length: word-piece limit per caption, at most the model's (None -> the model's).
+        train_layers: when not frozen, only the top ``train_layers`` transformer layers train
+            (None -> every parameter): the usual way to adapt a pretrained encoder, and a model
+            file then carries only those layers (:func:`leave_out_of_checkpoints`).
 
     Attributes:
         name: ``name_or_path`` as given (or the bundled folder); dim: feature width D;
@@ -67,7 +70,7 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, name_or_path: str | Path | None = None, freeze: bool = True,
-                 max_length: int | None = None) -> None:
+                 max_length: int | None = None, train_layers: int | None = None) -> None:
         super().__init__()
         self.name = str(default_model_path() if name_or_path is None else name_or_path)
         self.tokenizer, self.model = _load_local(self.name)
@@ -84,12 +87,26 @@ class TextEncoder(nn.Module):
         self.train(False)  # start in eval mode, as Hugging Face loads a model
         if freeze:
             self.freeze()
+        elif train_layers is not None:
+            self.train_top_layers(train_layers)
 
     def freeze(self) -> "TextEncoder":
         """Stop gradients to the model and keep it in eval mode (dropout off) from now on."""
         self.model.requires_grad_(False)
         self.frozen = True
         return self.train(False)
+
+    def train_top_layers(self, count: int) -> "TextEncoder":
+        """Gradients to the top ``count`` transformer layers only; embeddings and lower layers
+        keep their installed weights."""
+        layers = _transformer_layers(self.model)
+        if not 0 < count <= len(layers):
+            raise ConfigError(f"text encoder {self.name}: train_layers must be 1..{len(layers)}, "
+                              f"got {count}")
+        self.model.requires_grad_(False)
+        for layer in layers[-count:]:
+            layer.requires_grad_(True)
+        return self
 
     def train(self, mode: bool = True) -> "TextEncoder":
         # A frozen encoder stays deterministic even when the model around it trains.
@@ -125,6 +142,18 @@ class TextEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             hidden = self.model(input_ids=ids, attention_mask=attn).last_hidden_state
         return TextFeatures(hidden, attn.bool(), tokens["offsets"].to(device))
+
+
+def _transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers of a BERT-family model (``encoder.layer`` for BERT and
+    RoBERTa, ``transformer.layer`` for DistilBERT): its one ModuleList of
+    ``num_hidden_layers`` (or ``n_layers``) blocks."""
+    count = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", None)
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if len(stacks) != 1:
+        raise ConfigError(f"text encoder: cannot tell its stack of {count} transformer layers "
+                          f"({len(stacks)} candidates); train it whole (no train_layers)")
+    return stacks[0]
 
 
 def _check_captions(captions: Sequence[str]) -> None:
@@ -173,21 +202,28 @@ def span_to_token_indices(offsets: Tensor, span: tuple[int, int]) -> list[int]:
     return hit.nonzero().flatten().tolist()
 
 
-def leave_out_of_checkpoints(owner: nn.Module, attribute: str) -> None:
+def leave_out_of_checkpoints(owner: nn.Module, attribute: str, keep_trainable: bool = False
+                             ) -> None:
     """Keep ``owner.<attribute>`` (a frozen, installed encoder) out of ``owner``'s state dict and
     let ``owner.load_state_dict`` accept its absence: checkpoints stay small and the encoder comes
-    from the installed files."""
+    from the installed files. ``keep_trainable``: its parameters that train (an encoder whose top
+    layers are fine-tuned) stay in, and must be there to load."""
     prefix = f"{attribute}."
+    encoder = getattr(owner, attribute)
+    trainable = {name for name, p in encoder.named_parameters()
+                 if keep_trainable and p.requires_grad}
+    kept = {prefix + name for name in trainable}
 
     def drop(module: nn.Module, state_dict: dict, own_prefix: str, local_metadata: dict) -> None:
-        for key in [k for k in state_dict if k.startswith(own_prefix)]:
+        for key in [k for k in state_dict if k.startswith(own_prefix)
+                    and k[len(own_prefix):] not in trainable]:
             del state_dict[key]
 
     def allow_missing(module: nn.Module, incompatible_keys) -> None:
         missing = incompatible_keys.missing_keys
-        missing[:] = [k for k in missing if not k.startswith(prefix)]
+        missing[:] = [k for k in missing if not k.startswith(prefix) or k in kept]
 
-    getattr(owner, attribute).register_state_dict_post_hook(drop)
+    encoder.register_state_dict_post_hook(drop)
     owner.register_load_state_dict_post_hook(allow_missing)
 
 

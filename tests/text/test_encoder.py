@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from groundkit.errors import ConfigError, FormatError, InputError
-from groundkit.text.encoder import TextEncoder, TextFeatureCache, span_to_token_indices
+from groundkit.text.encoder import (
+    TextEncoder,
+    TextFeatureCache,
+    leave_out_of_checkpoints,
+    span_to_token_indices,
+)
 
 CAPTION = "There is a red circle next to the grass."
 
@@ -82,6 +87,42 @@ def test_trainable_encoder_gets_gradients_and_lower_limit(trainable):
         trainable([CAPTION + " and a blue square on the left of it"])
     with pytest.raises(ConfigError, match="frozen"):
         TextFeatureCache(trainable)
+
+
+def test_train_layers_trains_the_top_layers_only():
+    top2 = TextEncoder(freeze=False, train_layers=2)
+    layers = top2.model.encoder.layer
+    trains = {n for n, p in top2.model.named_parameters() if p.requires_grad}
+    assert trains == {f"encoder.layer.{i}.{n}" for i in (4, 5) for n, _ in layers[i].named_parameters()}
+    top2.train()
+    top2([CAPTION]).features.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[4].parameters())
+    assert all(p.grad is None for p in layers[3].parameters())
+    assert top2.model.embeddings.word_embeddings.weight.grad is None
+    for count in (0, 7):
+        with pytest.raises(ConfigError, match=r"train_layers must be 1..6"):
+            TextEncoder(freeze=False, train_layers=count)
+
+
+def test_leave_out_of_checkpoints_can_keep_the_trainable_part():
+    """keep_trainable: an encoder's fine-tuned parameters are saved and required on load, its
+    frozen ones (and buffers) are neither."""
+    def owner() -> torch.nn.Module:
+        model = torch.nn.Module()
+        model.text_encoder = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+        model.text_encoder[1].requires_grad_(False)
+        model.head = torch.nn.Linear(2, 1)
+        leave_out_of_checkpoints(model, "text_encoder", keep_trainable=True)
+        return model
+    saved = owner()
+    state = saved.state_dict()
+    assert set(state) == {"text_encoder.0.weight", "text_encoder.0.bias", "head.weight", "head.bias"}
+    loaded = owner()
+    loaded.load_state_dict(state)
+    assert torch.equal(loaded.text_encoder[0].weight, saved.text_encoder[0].weight)
+    del state["text_encoder.0.bias"]
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*text_encoder.0.bias"):
+        owner().load_state_dict(state)
 
 
 def test_bad_captions_raise(encoder):

@@ -68,6 +68,9 @@ class PBRECConfig:
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(depth=101))
     text_encoder: str | None = None   # a local Hugging Face folder; None = bundled all-MiniLM-L6-v2
     freeze_text: bool = True
+    # With freeze_text = false: only the top N layers of the text encoder train, and model files
+    # carry only those (the bundled MiniLM whole would not fit a 15 MB model). 0 = all of it.
+    text_train_layers: int = 0
     num_classes: int = 0              # object categories of the localisation stage; 0 = from the data
     grid_stride: int = 32             # g: 32 (P5, the paper), 16 (P4) or 8 (P3, small images)
     dim: int = 256
@@ -129,6 +132,9 @@ class PBRECConfig:
                               f"got {self.grid_stride}")
         if self.dim % self.heads:
             raise ConfigError(f"pbrec: dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.text_train_layers < 0 or (self.text_train_layers and self.freeze_text):
+            raise ConfigError(f"pbrec: text_train_layers ({self.text_train_layers}) must be >= 0, "
+                              "and > 0 only with freeze_text=false")
         if self.top_k < 1:
             raise ConfigError(f"pbrec: top_k must be >= 1, got {self.top_k}")
         if self.mask_points < 0:
@@ -157,8 +163,8 @@ class PBRECModel(nn.Module):
         self.center_head = mlp(cfg.dim, 1, cfg.head_layers)
         self.mass_head = mlp(cfg.dim, 1, cfg.head_layers)
         self.grid = LEVELS[cfg.grid_stride]
-        if text_encoder.frozen:
-            leave_out_of_checkpoints(self, "text_encoder")
+        if text_encoder.frozen or cfg.text_train_layers:
+            leave_out_of_checkpoints(self, "text_encoder", keep_trainable=True)
 
     # --- shared pieces -------------------------------------------------------------------------
 
@@ -429,7 +435,8 @@ def build_pbrec(cfg: PBRECConfig, *, backbone: nn.Module | None = None,
     detector = FCOS(channels, cfg.num_classes, num_levels=1, num_convs=cfg.detector_convs,
                     size_limits=(), center_radius=cfg.center_radius, first_level=first_level)
     mask_head = PointMaskHead(channels, cfg.mask_dim, cfg.mask_convs, cfg.grid_stride)
-    text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text)
+    text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text,
+                                               train_layers=cfg.text_train_layers or None)
     visual_dim = channels + (3 if cfg.cell_colours else 0)
     encoder = VisionLanguageEncoder(visual_dim, text_encoder.dim, cfg.dim, cfg.layers, cfg.heads,
                                     cfg.ffn_dim, cfg.dropout)

@@ -24,6 +24,14 @@ def scores(**peaks: float) -> torch.Tensor:
     return out
 
 
+def tiny_config(**overrides):
+    from groundkit.models.referring.pbrec import PBRECConfig
+    from groundkit.vision.backbone import BackboneConfig
+    return PBRECConfig(backbone=BackboneConfig(depth=18, base_width=8, fpn_channels=16),
+                       num_classes=3, grid_stride=8, dim=16, layers=1, heads=2, ffn_dim=32,
+                       detector_convs=1, mask_dim=8, mask_convs=1, **overrides)
+
+
 # center-ness peaks at point 3, mass-ness at point 7; their sum peaks at point 5
 CENTER = scores(p3=3.0, p5=2.0, p7=-2.0)
 MASS = scores(p3=-2.0, p5=2.0, p7=3.0)
@@ -275,16 +283,37 @@ def test_an_unfrozen_text_encoder_trains_at_the_text_lr():
     """model.freeze_text=false: trainer.text_lr applies to the encoder, trainer.lr to the rest
     (before, PBREC had no groups and its encoder trained at trainer.lr)."""
     from groundkit.engine.trainer import TrainerConfig, build_optimizer
-    from groundkit.models.referring.pbrec import PBRECConfig, build_pbrec
-    from groundkit.text.encoder import TextEncoder
-    from groundkit.vision.backbone import BackboneConfig
-    cfg = PBRECConfig(backbone=BackboneConfig(depth=18, base_width=8, fpn_channels=16),
-                      num_classes=3, grid_stride=8, dim=16, layers=1, heads=2, ffn_dim=32,
-                      detector_convs=1, mask_dim=8, mask_convs=1, freeze_text=False)
-    model = build_pbrec(cfg, text_encoder=TextEncoder(freeze=False))
+    from groundkit.models.referring.pbrec import build_pbrec
+    model = build_pbrec(tiny_config(freeze_text=False))
     optimizer = build_optimizer(model, TrainerConfig(lr=1e-3, text_lr=1e-5))
     by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
     assert by_lr[1e-5] == {id(p) for p in model.text_encoder.parameters()}
     assert by_lr[1e-3] == {id(p) for n, p in model.named_parameters()
                            if p.requires_grad and not n.startswith("text_encoder.")}
     assert any(k.startswith("text_encoder.") for k in model.state_dict())   # saved when trained
+
+
+def test_text_train_layers_fine_tunes_and_saves_the_top_layers_only(tmp_path):
+    """model.text_train_layers=2: the encoder's top two layers train at trainer.text_lr and are
+    the only encoder weights in a model file; a checkpoint trained frozen starts such a run."""
+    from groundkit.config import config_to_dict as to_dict
+    from groundkit.engine.checkpoint import load_initial_weights, save_checkpoint
+    from groundkit.engine.trainer import TrainerConfig, build_optimizer
+    from groundkit.errors import ConfigError
+    from groundkit.models.referring.pbrec import build_pbrec
+    top2 = build_pbrec(tiny_config(freeze_text=False, text_train_layers=2))
+    top_names = {f"text_encoder.model.encoder.layer.{i}.{n}" for i in (4, 5)
+                 for n, _ in top2.text_encoder.model.encoder.layer[i].named_parameters()}
+    optimizer = build_optimizer(top2, TrainerConfig(lr=1e-3, text_lr=1e-5))
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    params = dict(top2.named_parameters())
+    assert by_lr[1e-5] == {id(params[n]) for n in top_names}
+    assert {k for k in top2.state_dict() if k.startswith("text_encoder.")} == top_names
+    frozen = build_pbrec(tiny_config())
+    save_checkpoint(tmp_path / "frozen", frozen, {"model": to_dict(frozen.cfg)}, "pbrec")
+    installed = params["text_encoder.model.encoder.layer.5.output.dense.weight"].detach().clone()
+    load_initial_weights(top2, tmp_path / "frozen", "pbrec", to_dict(top2.cfg))
+    assert torch.equal(top2.center_head[0].weight, frozen.center_head[0].weight)
+    assert torch.equal(params["text_encoder.model.encoder.layer.5.output.dense.weight"], installed)
+    with pytest.raises(ConfigError, match="text_train_layers"):
+        tiny_config(text_train_layers=2)   # with the encoder frozen
