@@ -100,8 +100,8 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, model_type:
     """Fine-tuning's start: copy the weights of the checkpoint ``source`` (folder, file or
     bundled name) into ``model``, nothing else (no optimizer, schedule or counters: that is a
     training state's job). The checkpoint must be of ``model_type`` and hold exactly the
-    model's keys at its shapes, but for a text encoder it was trained with frozen (hence left
-    out) and this run unfreezes (:func:`frozen_text_keys`). ``model_config`` (this run's,
+    model's keys at its shapes, but for the part of a text encoder it was trained with frozen
+    (hence left out) and this run trains (:func:`frozen_text_keys`). ``model_config`` (this run's,
     JSON-ready): when the weights do not fit, the error also names the settings where the
     checkpoint's model config differs.
 
@@ -131,11 +131,13 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, model_type:
 
 def frozen_text_keys(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
                      theirs: Mapping[str, Any], ours: Mapping[str, Any] | None) -> set[str]:
-    """The text encoder's keys a checkpoint trained with it frozen left out
-    (``text.encoder.leave_out_of_checkpoints``), when this run unfreezes the same encoder: the
-    model already holds them, loaded from the installed encoder the checkpoint was trained with,
-    so fine-tuning it from there is well defined. ``set()`` in every other case."""
-    if (ours is None or not theirs.get("freeze_text") or ours.get("freeze_text", True)
+    """The text encoder's keys a checkpoint trained with it frozen, or with only its top layers
+    trained (``text_train_layers``), left out (``text.encoder.leave_out_of_checkpoints``), when
+    this run trains the same encoder: the model already holds them, loaded from the installed
+    encoder the checkpoint was trained with, so fine-tuning it from there is well defined (the
+    layers the checkpoint did train must still fit). ``set()`` in every other case."""
+    left_out = theirs.get("freeze_text") or theirs.get("text_train_layers")
+    if (ours is None or not left_out or ours.get("freeze_text", True)
             or theirs.get("text_encoder") != ours.get("text_encoder")):
         return set()
     return {k for k in expected if k.startswith("text_encoder.") and k not in found}

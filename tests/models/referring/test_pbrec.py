@@ -317,3 +317,30 @@ def test_text_train_layers_fine_tunes_and_saves_the_top_layers_only(tmp_path):
     assert torch.equal(params["text_encoder.model.encoder.layer.5.output.dense.weight"], installed)
     with pytest.raises(ConfigError, match="text_train_layers"):
         tiny_config(text_train_layers=2)   # with the encoder frozen
+
+
+def test_a_checkpoint_with_trained_top_layers_starts_runs_that_train_at_least_those(tmp_path):
+    """trainer.init_from a checkpoint whose encoder's top two layers were trained: a run that
+    trains the whole encoder takes those two from it and the rest from the installed encoder; a
+    run that would drop them (encoder frozen, or one layer trained) is refused, naming the
+    settings that differ."""
+    from groundkit.config import config_to_dict as to_dict
+    from groundkit.engine.checkpoint import load_initial_weights, save_checkpoint
+    from groundkit.errors import ConfigError
+    from groundkit.models.referring.pbrec import build_pbrec
+    top2 = build_pbrec(tiny_config(freeze_text=False, text_train_layers=2))
+    key = "text_encoder.model.encoder.layer.5.output.dense.weight"
+    with torch.no_grad():
+        dict(top2.named_parameters())[key].add_(1.0)   # "fine-tuned"
+    save_checkpoint(tmp_path / "top2", top2, {"model": to_dict(top2.cfg)}, "pbrec")
+    whole = build_pbrec(tiny_config(freeze_text=False))
+    installed = dict(whole.named_parameters())
+    lower = installed["text_encoder.model.encoder.layer.0.output.dense.weight"].detach().clone()
+    load_initial_weights(whole, tmp_path / "top2", "pbrec", to_dict(whole.cfg))
+    assert torch.equal(installed[key], dict(top2.named_parameters())[key])
+    assert torch.equal(installed["text_encoder.model.encoder.layer.0.output.dense.weight"], lower)
+    for cfg, problem in ((tiny_config(), r"unexpected keys \(32\).*text_train_layers=2"),
+                         (tiny_config(freeze_text=False, text_train_layers=1),
+                          r"unexpected keys \(16\)")):
+        with pytest.raises(ConfigError, match=problem):
+            load_initial_weights(build_pbrec(cfg), tmp_path / "top2", "pbrec", to_dict(cfg))
