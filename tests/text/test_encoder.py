@@ -104,6 +104,20 @@ def test_train_layers_trains_the_top_layers_only():
             TextEncoder(freeze=False, train_layers=count)
 
 
+def test_train_layers_finds_the_layers_of_another_family(encoder, tmp_path):
+    """DistilBERT keeps its layers at ``transformer.layer`` (BERT: ``encoder.layer``)."""
+    from transformers import DistilBertConfig, DistilBertModel
+    config = DistilBertConfig(vocab_size=encoder.tokenizer.vocab_size, n_layers=3, dim=32,
+                              hidden_dim=64, n_heads=2)
+    DistilBertModel(config).save_pretrained(tmp_path)
+    encoder.tokenizer.save_pretrained(tmp_path)
+    top1 = TextEncoder(tmp_path, freeze=False, train_layers=1)
+    trains = {n for n, p in top1.model.named_parameters() if p.requires_grad}
+    assert trains == {f"transformer.layer.2.{n}"
+                      for n, _ in top1.model.transformer.layer[2].named_parameters()}
+    assert top1([CAPTION]).features.shape[-1] == 32
+
+
 def test_leave_out_of_checkpoints_can_keep_the_trainable_part():
     """keep_trainable: an encoder's fine-tuned parameters are saved and required on load, its
     frozen ones (and buffers) are neither."""
