@@ -135,7 +135,9 @@ def frozen_text_keys(expected: Mapping[str, torch.Tensor], found: Mapping[str, t
     trained (``text_train_layers``), left out (``text.encoder.leave_out_of_checkpoints``), when
     this run trains the same encoder: the model already holds them, loaded from the installed
     encoder the checkpoint was trained with, so fine-tuning it from there is well defined (the
-    layers the checkpoint did train must still fit). ``set()`` in every other case."""
+    layers the checkpoint did train must still fit). Adapters this run adds
+    (``text_adapter_rank``) are among them: they start at zero, so the model computes what the
+    checkpoint did. ``set()`` in every other case."""
     left_out = theirs.get("freeze_text") or theirs.get("text_train_layers")
     if (ours is None or not left_out or ours.get("freeze_text", True)
             or theirs.get("text_encoder") != ours.get("text_encoder")):

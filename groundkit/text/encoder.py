@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from groundkit._io import atomic_path
 from groundkit.errors import ConfigError, FormatError, InputError
+from groundkit.text.adapters import add_adapters
 
 
 @dataclass
@@ -63,14 +64,20 @@ class TextEncoder(nn.Module):
         train_layers: when not frozen, only the top ``train_layers`` transformer layers train
             (None -> every parameter): the usual way to adapt a pretrained encoder, and a model
             file then carries only those layers (:func:`leave_out_of_checkpoints`).
+        adapter_rank: when not frozen and > 0, every linear layer below the top ``train_layers``
+            (all of them when ``train_layers`` is None or 0) gets a low-rank adapter of this rank
+            (:mod:`groundkit.text.adapters`), and the installed weights there stay as they are.
+        adapter_alpha: the adapters' LoRA alpha (their output is scaled by alpha / rank).
 
     Attributes:
         name: ``name_or_path`` as given (or the bundled folder); dim: feature width D;
-        max_length: the word-piece limit; frozen; tokenizer; model.
+        max_length: the word-piece limit; frozen; tokenizer; model; adapters (an
+        ``nn.ModuleDict``, or None without adapters).
     """
 
     def __init__(self, name_or_path: str | Path | None = None, freeze: bool = True,
-                 max_length: int | None = None, train_layers: int | None = None) -> None:
+                 max_length: int | None = None, train_layers: int | None = None,
+                 adapter_rank: int = 0, adapter_alpha: float = 16.0) -> None:
         super().__init__()
         self.name = str(default_model_path() if name_or_path is None else name_or_path)
         self.tokenizer, self.model = _load_local(self.name)
@@ -84,11 +91,15 @@ class TextEncoder(nn.Module):
             raise ConfigError(f"text max_length: expected 3..{limit} for {self.name}, got {max_length}")
         self.max_length: int = int(limit if max_length is None else max_length)
         self.frozen = False
+        self.adapters: nn.ModuleDict | None = None
         self.train(False)  # start in eval mode, as Hugging Face loads a model
+        if freeze and adapter_rank:
+            raise ConfigError(f"text encoder {self.name}: adapters train, so adapter_rank needs an "
+                              "encoder that is not frozen")
         if freeze:
             self.freeze()
-        elif train_layers is not None:
-            self.train_top_layers(train_layers)
+        elif train_layers is not None or adapter_rank:
+            self.train_top_layers(train_layers or 0, adapter_rank, adapter_alpha)
 
     def freeze(self) -> "TextEncoder":
         """Stop gradients to the model and keep it in eval mode (dropout off) from now on."""
@@ -96,16 +107,25 @@ class TextEncoder(nn.Module):
         self.frozen = True
         return self.train(False)
 
-    def train_top_layers(self, count: int) -> "TextEncoder":
+    def train_top_layers(self, count: int, adapter_rank: int = 0, adapter_alpha: float = 16.0
+                         ) -> "TextEncoder":
         """Gradients to the top ``count`` transformer layers only; embeddings and lower layers
-        keep their installed weights."""
+        keep their installed weights, and with ``adapter_rank`` > 0 the lower layers' linear
+        layers get trainable low-rank adapters (``count`` may then be 0: adapters everywhere)."""
         layers = _transformer_layers(self.model)
-        if not 0 < count <= len(layers):
-            raise ConfigError(f"text encoder {self.name}: train_layers must be 1..{len(layers)}, "
-                              f"got {count}")
+        lowest = 0 if adapter_rank else 1
+        if not lowest <= count <= len(layers):
+            raise ConfigError(f"text encoder {self.name}: train_layers must be "
+                              f"{lowest}..{len(layers)}, got {count}")
+        if adapter_rank < 0 or not adapter_alpha > 0:
+            raise ConfigError(f"text encoder {self.name}: adapter rank must be >= 0 and alpha > 0, "
+                              f"got {adapter_rank} and {adapter_alpha}")
         self.model.requires_grad_(False)
-        for layer in layers[-count:]:
+        below = len(layers) - count
+        for layer in layers[below:]:
             layer.requires_grad_(True)
+        if adapter_rank and below:
+            self.adapters = add_adapters(layers[:below], adapter_rank, adapter_alpha)
         return self
 
     def train(self, mode: bool = True) -> "TextEncoder":

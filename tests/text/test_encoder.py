@@ -205,3 +205,27 @@ def test_half_precision_folder_gives_float32_features(encoder, tmp_path):
     expected, got = encoder([CAPTION]).features, half([CAPTION]).features
     assert got.dtype == torch.float32
     assert torch.allclose(got, expected, atol=2e-2) and not torch.equal(got, expected)
+
+
+def test_adapters_leave_the_features_unchanged_until_trained_and_train_alone():
+    """adapter_rank: LoRA adapters on every linear layer below the top ``train_layers`` (all
+    six with none); the installed weights there get no gradient."""
+    plain = TextEncoder(freeze=False, train_layers=2)
+    adapted = TextEncoder(freeze=False, train_layers=2, adapter_rank=4, adapter_alpha=8.0)
+    assert torch.equal(adapted([CAPTION]).features, plain([CAPTION]).features)
+    assert {key.split("-")[0] for key in adapted.adapters} == {"0", "1", "2", "3"}
+    assert len(adapted.adapters) == 4 * 6   # query, key, value, attention output, FFN in and out
+    adapted.train()
+    adapted([CAPTION]).features.sum().backward()
+    layers = adapted.model.encoder.layer
+    assert all(p.grad is None for p in layers[3].parameters())
+    assert all(p.grad is not None for p in layers[4].parameters())
+    assert all(a.up.weight.grad is not None for a in adapted.adapters.values())
+    everywhere = TextEncoder(freeze=False, train_layers=0, adapter_rank=2)
+    assert {key.split("-")[0] for key in everywhere.adapters} == {str(i) for i in range(6)}
+    assert not any(p.requires_grad for p in everywhere.model.parameters())
+    with pytest.raises(ConfigError, match="adapter_rank needs an encoder that is not frozen"):
+        TextEncoder(freeze=True, adapter_rank=2)
+    for rank, alpha in ((-1, 1.0), (2, 0.0)):
+        with pytest.raises(ConfigError, match="adapter rank must be >= 0 and alpha > 0"):
+            TextEncoder(freeze=False, train_layers=2, adapter_rank=rank, adapter_alpha=alpha)

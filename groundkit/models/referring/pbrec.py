@@ -71,6 +71,11 @@ class PBRECConfig:
     # With freeze_text = false: only the top N layers of the text encoder train, and model files
     # carry only those (the bundled MiniLM whole would not fit a 15 MB model). 0 = all of it.
     text_train_layers: int = 0
+    # With freeze_text = false and a rank > 0: the layers below the top text_train_layers (all
+    # of them with 0) keep their installed weights and get low-rank adapters (LoRA) that train,
+    # a few hundred thousand parameters where the layers themselves are millions.
+    text_adapter_rank: int = 0
+    text_adapter_alpha: float = 16.0  # LoRA's alpha: adapter outputs are scaled by alpha / rank
     num_classes: int = 0              # object categories of the localisation stage; 0 = from the data
     grid_stride: int = 32             # g: 32 (P5, the paper), 16 (P4) or 8 (P3, small images)
     dim: int = 256
@@ -135,6 +140,11 @@ class PBRECConfig:
         if self.text_train_layers < 0 or (self.text_train_layers and self.freeze_text):
             raise ConfigError(f"pbrec: text_train_layers ({self.text_train_layers}) must be >= 0, "
                               "and > 0 only with freeze_text=false")
+        if (self.text_adapter_rank < 0 or (self.text_adapter_rank and self.freeze_text)
+                or not self.text_adapter_alpha > 0):
+            raise ConfigError(f"pbrec: text_adapter_rank ({self.text_adapter_rank}) must be >= 0, "
+                              f"and > 0 only with freeze_text=false; text_adapter_alpha "
+                              f"({self.text_adapter_alpha}) must be > 0")
         if self.top_k < 1:
             raise ConfigError(f"pbrec: top_k must be >= 1, got {self.top_k}")
         if self.mask_points < 0:
@@ -163,7 +173,7 @@ class PBRECModel(nn.Module):
         self.center_head = mlp(cfg.dim, 1, cfg.head_layers)
         self.mass_head = mlp(cfg.dim, 1, cfg.head_layers)
         self.grid = LEVELS[cfg.grid_stride]
-        if text_encoder.frozen or cfg.text_train_layers:
+        if text_encoder.frozen or cfg.text_train_layers or cfg.text_adapter_rank:
             leave_out_of_checkpoints(self, "text_encoder", keep_trainable=True)
 
     # --- shared pieces -------------------------------------------------------------------------
@@ -436,7 +446,9 @@ def build_pbrec(cfg: PBRECConfig, *, backbone: nn.Module | None = None,
                     size_limits=(), center_radius=cfg.center_radius, first_level=first_level)
     mask_head = PointMaskHead(channels, cfg.mask_dim, cfg.mask_convs, cfg.grid_stride)
     text_encoder = text_encoder or TextEncoder(cfg.text_encoder, freeze=cfg.freeze_text,
-                                               train_layers=cfg.text_train_layers or None)
+                                               train_layers=cfg.text_train_layers or None,
+                                               adapter_rank=cfg.text_adapter_rank,
+                                               adapter_alpha=cfg.text_adapter_alpha)
     visual_dim = channels + (3 if cfg.cell_colours else 0)
     encoder = VisionLanguageEncoder(visual_dim, text_encoder.dim, cfg.dim, cfg.layers, cfg.heads,
                                     cfg.ffn_dim, cfg.dropout)

@@ -344,3 +344,45 @@ def test_a_checkpoint_with_trained_top_layers_starts_runs_that_train_at_least_th
                           r"unexpected keys \(16\)")):
         with pytest.raises(ConfigError, match=problem):
             load_initial_weights(build_pbrec(cfg), tmp_path / "top2", "pbrec", to_dict(cfg))
+
+
+def test_text_adapters_train_and_are_saved_with_the_top_layers(tmp_path):
+    """model.text_adapter_rank=R: adapters on the layers below the top text_train_layers train at
+    trainer.text_lr with those layers, and a model file carries both (not the installed lower
+    layers); a checkpoint without adapters (the step-12 bundle's kind) starts such a run with
+    its top layers and fresh (zero) adapters, computing what it computed."""
+    from groundkit.config import config_to_dict as to_dict
+    from groundkit.engine.checkpoint import load_checkpoint, load_initial_weights, save_checkpoint
+    from groundkit.engine.trainer import TrainerConfig, build_optimizer
+    from groundkit.errors import ConfigError
+    from groundkit.models.referring.pbrec import build_pbrec
+    top2 = build_pbrec(tiny_config(freeze_text=False, text_train_layers=2))
+    key = "text_encoder.model.encoder.layer.5.output.dense.weight"
+    with torch.no_grad():
+        dict(top2.named_parameters())[key].mul_(1.5)   # "fine-tuned"
+    save_checkpoint(tmp_path / "top2", top2, {"model": to_dict(top2.cfg)}, "pbrec")
+    cfg = tiny_config(freeze_text=False, text_train_layers=2, text_adapter_rank=4)
+    adapted = build_pbrec(cfg)
+    load_initial_weights(adapted, tmp_path / "top2", "pbrec", to_dict(cfg))
+    params = dict(adapted.named_parameters())
+    assert torch.equal(params[key], dict(top2.named_parameters())[key])
+    top2.eval(), adapted.eval()
+    text = ["the red circle left of the star"]
+    assert torch.equal(adapted.text_encoder(text).features, top2.text_encoder(text).features)
+
+    optimizer = build_optimizer(adapted, TrainerConfig(lr=1e-3, text_lr=1e-5))
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in optimizer.param_groups}
+    text_names = {n for n, p in params.items() if p.requires_grad and n.startswith("text_encoder.")}
+    assert by_lr[1e-5] == {id(params[n]) for n in text_names}
+    assert {n.split(".")[1] for n in text_names} == {"model", "adapters"}
+    with torch.no_grad():
+        adapted.text_encoder.adapters["0-attention-self-query"].up.weight.fill_(0.25)
+    save_checkpoint(tmp_path / "adapted", adapted, {"model": to_dict(cfg)}, "pbrec")
+    state, _ = load_checkpoint(tmp_path / "adapted")
+    assert {k for k in state if k.startswith("text_encoder.")} == text_names
+    again = build_pbrec(cfg)
+    again.load_state_dict(state)
+    assert torch.equal(again.text_encoder(text).features, adapted.text_encoder(text).features)
+    assert not torch.equal(again.text_encoder(text).features, top2.text_encoder(text).features)
+    with pytest.raises(ConfigError, match="text_adapter_rank"):
+        tiny_config(text_adapter_rank=4)   # with the encoder frozen
