@@ -239,11 +239,53 @@ class FourthRewriter(Rewriter):
         return self.pick(self.REQUEST).format(self.thing(p.target))
 
 
+class FifthRewriter(Rewriter):
+    """A fifth held-out set (``--rewrites fifth``), written on 2 December 2026 after the fourth
+    set had shown where the bundle still loses and committed before the rephrasing's fifth
+    version, which says some of the fourth set's ideas in its own words: this set says them in
+    others. Extremes as a quantifier ("the circle that every other circle is right of"), an
+    ordinal, which no version of the rephrasing says ("the first circle from the left"), or a
+    count from an edge ("the circle closest to the left, counting all circles"); relations with
+    the anchor as the subject in other words ("the circle which the star lies to the right of")
+    and the anchor first ("to the left of the star you can see the circle"); colours as a tint or
+    a shade and other requests ("find me the ...", "that ... over there")."""
+
+    REQUEST = ("find me the {}", "that {} over there", "the {}, please", "go for the {}")
+    ANCHOR_LIES = {"left of": "to the right of", "right of": "to the left of", "above": "beneath",
+                   "below": "on top of"}
+    SEEN = {"left of": "to the left of", "right of": "to the right of", "above": "up above",
+            "below": "down below"}
+    OTHERS_ARE = {"left": "right of", "right": "left of", "top": "below", "bottom": "above"}
+    FROM = {"left": "from the left", "right": "from the right", "top": "from the top",
+            "bottom": "from the bottom"}
+
+    def thing(self, t: Thing) -> str:
+        """"small red circle", or "small red-tinted circle" / "small circle shaded red"."""
+        forms = [self.plain(t)]
+        if t.colour:
+            size = f"{self.pick(SIZE[t.size])} " if t.size else ""
+            forms += [f"{size}{t.colour}-tinted {self.noun(t)}", f"{size}{self.noun(t)} shaded {t.colour}"]
+        return self.pick(forms)
+
+    def rewrite(self, p: Parsed) -> str:
+        if p.relation:
+            target, anchor = self.thing(p.target), self.thing(p.anchor)
+            return self.pick((f"the {target} which the {anchor} lies {self.ANCHOR_LIES[p.relation]}",
+                              f"{self.SEEN[p.relation]} the {anchor} you can see the {target}"))
+        if p.extreme:
+            one, kind = self.thing(p.target), self.plain(p.target)
+            return self.pick((f"the {one} that every other {kind} is {self.OTHERS_ARE[p.extreme]}",
+                              f"the first {one} {self.FROM[p.extreme]}",
+                              f"counting all {self.plain(p.target, plural=True)}, the one nearest "
+                              f"the {p.extreme}"))
+        return self.pick(self.REQUEST).format(self.thing(p.target))
+
+
 # --- scoring --------------------------------------------------------------------------------------
 
 
 REWRITERS = {"first": Rewriter, "second": SecondRewriter, "third": ThirdRewriter,
-             "fourth": FourthRewriter}
+             "fourth": FourthRewriter, "fifth": FifthRewriter}
 
 
 def refer_all(model, dataset, index: list[int], expressions: list[str], batch_size: int,
@@ -317,7 +359,7 @@ def main() -> None:
                              "(e.g. joint_ranking=true)")
     parser.add_argument("--rewrites", choices=tuple(REWRITERS), default="first",
                         help="which held-out set of phrasings (Rewriter, SecondRewriter, "
-                             "ThirdRewriter or FourthRewriter)")
+                             "ThirdRewriter, FourthRewriter or FifthRewriter)")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
