@@ -23,7 +23,10 @@ The third version (2 December 2026) says relations from the anchor's side in fiv
 than one ("the circle that has the star on its upper side"), after the third set had shown that
 loss; it still writes none of the third set's sentences nor its word "neighbour". A fourth, with
 half of those frames saying the direction before the anchor, was tried and reverted: it moved the
-frames it named and cost others (step 11 in ``docs/referring.md``).
+frames it named and cost others (step 11 in ``docs/referring.md``). The fifth (2 December 2026,
+after the fourth held-out set, which it therefore no longer tests for these two ideas, and after
+a fifth set was committed) adds the anchor as the subject ("the circle which the star is found
+right of") and extremes by negation ("the circle that has no circles left of it").
 """
 from __future__ import annotations
 
@@ -139,6 +142,29 @@ SEEN_FROM_ANCHOR = {  # "the circle having the star <phrase>": where the anchor 
 SEEN_FROM_ANCHOR_FRAMES = ("the {t} having {a} {w}", "the {t} that has {a} {w}",
                            "the {t} such that {a} is {w}", "the {t} for which {a} is {w}",
                            "the {t}, and {a} is {w}")
+# The anchor as the subject ("the circle which the star is found right of"): the direction word
+# is again the anchor's side of the target. Written after the fourth held-out set had shown the
+# bundle losing "the circle that the star is right of"; in other verbs, with none of its sentences.
+ANCHOR_AS_SUBJECT = {  # the target is <relation> the anchor; the anchor is <phrase> the target
+    "left of": ("right of", "to the right of", "on the right of"),
+    "right of": ("left of", "to the left of", "on the left of"),
+    "above": ("below", "under", "beneath"),
+    "below": ("above", "over", "higher than"),
+}
+ANCHOR_AS_SUBJECT_FRAMES = ("the {t} which {a} is found {w}", "the {t} that {a} is placed {w}",
+                            "the {t} {a} sits {w}", "the {t} that {a} appears {w}")
+# Extremes by negation ("the circle that has no circles left of it"): nothing of its kind lies
+# beyond it. Written after the fourth held-out set's "with no other circle to its left" had lost
+# the most of any frame; "no other" itself is not said here.
+NOTHING_BEYOND = {
+    "left": ("left of it", "to the left of it", "on its left", "further left"),
+    "right": ("right of it", "to the right of it", "on its right", "further right"),
+    "top": ("above it", "over it", "higher up", "further up"),
+    "bottom": ("below it", "under it", "lower down", "further down"),
+}
+NOTHING_BEYOND_FRAMES = ("the {one} that has no {many} {w}", "the {one} without any {many} {w}",
+                         "the {one} such that no {kind} is {w}",
+                         "the {one}, and not a single {kind} is {w}")
 EXTREMES = {  # "{}" is the thing, "{s}" the thing in the plural
     "left": ("the {} most to the left", "the left-most {}", "the {} at the far left",
              "the {} on the far left", "the {} closest to the left border", "the most left {}",
@@ -210,10 +236,15 @@ class Paraphraser:
                               f"the {target}, {where} {anchor}",
                               f"{where} {anchor} is the {target}",
                               self._seen_from_anchor(p, target, anchor),
-                              self._seen_from_anchor(p, target, anchor)))
+                              self._seen_from_anchor(p, target, anchor),
+                              self.pick(ANCHOR_AS_SUBJECT_FRAMES).format(
+                                  t=target, a=anchor, w=self.pick(ANCHOR_AS_SUBJECT[p.relation]))))
         if p.extreme:
-            form = self.pick(EXTREMES[p.extreme])
-            return form.replace("{s}", self.plain(p.target, plural=True)).format(self.plain(p.target))
+            one, many = self.plain(p.target), self.plain(p.target, plural=True)
+            if self.rng.random() < 0.25:
+                return self.pick(NOTHING_BEYOND_FRAMES).format(
+                    one=one, many=many, kind=self.plain(p.target), w=self.pick(NOTHING_BEYOND[p.extreme]))
+            return self.pick(EXTREMES[p.extreme]).replace("{s}", many).format(one)
         return f"{self.pick(('the', 'the', 'a', ''))} {self.described(p.target)}".strip()
 
     def _seen_from_anchor(self, p: Parsed, target: str, anchor: str) -> str:

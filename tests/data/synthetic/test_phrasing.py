@@ -11,6 +11,7 @@ from groundkit.data.synthetic.describe import RELATIONS as RELATION_KEYS
 from groundkit.data.synthetic.describe import Reference
 from groundkit.data.synthetic.language import reference_text
 from groundkit.data.synthetic.phrasing import (
+    ANCHOR_AS_SUBJECT_FRAMES,
     SEEN_FROM_ANCHOR,
     SIZES,
     UNNAMED,
@@ -19,6 +20,9 @@ from groundkit.data.synthetic.phrasing import (
     TemplateParser,
     Thing,
 )
+
+# "the {t} which {a} is found {w}" -> "is found": the words between the anchor and its side
+SUBJECT_VERBS = [frame.split("{a} ")[1].split(" {w}")[0] for frame in ANCHOR_AS_SUBJECT_FRAMES]
 
 THINGS = [Thing(size, colour, shape) for size, colour, shape in itertools.product(
     (None, "small", "large"), (None, "red", "blue"), (None, "circle", "cross"))
@@ -103,7 +107,9 @@ def test_paraphrases_say_what_the_reference_says(ref):
             plain = f" {' '.join(words)} "   # a request may follow: "..., that one"
             seen_from_anchor = any(f" {' '.join(words_of(p))} " in plain
                                    for p in SEEN_FROM_ANCHOR.get(ref.relation, ()))
-            if seen_from_anchor:   # "... having the star at its right": the words are mirrored
+            # "the circle which the star is found right of": the anchor's side of the target
+            anchor_as_subject = ref.relation and any(f" {verb} " in plain for verb in SUBJECT_VERBS)
+            if seen_from_anchor or anchor_as_subject:   # the words are mirrored
                 direction, opposite = opposite, direction
             assert direction_words(direction) & set(words), text
             assert not direction_words(opposite) & set(words), text
@@ -151,3 +157,23 @@ def test_sentence_adds_capitals_and_full_stops_sometimes():
     texts = [Paraphraser(rng).sentence(Parsed(Thing(None, "red", "circle"))) for _ in range(200)]
     assert 10 < sum(t[0].isupper() for t in texts) < 100
     assert 10 < sum(t.endswith(".") for t in texts) < 100
+
+
+def test_relations_with_the_anchor_as_subject_and_extremes_by_negation():
+    """The fifth version's frames: "the circle which the star is found right of" (the anchor's
+    side, every verb), and "the square that has no squares higher up" for a quarter of the
+    extremes, the direction word the extreme's own."""
+    rng = np.random.default_rng(6)
+    relation = Parsed(Thing(None, "red", "circle"), "left of", Thing(None, None, "star"))
+    texts = [Paraphraser(rng).rephrase(relation) for _ in range(700)]
+    as_subject = [t for t in texts if any(f" {verb} " in t for verb in SUBJECT_VERBS)]
+    assert 60 < len(as_subject) < 150
+    assert {verb for verb in SUBJECT_VERBS if any(f" {verb} " in t for t in as_subject)} == set(SUBJECT_VERBS)
+    assert all("right" in t and "left" not in t for t in as_subject), as_subject[:5]
+    extreme = Parsed(Thing(None, "green", "square"), extreme="top")
+    texts = [Paraphraser(rng).rephrase(extreme) for _ in range(800)]
+    negated = [t for t in texts if " no " in t or " without any " in t or " not a single " in t]
+    assert 150 < len(negated) < 250
+    assert all(t.startswith("the green square") and "bottom" not in t and "below" not in t
+               for t in negated), negated[:5]
+
