@@ -75,6 +75,17 @@ class Rewriter:
         """"red circle", "little red shapes": adjectives then the noun."""
         return " ".join(self.adjectives(t) + [self.noun(t, plural)])
 
+    def plain_or_coloured(self, t: Thing, *colour_forms: str) -> str:
+        """"small red circle", or for a thing with a colour one of ``colour_forms`` filled in
+        ("{size}{noun} of a {colour} hue"; ``{article}``: "a" or "an" before the colour)."""
+        forms = [self.plain(t)]
+        if t.colour:
+            size = f"{self.pick(SIZE[t.size])} " if t.size else ""
+            article = "an" if t.colour[0] in "aeiou" else "a"
+            forms += [form.format(size=size, noun=self.noun(t), colour=t.colour, article=article)
+                      for form in colour_forms]
+        return self.pick(forms)
+
     def described(self, t: Thing, among: bool = True) -> str:
         """The thing by its attributes in one of several frames; the bare noun when it has none.
         ``among``: "the red one among the circles" may be used. It says the attributes alone pick
@@ -181,12 +192,7 @@ class ThirdRewriter(Rewriter):
 
     def thing(self, t: Thing) -> str:
         """"small red circle", or "small circle with a red fill"."""
-        forms = [self.plain(t)]
-        if t.colour:
-            size = f"{self.pick(SIZE[t.size])} " if t.size else ""
-            article = "an" if t.colour[0] in "aeiou" else "a"
-            forms.append(f"{size}{self.noun(t)} with {article} {t.colour} fill")
-        return self.pick(forms)
+        return self.plain_or_coloured(t, "{size}{noun} with {article} {colour} fill")
 
     def rewrite(self, p: Parsed) -> str:
         if p.relation:
@@ -220,11 +226,7 @@ class FourthRewriter(Rewriter):
 
     def thing(self, t: Thing) -> str:
         """"small red circle", or "small circle of a red hue" / "small red-hued circle"."""
-        forms = [self.plain(t)]
-        if t.colour:
-            size = f"{self.pick(SIZE[t.size])} " if t.size else ""
-            forms += [f"{size}{self.noun(t)} of a {t.colour} hue", f"{size}{t.colour}-hued {self.noun(t)}"]
-        return self.pick(forms)
+        return self.plain_or_coloured(t, "{size}{noun} of a {colour} hue", "{size}{colour}-hued {noun}")
 
     def rewrite(self, p: Parsed) -> str:
         if p.relation:
@@ -261,11 +263,7 @@ class FifthRewriter(Rewriter):
 
     def thing(self, t: Thing) -> str:
         """"small red circle", or "small red-tinted circle" / "small circle shaded red"."""
-        forms = [self.plain(t)]
-        if t.colour:
-            size = f"{self.pick(SIZE[t.size])} " if t.size else ""
-            forms += [f"{size}{t.colour}-tinted {self.noun(t)}", f"{size}{self.noun(t)} shaded {t.colour}"]
-        return self.pick(forms)
+        return self.plain_or_coloured(t, "{size}{colour}-tinted {noun}", "{size}{noun} shaded {colour}")
 
     def rewrite(self, p: Parsed) -> str:
         if p.relation:
