@@ -279,11 +279,49 @@ class FifthRewriter(Rewriter):
         return self.pick(self.REQUEST).format(self.thing(p.target))
 
 
+class SixthRewriter(Rewriter):
+    """A sixth held-out set (``--rewrites sixth``), written on 2 December 2026 after the fifth set
+    had shown its quantifier frame read as its opposite, and committed before the rephrasing's
+    sixth version, which says quantifiers in its own words: this set says them in others.
+    Extremes with "the rest" beyond the thing ("the circle with the rest of the circles to its
+    right") or as a comparison with any other ("the circle closer to the left side than any other
+    circle"); relations as a comparison ("the circle, more to the left compared with the star"),
+    from the anchor's point of view ("the circle that the star has on its left") or as a path
+    ("starting from the star and going left, the circle"); colours "of red colour" or "done in red", and
+    other requests ("look for the ...", "mark the ...")."""
+
+    REQUEST = ("look for the {}", "mark the {}", "the {} is what i'm after", "could you outline the {}")
+    COMPARED = {"left of": "more to the left", "right of": "more to the right", "above": "higher up",
+                "below": "further down"}
+    HAS_ON = {"left of": "left", "right of": "right", "above": "top side", "below": "bottom side"}
+    GOING = {"left of": "left", "right of": "right", "above": "up", "below": "down"}
+    REST_ARE = {"left": "to its right", "right": "to its left", "top": "below it", "bottom": "above it"}
+    EDGE = {"left": "left side", "right": "right side", "top": "top", "bottom": "bottom"}
+
+    def thing(self, t: Thing) -> str:
+        """"small red circle", or "small circle of red colour" / "small circle done in red"."""
+        return self.plain_or_coloured(t, "{size}{noun} of {colour} colour", "{size}{noun} done in {colour}")
+
+    def rewrite(self, p: Parsed) -> str:
+        if p.relation:
+            target, anchor = self.thing(p.target), self.thing(p.anchor)
+            return self.pick((f"the {target}, {self.COMPARED[p.relation]} compared with the {anchor}",
+                              f"the {target} that the {anchor} has on its {self.HAS_ON[p.relation]}",
+                              f"starting from the {anchor} and going {self.GOING[p.relation]}, "
+                              f"the {target}"))
+        if p.extreme:
+            one, kind = self.thing(p.target), self.plain(p.target)
+            return self.pick((f"the {one} with the rest of the {self.plain(p.target, plural=True)} "
+                              f"{self.REST_ARE[p.extreme]}",
+                              f"the {one} closer to the {self.EDGE[p.extreme]} than any other {kind}"))
+        return self.pick(self.REQUEST).format(self.thing(p.target))
+
+
 # --- scoring --------------------------------------------------------------------------------------
 
 
 REWRITERS = {"first": Rewriter, "second": SecondRewriter, "third": ThirdRewriter,
-             "fourth": FourthRewriter, "fifth": FifthRewriter}
+             "fourth": FourthRewriter, "fifth": FifthRewriter, "sixth": SixthRewriter}
 
 
 def refer_all(model, dataset, index: list[int], expressions: list[str], batch_size: int,
@@ -357,7 +395,7 @@ def main() -> None:
                              "(e.g. joint_ranking=true)")
     parser.add_argument("--rewrites", choices=tuple(REWRITERS), default="first",
                         help="which held-out set of phrasings (Rewriter, SecondRewriter, "
-                             "ThirdRewriter, FourthRewriter or FifthRewriter)")
+                             "ThirdRewriter, FourthRewriter, FifthRewriter or SixthRewriter)")
     parser.add_argument("--examples", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
