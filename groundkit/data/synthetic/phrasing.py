@@ -26,7 +26,10 @@ half of those frames saying the direction before the anchor, was tried and rever
 frames it named and cost others (step 11 in ``docs/referring.md``). The fifth (2 December 2026,
 after the fourth held-out set, which it therefore no longer tests for these two ideas, and after
 a fifth set was committed) adds the anchor as the subject ("the circle which the star is found
-right of") and extremes by negation ("the circle that has no circles left of it").
+right of") and extremes by negation ("the circle that has no circles left of it"). The sixth
+(2 December 2026, after the fifth set, which it no longer tests for quantifiers, and after a
+sixth set was committed) adds extremes by a quantifier ("the circle with every other circle right
+of it", "the circle which all the other circles lie right of").
 """
 from __future__ import annotations
 
@@ -165,6 +168,24 @@ NOTHING_BEYOND = {
 NOTHING_BEYOND_FRAMES = ("the {one} that has no {many} {w}", "the {one} without any {many} {w}",
                          "the {one} such that no {kind} is {w}",
                          "the {one}, and not a single {kind} is {w}")
+# Extremes by a quantifier ("the circle with every other circle right of it"): the direction word
+# says where all the others are, the opposite of the extreme's own. Written after the fifth
+# held-out set's "the circle that every other circle is right of" had been read as its opposite
+# by every model; in other verbs and frames, with none of its sentences.
+OTHERS_BEYOND = {  # where the others are, seen from the extreme thing
+    "left": ("right of it", "to the right of it", "on its right"),
+    "right": ("left of it", "to the left of it", "on its left"),
+    "top": ("below it", "under it", "lower down"),
+    "bottom": ("above it", "over it", "higher up"),
+}
+OTHERS_ARE = {"left": ("right of", "to the right of"), "right": ("left of", "to the left of"),
+              "top": ("below", "beneath"), "bottom": ("above", "over")}
+QUANTIFIED_FRAMES = ("the {one} with every other {kind} {w}",
+                     "the {one} that has all the other {many} {w}",
+                     "the {one} such that each other {kind} is {w}",
+                     "the {one}, and all other {many} are {w}",
+                     "the {one} which all the other {many} lie {v}",
+                     "the {one} that each other {kind} sits {v}")
 EXTREMES = {  # "{}" is the thing, "{s}" the thing in the plural
     "left": ("the {} most to the left", "the left-most {}", "the {} at the far left",
              "the {} on the far left", "the {} closest to the left border", "the most left {}",
@@ -241,9 +262,14 @@ class Paraphraser:
                                   t=target, a=anchor, w=self.pick(ANCHOR_AS_SUBJECT[p.relation]))))
         if p.extreme:
             one, many = self.plain(p.target), self.plain(p.target, plural=True)
-            if self.rng.random() < 0.25:
+            draw = self.rng.random()
+            if draw < 0.25:
                 return self.pick(NOTHING_BEYOND_FRAMES).format(
                     one=one, many=many, kind=self.plain(p.target), w=self.pick(NOTHING_BEYOND[p.extreme]))
+            if draw < 0.45:
+                return self.pick(QUANTIFIED_FRAMES).format(
+                    one=one, many=many, kind=self.plain(p.target), w=self.pick(OTHERS_BEYOND[p.extreme]),
+                    v=self.pick(OTHERS_ARE[p.extreme]))
             return self.pick(EXTREMES[p.extreme]).replace("{s}", many).format(one)
         return f"{self.pick(('the', 'the', 'a', ''))} {self.described(p.target)}".strip()
 

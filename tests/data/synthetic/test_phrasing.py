@@ -23,6 +23,8 @@ from groundkit.data.synthetic.phrasing import (
 
 # "the {t} which {a} is found {w}" -> "is found": the words between the anchor and its side
 SUBJECT_VERBS = [frame.split("{a} ")[1].split(" {w}")[0] for frame in ANCHOR_AS_SUBJECT_FRAMES]
+# "the circle with every other circle right of it": the words say where the others are
+QUANTIFIERS = (" every other ", " all the other ", " each other ", " all other ")
 
 THINGS = [Thing(size, colour, shape) for size, colour, shape in itertools.product(
     (None, "small", "large"), (None, "red", "blue"), (None, "circle", "cross"))
@@ -109,7 +111,8 @@ def test_paraphrases_say_what_the_reference_says(ref):
                                    for p in SEEN_FROM_ANCHOR.get(ref.relation, ()))
             # "the circle which the star is found right of": the anchor's side of the target
             anchor_as_subject = ref.relation and any(f" {verb} " in plain for verb in SUBJECT_VERBS)
-            if seen_from_anchor or anchor_as_subject:   # the words are mirrored
+            quantified = ref.extreme and any(q in plain for q in QUANTIFIERS)
+            if seen_from_anchor or anchor_as_subject or quantified:   # the words are mirrored
                 direction, opposite = opposite, direction
             assert direction_words(direction) & set(words), text
             assert not direction_words(opposite) & set(words), text
@@ -178,3 +181,19 @@ def test_relations_with_the_anchor_as_subject_and_extremes_by_negation():
     assert all(t.startswith("the green square") and "bottom" not in t and "below" not in t
                for t in negated), negated[:5]
 
+
+
+def test_extremes_by_a_quantifier():
+    """The sixth version: a fifth of the extremes say where every other thing of the kind is
+    ("the green square with every other green square below it"), in every frame, the direction
+    word the opposite of the extreme's own; none is the fifth held-out set's frame."""
+    rng = np.random.default_rng(7)
+    extreme = Parsed(Thing(None, "green", "square"), extreme="top")
+    texts = [Paraphraser(rng).rephrase(extreme) for _ in range(1000)]
+    quantified = [t for t in texts if any(q in f" {t} " for q in QUANTIFIERS)]
+    assert 130 < len(quantified) < 270
+    assert len({next(q for q in QUANTIFIERS if q in f" {t} ") for t in quantified}) == len(QUANTIFIERS)
+    words = [set(words_of(t)) for t in quantified]
+    assert all(w & LOW_WORDS and not w & HIGH_WORDS for w in words), quantified[:5]
+    assert all(t.startswith("the green square") for t in quantified)
+    assert not [t for t in quantified if " every other green square is " in t]   # the fifth set's
