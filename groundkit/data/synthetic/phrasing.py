@@ -29,7 +29,11 @@ a fifth set was committed) adds the anchor as the subject ("the circle which the
 right of") and extremes by negation ("the circle that has no circles left of it"). The sixth
 (2 December 2026, after the fifth set, which it no longer tests for quantifiers, and after a
 sixth set was committed) adds extremes by a quantifier ("the circle with every other circle right
-of it", "the circle which all the other circles lie right of").
+of it", "the circle which all the other circles lie right of"). The seventh (2 December 2026,
+after the model trained with the sixth had read "other" as a mirrored direction, losing the
+fourth set's "no other circle to its left" and the first set's "further left than every other
+circle") says negation with "other" too and quantified comparisons in the extreme's own
+direction ("the circle further left than all the other circles").
 """
 from __future__ import annotations
 
@@ -167,7 +171,11 @@ NOTHING_BEYOND = {
 }
 NOTHING_BEYOND_FRAMES = ("the {one} that has no {many} {w}", "the {one} without any {many} {w}",
                          "the {one} such that no {kind} is {w}",
-                         "the {one}, and not a single {kind} is {w}")
+                         "the {one}, and not a single {kind} is {w}",
+                         # "other" here too: with the quantifiers below alone, a model read
+                         # "other" as the sign of a mirrored direction (step 17, docs/referring.md)
+                         "the {one} without any other {kind} {w}",
+                         "the {one} that has none of the other {many} {w}")
 # Extremes by a quantifier ("the circle with every other circle right of it"): the direction word
 # says where all the others are, the opposite of the extreme's own. Written after the fifth
 # held-out set's "the circle that every other circle is right of" had been read as its opposite
@@ -180,6 +188,13 @@ OTHERS_BEYOND = {  # where the others are, seen from the extreme thing
 }
 OTHERS_ARE = {"left": ("right of", "to the right of"), "right": ("left of", "to the left of"),
               "top": ("below", "beneath"), "bottom": ("above", "over")}
+# ... and compared with every other one, where the direction word is the extreme's own ("the
+# circle further left than all the other circles"): the quantifier does not mirror by itself.
+BEYOND_THE_OTHERS = {"left": ("further left", "more to the left"),
+                     "right": ("further right", "more to the right"),
+                     "top": ("higher up", "further up"), "bottom": ("lower down", "further down")}
+COMPARED_FRAMES = ("the {one} {w} than all the other {many}", "the {one} lying {w} than each other {kind}",
+                   "the {one} which is {w} than all other {many}")
 QUANTIFIED_FRAMES = ("the {one} with every other {kind} {w}",
                      "the {one} that has all the other {many} {w}",
                      "the {one} such that each other {kind} is {w}",
@@ -266,10 +281,13 @@ class Paraphraser:
             if draw < 0.25:
                 return self.pick(NOTHING_BEYOND_FRAMES).format(
                     one=one, many=many, kind=self.plain(p.target), w=self.pick(NOTHING_BEYOND[p.extreme]))
-            if draw < 0.45:
+            if draw < 0.40:
                 return self.pick(QUANTIFIED_FRAMES).format(
                     one=one, many=many, kind=self.plain(p.target), w=self.pick(OTHERS_BEYOND[p.extreme]),
                     v=self.pick(OTHERS_ARE[p.extreme]))
+            if draw < 0.50:
+                return self.pick(COMPARED_FRAMES).format(
+                    one=one, many=many, kind=self.plain(p.target), w=self.pick(BEYOND_THE_OTHERS[p.extreme]))
             return self.pick(EXTREMES[p.extreme]).replace("{s}", many).format(one)
         return f"{self.pick(('the', 'the', 'a', ''))} {self.described(p.target)}".strip()
 

@@ -111,7 +111,7 @@ def test_paraphrases_say_what_the_reference_says(ref):
                                    for p in SEEN_FROM_ANCHOR.get(ref.relation, ()))
             # "the circle which the star is found right of": the anchor's side of the target
             anchor_as_subject = ref.relation and any(f" {verb} " in plain for verb in SUBJECT_VERBS)
-            quantified = ref.extreme and any(q in plain for q in QUANTIFIERS)
+            quantified = ref.extreme and any(q in plain for q in QUANTIFIERS) and " than " not in plain
             if seen_from_anchor or anchor_as_subject or quantified:   # the words are mirrored
                 direction, opposite = opposite, direction
             assert direction_words(direction) & set(words), text
@@ -176,7 +176,8 @@ def test_relations_with_the_anchor_as_subject_and_extremes_by_negation():
     assert all("right" in t and "left" not in t for t in as_subject), as_subject[:5]
     extreme = Parsed(Thing(None, "green", "square"), extreme="top")
     texts = [Paraphraser(rng).rephrase(extreme) for _ in range(800)]
-    negated = [t for t in texts if " no " in t or " without any " in t or " not a single " in t]
+    negations = (" no ", " without any ", " not a single ", " none of ")
+    negated = [t for t in texts if any(w in t for w in negations)]
     assert 150 < len(negated) < 250
     assert all(t.startswith("the green square") and "bottom" not in t and "below" not in t
                for t in negated), negated[:5]
@@ -184,16 +185,24 @@ def test_relations_with_the_anchor_as_subject_and_extremes_by_negation():
 
 
 def test_extremes_by_a_quantifier():
-    """The sixth version: a fifth of the extremes say where every other thing of the kind is
-    ("the green square with every other green square below it"), in every frame, the direction
-    word the opposite of the extreme's own; none is the fifth held-out set's frame."""
+    """The sixth version: some extremes say where every other thing of the kind is ("the green
+    square with every other green square below it"), in every frame, the direction word the
+    opposite of the extreme's own; none is the fifth held-out set's frame. The seventh: others
+    compare the thing with all the others in the extreme's own direction ("the green square
+    higher up than all the other green squares"), and negation says "other" too."""
     rng = np.random.default_rng(7)
     extreme = Parsed(Thing(None, "green", "square"), extreme="top")
     texts = [Paraphraser(rng).rephrase(extreme) for _ in range(1000)]
     quantified = [t for t in texts if any(q in f" {t} " for q in QUANTIFIERS)]
-    assert 130 < len(quantified) < 270
-    assert len({next(q for q in QUANTIFIERS if q in f" {t} ") for t in quantified}) == len(QUANTIFIERS)
-    words = [set(words_of(t)) for t in quantified]
-    assert all(w & LOW_WORDS and not w & HIGH_WORDS for w in words), quantified[:5]
+    mirrored = [t for t in quantified if " than " not in t]
+    compared = [t for t in quantified if " than " in t]
+    assert 100 < len(mirrored) < 200 and 50 < len(compared) < 150
+    assert len({next(q for q in QUANTIFIERS if q in f" {t} ") for t in mirrored}) == len(QUANTIFIERS)
+    assert all(set(words_of(t)) & LOW_WORDS and not set(words_of(t)) & HIGH_WORDS for t in mirrored)
+    assert all(set(words_of(t)) & HIGH_WORDS and not set(words_of(t)) & LOW_WORDS for t in compared)
     assert all(t.startswith("the green square") for t in quantified)
     assert not [t for t in quantified if " every other green square is " in t]   # the fifth set's
+    assert not [t for t in compared if " than every other " in t]   # the first set's
+    negated_other = [t for t in texts if " without any other " in t or " none of the other " in t]
+    assert 20 < len(negated_other) < 130
+    assert all(set(words_of(t)) & HIGH_WORDS and not set(words_of(t)) & LOW_WORDS for t in negated_other)
