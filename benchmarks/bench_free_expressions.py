@@ -75,6 +75,12 @@ class Rewriter:
         """"red circle", "little red shapes": adjectives then the noun."""
         return " ".join(self.adjectives(t) + [self.noun(t, plural)])
 
+    COLOUR_FORMS: tuple[str, ...] = ()   # a held-out set's own ways of saying a colour
+
+    def thing(self, t: Thing) -> str:
+        """"small red circle", or one of the set's ``COLOUR_FORMS`` for a thing with a colour."""
+        return self.plain_or_coloured(t, *self.COLOUR_FORMS)
+
     def plain_or_coloured(self, t: Thing, *colour_forms: str) -> str:
         """"small red circle", or for a thing with a colour one of ``colour_forms`` filled in
         ("{size}{noun} of a {colour} hue"; ``{article}``: "a" or "an" before the colour)."""
@@ -190,9 +196,8 @@ class ThirdRewriter(Rewriter):
     LAST = {"left": "on the left", "right": "on the right", "top": "at the top",
             "bottom": "at the bottom"}
 
-    def thing(self, t: Thing) -> str:
-        """"small red circle", or "small circle with a red fill"."""
-        return self.plain_or_coloured(t, "{size}{noun} with {article} {colour} fill")
+    # "small circle with a red fill"
+    COLOUR_FORMS = ("{size}{noun} with {article} {colour} fill",)
 
     def rewrite(self, p: Parsed) -> str:
         if p.relation:
@@ -224,9 +229,8 @@ class FourthRewriter(Rewriter):
     ITS_SIDE = {"left of": "left", "right of": "right", "above": "upper side", "below": "lower side"}
     BEYOND = {"left": "to its left", "right": "to its right", "top": "above it", "bottom": "below it"}
 
-    def thing(self, t: Thing) -> str:
-        """"small red circle", or "small circle of a red hue" / "small red-hued circle"."""
-        return self.plain_or_coloured(t, "{size}{noun} of a {colour} hue", "{size}{colour}-hued {noun}")
+    # "small circle of a red hue" / "small red-hued circle"
+    COLOUR_FORMS = ("{size}{noun} of a {colour} hue", "{size}{colour}-hued {noun}")
 
     def rewrite(self, p: Parsed) -> str:
         if p.relation:
@@ -261,9 +265,8 @@ class FifthRewriter(Rewriter):
     FROM = {"left": "from the left", "right": "from the right", "top": "from the top",
             "bottom": "from the bottom"}
 
-    def thing(self, t: Thing) -> str:
-        """"small red circle", or "small red-tinted circle" / "small circle shaded red"."""
-        return self.plain_or_coloured(t, "{size}{colour}-tinted {noun}", "{size}{noun} shaded {colour}")
+    # "small red-tinted circle" / "small circle shaded red"
+    COLOUR_FORMS = ("{size}{colour}-tinted {noun}", "{size}{noun} shaded {colour}")
 
     def rewrite(self, p: Parsed) -> str:
         if p.relation:
@@ -298,9 +301,8 @@ class SixthRewriter(Rewriter):
     REST_ARE = {"left": "to its right", "right": "to its left", "top": "below it", "bottom": "above it"}
     EDGE = {"left": "left side", "right": "right side", "top": "top", "bottom": "bottom"}
 
-    def thing(self, t: Thing) -> str:
-        """"small red circle", or "small circle of red colour" / "small circle done in red"."""
-        return self.plain_or_coloured(t, "{size}{noun} of {colour} colour", "{size}{noun} done in {colour}")
+    # "small circle of red colour" / "small circle done in red"
+    COLOUR_FORMS = ("{size}{noun} of {colour} colour", "{size}{noun} done in {colour}")
 
     def rewrite(self, p: Parsed) -> str:
         if p.relation:
