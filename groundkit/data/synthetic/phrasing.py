@@ -33,7 +33,11 @@ of it", "the circle which all the other circles lie right of"). The seventh (2 D
 after the model trained with the sixth had read "other" as a mirrored direction, losing the
 fourth set's "no other circle to its left" and the first set's "further left than every other
 circle") says negation with "other" too and quantified comparisons in the extreme's own
-direction ("the circle further left than all the other circles").
+direction ("the circle further left than all the other circles"). The eighth (2 December 2026,
+after the model trained with the seventh still read the fourth set's "with no other circle to its
+left" mirrored) negates the quantifier's own frame ("the circle with not a single other circle
+left of it") and puts the anchor first ("relative to the star, the circle left of it"), in other
+words than the first and fourth sets' "looking from the star, ..." and "beside the star, ...".
 """
 from __future__ import annotations
 
@@ -160,6 +164,12 @@ ANCHOR_AS_SUBJECT = {  # the target is <relation> the anchor; the anchor is <phr
 }
 ANCHOR_AS_SUBJECT_FRAMES = ("the {t} which {a} is found {w}", "the {t} that {a} is placed {w}",
                             "the {t} {a} sits {w}", "the {t} that {a} appears {w}")
+# The anchor first, then the target with a pronoun for it ("relative to the star, the circle
+# left of it"): the direction word is the relation's own. Eighth version, after the first held-out
+# set's "looking from the star, the circle left of it" had stayed the frame lost most (56 REC).
+ANCHOR_FIRST_FRAMES = ("relative to {a}, the {t} {w} it", "take {a}: the {t} {w} it",
+                       "there is {a}, and the {t} {w} it", "with {a} as the reference, the {t} {w} it",
+                       "as for {a}, the {t} {w} it is the one")
 # Extremes by negation ("the circle that has no circles left of it"): nothing of its kind lies
 # beyond it. Written after the fourth held-out set's "with no other circle to its left" had lost
 # the most of any frame; "no other" itself is not said here.
@@ -175,7 +185,13 @@ NOTHING_BEYOND_FRAMES = ("the {one} that has no {many} {w}", "the {one} without 
                          # "other" here too: with the quantifiers below alone, a model read
                          # "other" as the sign of a mirrored direction (step 17, docs/referring.md)
                          "the {one} without any other {kind} {w}",
-                         "the {one} that has none of the other {many} {w}")
+                         "the {one} that has none of the other {many} {w}",
+                         # the quantifier's own frame ("with every other circle right of it")
+                         # negated, so that the two differ in the one word that flips the
+                         # direction (eighth version: steps 17-18 read "no other ... left" mirrored)
+                         "the {one} with not a single other {kind} {w}",
+                         "the {one} with zero other {many} {w}",
+                         "the {one} having not one other {kind} {w}")
 # Extremes by a quantifier ("the circle with every other circle right of it"): the direction word
 # says where all the others are, the opposite of the extreme's own. Written after the fifth
 # held-out set's "the circle that every other circle is right of" had been read as its opposite
@@ -274,7 +290,8 @@ class Paraphraser:
                               self._seen_from_anchor(p, target, anchor),
                               self._seen_from_anchor(p, target, anchor),
                               self.pick(ANCHOR_AS_SUBJECT_FRAMES).format(
-                                  t=target, a=anchor, w=self.pick(ANCHOR_AS_SUBJECT[p.relation]))))
+                                  t=target, a=anchor, w=self.pick(ANCHOR_AS_SUBJECT[p.relation])),
+                              self.pick(ANCHOR_FIRST_FRAMES).format(t=target, a=anchor, w=where)))
         if p.extreme:
             one, many = self.plain(p.target), self.plain(p.target, plural=True)
             draw = self.rng.random()

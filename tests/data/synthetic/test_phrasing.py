@@ -12,6 +12,7 @@ from groundkit.data.synthetic.describe import Reference
 from groundkit.data.synthetic.language import reference_text
 from groundkit.data.synthetic.phrasing import (
     ANCHOR_AS_SUBJECT_FRAMES,
+    ANCHOR_FIRST_FRAMES,
     SEEN_FROM_ANCHOR,
     SIZES,
     UNNAMED,
@@ -146,13 +147,13 @@ def test_paraphrases_vary_and_leave_the_held_out_rewrites_alone(benchmark_script
 
 
 def test_relations_are_said_from_the_anchors_side_in_several_frames():
-    """A third of the relations name where the anchor is ("... has the star on its upper side"),
+    """A quarter of the relations name where the anchor is ("... has the star on its upper side"),
     in frames that differ before the anchor, so that no one frame carries the mirroring."""
     rng = np.random.default_rng(5)
     ref = Parsed(Thing(None, "red", "circle"), "below", Thing(None, None, "star"))
     texts = [Paraphraser(rng).rephrase(ref) for _ in range(600)]
     mirrored = [t for t in texts if any(t.endswith(f" {p}") for p in SEEN_FROM_ANCHOR["below"])]
-    assert 150 < len(mirrored) < 250
+    assert 110 < len(mirrored) < 190
     assert len({t.split(" the star")[0].split()[-1] for t in mirrored}) >= 4   # having, has, that, which
 
 
@@ -206,3 +207,25 @@ def test_extremes_by_a_quantifier():
     negated_other = [t for t in texts if " without any other " in t or " none of the other " in t]
     assert 20 < len(negated_other) < 130
     assert all(set(words_of(t)) & HIGH_WORDS and not set(words_of(t)) & LOW_WORDS for t in negated_other)
+
+
+def test_anchor_first_relations_and_negated_quantifier_frames():
+    """The eighth version: an eighth of the relations name the anchor first and the target after
+    it with a pronoun, the direction word the relation's own ("relative to the star, the red
+    circle left of it"), in every frame; extremes negate the quantifier's own frame ("the green
+    square with not a single other green square higher up"), in the extreme's own direction."""
+    rng = np.random.default_rng(8)
+    relation = Parsed(Thing(None, "red", "circle"), "left of", Thing(None, None, "star"))
+    texts = [Paraphraser(rng).rephrase(relation) for _ in range(800)]
+    first = [t for t in texts if t.endswith((" it", " it is the one")) and t.find("star") < t.find("circle")]
+    assert 60 < len(first) < 150
+    leads = {t.split(" the star")[0] for t in first}
+    assert leads == {frame.split(" {a}")[0] for frame in ANCHOR_FIRST_FRAMES}
+    assert all("left" in t and "right" not in t for t in first), first[:5]
+    extreme = Parsed(Thing(None, "green", "square"), extreme="top")
+    texts = [Paraphraser(rng).rephrase(extreme) for _ in range(1200)]
+    negated = [t for t in texts if any(w in t for w in (" with not a single other ", " with zero other ",
+                                                       " having not one other "))]
+    assert 60 < len(negated) < 160
+    assert all(set(words_of(t)) & HIGH_WORDS and not set(words_of(t)) & LOW_WORDS for t in negated)
+    assert not [t for t in texts if " with no other " in t]   # the fourth held-out set's words
