@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from groundkit.data.formats import png_decode, read_segment_png
 from groundkit.data.images import read_image
 from groundkit.errors import FormatError, InputError
 
-pytest.importorskip("pyspng", reason="pyspng has no wheel for this platform; Pillow decodes")
+pyspng = pytest.importorskip("pyspng", reason="pyspng has no wheel for this platform; Pillow decodes")
 
 
 def _pixels(rng: np.random.Generator, h: int = 37, w: int = 53) -> np.ndarray:
@@ -41,23 +42,28 @@ RGB8_CASES = {
 }
 
 
-@pytest.fixture(params=[True, False], ids=["libspng", "pillow"])
+@pytest.fixture(params=["zlib-ng", "libspng", "pillow"])
 def decoder(request, monkeypatch):
-    """Run a test with libspng decoding the 8-bit RGB PNGs, then with Pillow alone."""
-    if not request.param:
+    """Run a test with zlib-ng inflating for libspng, with libspng alone, then with Pillow alone."""
+    if request.param == "zlib-ng" and png_decode.zlib_ng is None:
+        pytest.skip("zlib-ng has no wheel for this platform")
+    if request.param != "zlib-ng":
+        monkeypatch.setattr(png_decode, "zlib_ng", None)
+    if request.param == "pillow":
         monkeypatch.setattr(png_decode, "pyspng", None)
     return request.param
 
 
 @pytest.mark.parametrize("case", RGB8_CASES)
-def test_rgb8_pngs_decode_to_the_same_pixels_and_ids(tmp_path, case):
+def test_rgb8_pngs_decode_to_the_same_pixels_and_ids(tmp_path, case, decoder):
     rgb = _pixels(np.random.default_rng(len(case)))
     path = tmp_path / "a.png"
     _write(path, rgb, **RGB8_CASES[case])
     with Image.open(path) as image:
         fast = png_decode.decode_rgb8(image, path)
-    assert fast is not None, "an 8-bit RGB PNG must take the libspng path"
-    np.testing.assert_array_equal(fast, rgb)
+    if decoder != "pillow":
+        assert fast is not None, "an 8-bit RGB PNG must take the libspng path"
+        np.testing.assert_array_equal(fast, rgb)
     np.testing.assert_array_equal(read_image(path), rgb)
     ids = rgb[..., 0] + 256 * rgb[..., 1].astype(np.int64) + 65536 * rgb[..., 2].astype(np.int64)
     np.testing.assert_array_equal(read_segment_png(path, rgb.shape[:2]), ids)
@@ -151,8 +157,6 @@ def test_a_flipped_bit_with_a_stale_crc_is_never_decoded_by_libspng(tmp_path):
     """One byte of the pixel data changed in a stored (uncompressed) stream, so that it still
     inflates: libspng alone (told by pyspng to ignore checksums) returns wrong pixels without a
     word; png_decode leaves the file to Pillow instead, which refuses it (zlib's Adler-32)."""
-    import pyspng
-
     rng = np.random.default_rng(6)
     rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     path = tmp_path / "flipped.png"
@@ -165,4 +169,73 @@ def test_a_flipped_bit_with_a_stale_crc_is_never_decoded_by_libspng(tmp_path):
     with Image.open(path) as image:
         assert png_decode.decode_rgb8(image, path) is None
     with pytest.raises(FormatError, match="flipped.png"):
+        read_segment_png(path)
+
+
+# --- zlib-ng inflating for libspng ----------------------------------------------------------------
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _png_with_idat(rgb: np.ndarray, stream: bytes, pieces: int = 1) -> bytes:
+    """An 8-bit RGB PNG of ``rgb``'s size whose IDAT chunks (``pieces`` of them) hold ``stream``."""
+    h, w = rgb.shape[:2]
+    cut = np.linspace(0, len(stream), pieces + 1).astype(int)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + b"".join(_chunk(b"IDAT", stream[a:b]) for a, b in zip(cut[:-1], cut[1:]))
+            + _chunk(b"IEND", b""))
+
+
+def _rows(rgb: np.ndarray) -> bytes:
+    """The image's rows with filter type 0 before each: what a PNG's zlib stream holds."""
+    return np.concatenate([np.zeros((rgb.shape[0], 1), np.uint8), rgb.reshape(rgb.shape[0], -1)], 1).tobytes()
+
+
+needs_zlib_ng = pytest.mark.skipif(png_decode.zlib_ng is None, reason="zlib-ng has no wheel here")
+
+
+@needs_zlib_ng
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_stored_pixels_decode_to_the_same_pixels(tmp_path, pieces):
+    """Pillow's own files (every filter type) and a stream cut over several IDAT chunks become
+    one IDAT of stored deflate blocks (BTYPE 00) that Pillow and libspng read to the same pixels."""
+    rgb = _pixels(np.random.default_rng(7), 300, 250)   # 225 kB of rows: several 64 kB blocks
+    path = tmp_path / "a.png"
+    _write(path, rgb)
+    files = {"pillow": path.read_bytes(), "cut": _png_with_idat(rgb, zlib.compress(_rows(rgb)), pieces)}
+    for name, data in files.items():
+        stored = png_decode._with_stored_pixels(data, rgb.shape[0] * (3 * rgb.shape[1] + 1))
+        body = stored[stored.index(b"IDAT") + 4:]
+        assert stored.count(b"IDAT") == 1 and body[2] & 0b110 == 0, name   # a stored block first
+        (tmp_path / f"{name}.png").write_bytes(stored)
+        np.testing.assert_array_equal(read_image(tmp_path / f"{name}.png"), rgb, err_msg=name)
+        np.testing.assert_array_equal(pyspng.load(stored, format="RGB"), rgb, err_msg=name)
+
+
+@needs_zlib_ng
+def test_streams_that_are_not_exactly_the_rows_go_to_libspng_as_they_are():
+    """More bytes than the rows (a bomb is cut at one byte past them), fewer, or bytes after the
+    zlib stream: the file is given back unchanged."""
+    rgb = _pixels(np.random.default_rng(8))
+    size = rgb.shape[0] * (3 * rgb.shape[1] + 1)
+    for stream in (zlib.compress(_rows(rgb) + b"\0" * 10_000_000), zlib.compress(_rows(rgb)[:-1]),
+                   zlib.compress(_rows(rgb)) + b"\0\0"):
+        data = _png_with_idat(rgb, stream)
+        assert png_decode._with_stored_pixels(data, size) is data
+
+
+@needs_zlib_ng
+def test_a_wrong_adler32_with_right_crcs_is_left_to_pillow(tmp_path):
+    """The chunks' CRCs right but the zlib stream's Adler-32 wrong: libspng alone would decode
+    it without a word; zlib-ng refuses it and Pillow then does, with the file's name."""
+    rgb = _pixels(np.random.default_rng(9))
+    stream = bytearray(zlib.compress(_rows(rgb)))
+    stream[-1] ^= 0x01
+    path = tmp_path / "adler.png"
+    path.write_bytes(_png_with_idat(rgb, bytes(stream)))
+    np.testing.assert_array_equal(pyspng.load(path.read_bytes(), format="RGB"), rgb)
+    with Image.open(path) as image:
+        assert png_decode.decode_rgb8(image, path) is None
+    with pytest.raises(FormatError, match="adler.png"):
         read_segment_png(path)
