@@ -102,7 +102,9 @@ def _with_stored_pixels(data: bytes, raw_size: int) -> bytes | None:
     ``raw_size + 1`` bytes.
     """
     view, pos, first, last, parts = memoryview(data), 8, None, None, []
-    while True:  # the chunks are whole up to IEND (_chunks_intact)
+    while True:  # the chunks are whole up to IEND where _chunks_intact said so; else as is
+        if pos + 12 > len(view):
+            return data
         end = pos + 12 + int.from_bytes(view[pos:pos + 4], "big")
         kind = view[pos + 4:pos + 8]
         if kind == b"IDAT":
