@@ -215,14 +215,16 @@ def test_stored_pixels_decode_to_the_same_pixels(tmp_path, pieces):
 
 @needs_zlib_ng
 def test_streams_that_are_not_exactly_the_rows_go_to_libspng_as_they_are():
-    """More bytes than the rows (a bomb is cut at one byte past them), fewer, or bytes after the
-    zlib stream: the file is given back unchanged."""
+    """More bytes than the rows (a bomb is cut at one byte past them), fewer, bytes after the
+    zlib stream, or no IEND: the file is given back unchanged."""
     rgb = _pixels(np.random.default_rng(8))
     size = rgb.shape[0] * (3 * rgb.shape[1] + 1)
     for stream in (zlib.compress(_rows(rgb) + b"\0" * 10_000_000), zlib.compress(_rows(rgb)[:-1]),
                    zlib.compress(_rows(rgb)) + b"\0\0"):
         data = _png_with_idat(rgb, stream)
         assert png_decode._with_stored_pixels(data, size) is data
+    no_end = _png_with_idat(rgb, zlib.compress(_rows(rgb)))[:-12]   # IEND cut off: never loops
+    assert png_decode._with_stored_pixels(no_end, size) is no_end
 
 
 @needs_zlib_ng
