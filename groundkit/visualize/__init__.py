@@ -43,9 +43,16 @@ from groundkit.visualize.labels import (
     draw_labels,
     label_font,
     label_point,
+    label_regions,
     place_labels,
     shorten,
 )
+
+__all__ = [
+    "ALPHA", "MIN_WIDTH", "Label", "LabelItem", "contact_sheet", "label_point", "overlay_grounding",
+    "overlay_panoptic", "overlay_referring", "phrase_colors", "place_labels", "region_layer",
+    "save_image", "segment_colours",
+]
 
 # Saturated, far apart in hue, and dark enough to read as text on white (hence no yellow or cyan).
 _PALETTE: tuple[RGB, ...] = (
@@ -96,7 +103,7 @@ def overlay_grounding(image: np.ndarray, caption: str, spans: Sequence[tuple[int
     regions = [_upscale(mask, factor) for mask in masks]
     _paint_regions(canvas, regions, colours)
     picture = Image.fromarray(canvas)
-    placed = _label_regions(picture, [" ".join(caption[s:e].split()) for s, e in spans], masks,
+    placed = label_regions(picture, [" ".join(caption[s:e].split()) for s, e in spans], masks,
                             regions, colours, factor) if labels else []
     font = _font(canvas.shape[1])
     panel = _text_panel(_caption_words(caption, spans, colours, scores), canvas.shape[1], font)
@@ -190,7 +197,7 @@ def overlay_panoptic(image: np.ndarray, id_map: np.ndarray,
     regions = [_upscale(ids == segment_id, factor) for segment_id, _ in segments]
     _paint_regions(canvas, regions, colours)
     picture = Image.fromarray(canvas)
-    placed = _label_regions(picture, [category.name for _, category in segments],
+    placed = label_regions(picture, [category.name for _, category in segments],
                             [ids == segment_id for segment_id, _ in segments], regions, colours,
                             factor) if labels else []
     font = _font(canvas.shape[1])
@@ -322,25 +329,6 @@ def region_layer(size: tuple[int, int], colour: RGB, mask: np.ndarray | None = N
         ImageDraw.Draw(picture).rectangle([float(v) for v in box], outline=(*colour, 255),
                                           width=max(1, w // 160))
     return picture
-
-
-def _label_regions(picture: Image.Image, texts: Sequence[str], masks: Sequence[np.ndarray],
-                   regions: Sequence[np.ndarray], colours: Sequence[RGB], factor: int
-                   ) -> list[Label]:
-    """Label each region on ``picture`` (in place) at its :func:`label_point`; returns the labels.
-
-    masks: each region at the image's size (where the point is found, cheaper than upscaled);
-    regions: the same ``factor`` times larger, at the picture's size."""
-    font = label_font(picture.width)
-    items = []
-    for text, mask, region, colour in zip(texts, masks, regions, colours):
-        point = label_point(mask)
-        if point is not None and text:
-            x, y = (v * factor + factor // 2 for v in point)
-            items.append(LabelItem(text, (x, y), colour, int(region.sum()), region))
-    placed = place_labels(items, (picture.height, picture.width), font)
-    draw_labels(picture, placed, font)
-    return placed
 
 
 # --- contact sheet and files ---------------------------------------------------------------------

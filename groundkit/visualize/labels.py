@@ -130,6 +130,25 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: in
                 or b[3] + gap <= a[1])
 
 
+def label_regions(picture: Image.Image, texts: Sequence[str], masks: Sequence[np.ndarray],
+                  regions: Sequence[np.ndarray], colours: Sequence[RGB], factor: int
+                  ) -> list[Label]:
+    """Label each region on ``picture`` (in place) at its :func:`label_point`; returns the labels.
+
+    masks: each region at the image's size (where the point is found, cheaper than upscaled);
+    regions: the same ``factor`` times larger, at the picture's size."""
+    font = label_font(picture.width)
+    items = []
+    for text, mask, region, colour in zip(texts, masks, regions, colours):
+        point = label_point(mask)
+        if point is not None and text:
+            x, y = (v * factor + factor // 2 for v in point)
+            items.append(LabelItem(text, (x, y), colour, int(region.sum()), region))
+    placed = place_labels(items, (picture.height, picture.width), font)
+    draw_labels(picture, placed, font)
+    return placed
+
+
 def corner_label(text: str, box: np.ndarray, colour: RGB, size: tuple[int, int],
                   font: Font) -> Label:
     """A label for ``box`` (xyxy, picture pixels) on a picture of ``size = (W, H)``: at its
